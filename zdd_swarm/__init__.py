@@ -1,0 +1,134 @@
+"""zdd_swarm: safe Docker Swarm rolling updates.
+
+Zero downtime, watched batch by batch, rolled back automatically when a
+release is bad::
+
+    import zdd_swarm
+    result = zdd_swarm.update("web", image="registry:5000/web:2",
+                              update_config=zdd_swarm.UpdateConfig(parallelism=2,
+                                                                   order="start-first"))
+    print(result.outcome, result.reason.message)
+
+The library never configures logging: it logs with ``structlog.get_logger()``
+and delivers typed events to the hooks you pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from . import events
+from .config import FailureAction, LintWarning, Order, RollbackConfig, UpdateConfig
+from .controller import ConcurrentChange, Controller, Plan, RolloutOptions, UpdateInProgress
+from .engine import DockerEngine, Engine
+from .errors import (
+    ConfigError,
+    EngineAPIError,
+    EngineError,
+    EngineUnavailable,
+    InputError,
+    InvalidImageReference,
+    NotAManager,
+    ServiceNotFound,
+    VersionConflict,
+    ZddError,
+)
+from .events import Event, Hook
+from .gates import CallableGate, Gate, HttpGate, TcpGate
+from .result import BatchReport, GateReport, Outcome, Reason, RolloutResult, TaskReport
+from .spec import ServiceChange
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchReport",
+    "CallableGate",
+    "ConcurrentChange",
+    "ConfigError",
+    "Controller",
+    "DockerEngine",
+    "Engine",
+    "EngineAPIError",
+    "EngineError",
+    "EngineUnavailable",
+    "Event",
+    "FailureAction",
+    "Gate",
+    "GateReport",
+    "Hook",
+    "HttpGate",
+    "InputError",
+    "InvalidImageReference",
+    "LintWarning",
+    "NotAManager",
+    "Order",
+    "Outcome",
+    "Plan",
+    "Reason",
+    "RollbackConfig",
+    "RolloutOptions",
+    "RolloutResult",
+    "ServiceChange",
+    "ServiceNotFound",
+    "TaskReport",
+    "TcpGate",
+    "UpdateConfig",
+    "UpdateInProgress",
+    "VersionConflict",
+    "ZddError",
+    "events",
+    "rollback",
+    "update",
+    "watch",
+]
+
+
+def _controller(host: str | None, hooks: Sequence[Hook], options: RolloutOptions | None,
+                option_kwargs: Mapping[str, Any]) -> Controller:
+    if options is None:
+        options = RolloutOptions(**option_kwargs)
+    elif option_kwargs:
+        raise ConfigError("options", sorted(option_kwargs), "either options= or keywords")
+    return Controller(DockerEngine(host), hooks=hooks, options=options)
+
+
+def update(
+    service: str,
+    *,
+    image: str | None = None,
+    host: str | None = None,
+    update_config: UpdateConfig | None = None,
+    rollback_config: RollbackConfig | None = None,
+    change: ServiceChange | None = None,
+    hooks: Sequence[Hook] = (),
+    options: RolloutOptions | None = None,
+    **option_kwargs: Any,
+) -> RolloutResult:
+    """Update ``service`` and follow the rollout to its outcome.
+
+    ``change`` gives full control (env, labels, command, force, patch);
+    ``image``/``update_config``/``rollback_config`` are shortcuts for the
+    common case. ``option_kwargs`` are :class:`RolloutOptions` fields
+    (``task_deadline="60s"``, ``gates=[HttpGate(...)]``, ...). ``host``
+    defaults to ``DOCKER_HOST``.
+    """
+    if change is None:
+        change = ServiceChange(image=image, update_config=update_config,
+                               rollback_config=rollback_config)
+    elif image or update_config or rollback_config:
+        raise ConfigError("change", "change plus shortcuts",
+                          "either change= or image/update_config/rollback_config")
+    return _controller(host, hooks, options, option_kwargs).update(service, change)
+
+
+def watch(service: str, *, host: str | None = None, hooks: Sequence[Hook] = (),
+          options: RolloutOptions | None = None, **option_kwargs: Any) -> RolloutResult:
+    """Attach to an update in progress and follow it to its outcome."""
+    return _controller(host, hooks, options, option_kwargs).watch(service)
+
+
+def rollback(service: str, *, host: str | None = None, hooks: Sequence[Hook] = (),
+             options: RolloutOptions | None = None, **option_kwargs: Any) -> RolloutResult:
+    """Roll ``service`` back to its previous spec and watch the rollback."""
+    return _controller(host, hooks, options, option_kwargs).rollback(service)

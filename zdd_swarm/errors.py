@@ -1,0 +1,102 @@
+"""The one exception tree of zdd_swarm.
+
+Every error the library raises derives from :class:`ZddError`; errors of the
+``docker`` SDK and of ``requests`` are mapped at one boundary (the engine
+adapter) and chained with ``raise ... from exc``::
+
+    ZddError
+    ├── InputError (also ValueError)     bad input: nothing was changed on the cluster
+    │   ├── ConfigError                  an invalid value (names field, value, what is allowed)
+    │   ├── ServiceNotFound              no such service
+    │   ├── NotAManager                  the engine is not a swarm manager
+    │   └── InvalidImageReference        an image reference the engine would refuse
+    └── EngineError                      talking to the engine went wrong
+        ├── EngineUnavailable            cannot reach the engine (transient)
+        ├── VersionConflict              "update out of sequence" (transient)
+        └── EngineAPIError               the engine refused a request (permanent)
+
+``transient`` tells whether retrying the same call could help (kopf's split of
+temporary and permanent errors).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "EngineAPIError",
+    "EngineError",
+    "EngineUnavailable",
+    "InputError",
+    "InvalidImageReference",
+    "NotAManager",
+    "ServiceNotFound",
+    "VersionConflict",
+    "ZddError",
+]
+
+
+class ZddError(Exception):
+    """Base of every error raised by zdd_swarm."""
+
+    transient: bool = False
+
+
+class InputError(ZddError, ValueError):
+    """Bad input, detected before anything was changed on the cluster."""
+
+
+class ConfigError(InputError):
+    """An invalid configuration value.
+
+    The message names the field, the value given and what is allowed.
+    """
+
+    def __init__(self, field: str, value: object, allowed: str) -> None:
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{field}: invalid value {value!r}: {allowed}")
+
+
+class ServiceNotFound(InputError):
+    """The named service does not exist."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        super().__init__(f"service {service!r} not found")
+
+
+class NotAManager(InputError):
+    """The engine answered but is not a swarm manager."""
+
+
+class InvalidImageReference(InputError):
+    """An image reference the engine would refuse."""
+
+    def __init__(self, reference: str, why: str) -> None:
+        self.reference = reference
+        super().__init__(f"invalid image reference {reference!r}: {why}")
+
+
+class EngineError(ZddError):
+    """Talking to the Docker engine went wrong."""
+
+
+class EngineUnavailable(EngineError):
+    """The engine could not be reached (after bounded retries)."""
+
+    transient = True
+
+
+class VersionConflict(EngineError):
+    """The service changed between our inspect and our update."""
+
+    transient = True
+
+
+class EngineAPIError(EngineError):
+    """The engine refused a request; retrying the same call will not help."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        self.status_code = status_code
+        super().__init__(message)

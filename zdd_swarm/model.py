@@ -1,0 +1,231 @@
+"""Read-only views of what the engine reports: services, tasks, update status.
+
+Pure: built from Engine API JSON (``docker service inspect`` / task list), no
+I/O. The controller only ever reasons about these views.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = [
+    "ServiceView",
+    "TaskState",
+    "TaskView",
+    "UpdateState",
+    "UpdateStatus",
+    "parse_timestamp",
+]
+
+
+class TaskState(enum.StrEnum):
+    """Swarm task states, in the order a task goes through them."""
+
+    NEW = "new"
+    ALLOCATED = "allocated"
+    PENDING = "pending"
+    ASSIGNED = "assigned"
+    ACCEPTED = "accepted"
+    PREPARING = "preparing"
+    READY = "ready"
+    STARTING = "starting"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    SHUTDOWN = "shutdown"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    REMOVE = "remove"
+    ORPHANED = "orphaned"
+
+    @property
+    def rank(self) -> int:
+        return _TASK_ORDER.index(self)
+
+    @property
+    def terminal(self) -> bool:
+        """Past RUNNING: the task will never run (again)."""
+        return self.rank > TaskState.RUNNING.rank
+
+    @classmethod
+    def parse(cls, value: str) -> TaskState:
+        try:
+            return cls(value.lower())
+        except ValueError:
+            return cls.ORPHANED
+
+
+_TASK_ORDER = list(TaskState)
+
+#: States that mean a task ended badly. COMPLETE counts too: a service task
+#: that exits 0 stopped serving (Swarm counts it the same way).
+FAILED_STATES = frozenset(
+    {TaskState.FAILED, TaskState.REJECTED, TaskState.COMPLETE, TaskState.ORPHANED}
+)
+
+
+class UpdateState(enum.StrEnum):
+    """The engine's ``UpdateStatus.State``."""
+
+    UPDATING = "updating"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    ROLLBACK_STARTED = "rollback_started"
+    ROLLBACK_PAUSED = "rollback_paused"
+    ROLLBACK_COMPLETED = "rollback_completed"
+
+
+@dataclass(frozen=True)
+class UpdateStatus:
+    state: UpdateState
+    message: str = ""
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any] | None) -> UpdateStatus | None:
+        if not data or not data.get("State"):
+            return None
+        return cls(
+            state=UpdateState(data["State"]),
+            message=str(data.get("Message", "")),
+            started_at=parse_timestamp(data.get("StartedAt")),
+            completed_at=parse_timestamp(data.get("CompletedAt")),
+        )
+
+
+def parse_timestamp(value: object) -> datetime | None:
+    """Parse an engine timestamp (RFC 3339 with up to nanoseconds)."""
+    if not isinstance(value, str) or not value or value.startswith("0001-01-01"):
+        return None
+    text = value.replace("Z", "+00:00")
+    head, dot, rest = text.partition(".")
+    if dot:
+        digits = "".join(ch for ch in rest if ch.isdigit())
+        zone = rest[len(digits) :]
+        text = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def canonical(value: Any) -> str:
+    """A stable text form of a JSON value, to compare specs."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """One task as the engine reports it."""
+
+    id: str
+    service_id: str
+    slot: int | None
+    node_id: str
+    state: TaskState
+    desired_state: TaskState
+    created_at: datetime | None
+    status_at: datetime | None
+    message: str
+    error: str
+    exit_code: int | None
+    image: str
+    spec_key: str
+    addresses: tuple[str, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> TaskView:
+        status = data.get("Status") or {}
+        container = status.get("ContainerStatus") or {}
+        spec = data.get("Spec") or {}
+        exit_code = container.get("ExitCode")
+        addresses: list[str] = []
+        for attachment in data.get("NetworksAttachments") or []:
+            addresses.extend(a.split("/")[0] for a in attachment.get("Addresses") or [])
+        return cls(
+            id=str(data["ID"]),
+            service_id=str(data.get("ServiceID", "")),
+            slot=data.get("Slot"),
+            node_id=str(data.get("NodeID", "")),
+            state=TaskState.parse(str(status.get("State", "new"))),
+            desired_state=TaskState.parse(str(data.get("DesiredState", "running"))),
+            created_at=parse_timestamp(data.get("CreatedAt")),
+            status_at=parse_timestamp(status.get("Timestamp")),
+            message=str(status.get("Message", "")),
+            error=str(status.get("Err", "")),
+            exit_code=int(exit_code) if exit_code is not None else None,
+            image=str((spec.get("ContainerSpec") or {}).get("Image", "")),
+            spec_key=canonical(spec),
+            addresses=tuple(addresses),
+            raw=data,
+        )
+
+    @property
+    def failed(self) -> bool:
+        return self.state in FAILED_STATES
+
+    @property
+    def running(self) -> bool:
+        return self.state is TaskState.RUNNING
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    """One service as the engine reports it."""
+
+    id: str
+    name: str
+    version: int
+    spec: Mapping[str, Any]
+    previous_spec: Mapping[str, Any] | None
+    update_status: UpdateStatus | None
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> ServiceView:
+        spec = data.get("Spec") or {}
+        return cls(
+            id=str(data["ID"]),
+            name=str(spec.get("Name", "")),
+            version=int((data.get("Version") or {}).get("Index", 0)),
+            spec=spec,
+            previous_spec=data.get("PreviousSpec"),
+            update_status=UpdateStatus.from_api(data.get("UpdateStatus")),
+            raw=data,
+        )
+
+    @property
+    def image(self) -> str:
+        return image_of(self.spec)
+
+    @property
+    def previous_image(self) -> str | None:
+        return image_of(self.previous_spec) if self.previous_spec else None
+
+    @property
+    def task_key(self) -> str:
+        """Canonical form of the task template: equal to a task's ``spec_key``
+        exactly when that task was created from the current spec."""
+        return canonical(self.spec.get("TaskTemplate") or {})
+
+    @property
+    def replicas(self) -> int | None:
+        """Replica count of a replicated service, None for global services."""
+        mode = self.spec.get("Mode") or {}
+        replicated = mode.get("Replicated")
+        if replicated is None:
+            return None
+        return int(replicated.get("Replicas", 1))
+
+    @property
+    def state(self) -> UpdateState | None:
+        return self.update_status.state if self.update_status else None
+
+
+def image_of(spec: Mapping[str, Any]) -> str:
+    template = spec.get("TaskTemplate") or {}
+    return str((template.get("ContainerSpec") or {}).get("Image", ""))
