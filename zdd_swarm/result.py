@@ -1,0 +1,153 @@
+"""The typed result of a rollout: what happened, why, batch by batch."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+__all__ = [
+    "BatchReport",
+    "GateReport",
+    "Outcome",
+    "Reason",
+    "RolloutResult",
+    "TaskReport",
+]
+
+
+class Outcome(enum.StrEnum):
+    """How a rollout ended. Each maps to one CLI exit code."""
+
+    #: The new spec runs everywhere (or there was nothing to do).
+    COMPLETED = "completed"
+    #: The release did not go out: the service runs its previous spec again.
+    ROLLED_BACK = "rolled_back"
+    #: Stopped half way on purpose (failure_action pause): a human is needed.
+    PAUSED = "paused"
+    #: Another client changed the service during the rollout; we stopped
+    #: watching and did not overwrite their change.
+    SUPERSEDED = "superseded"
+    #: A rollback was needed and did not reach a healthy previous spec.
+    ROLLBACK_FAILED = "rollback_failed"
+    #: A threshold was crossed and, per configuration, nothing was undone
+    #: (failure_action continue), or the overall timeout ran out.
+    FAILED = "failed"
+
+    @property
+    def exit_code(self) -> int:
+        return _EXIT_CODES[self]
+
+    @property
+    def ok(self) -> bool:
+        return self is Outcome.COMPLETED
+
+
+_EXIT_CODES = {
+    Outcome.COMPLETED: 0,
+    Outcome.ROLLED_BACK: 1,
+    Outcome.PAUSED: 3,
+    Outcome.SUPERSEDED: 3,
+    Outcome.FAILED: 3,
+    Outcome.ROLLBACK_FAILED: 4,
+}
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a rollout ended: a stable ``code`` for programs, ``message`` for people."""
+
+    code: str
+    message: str
+
+
+@dataclass
+class TaskReport:
+    id: str
+    slot: str
+    node: str
+    state: str
+    desired_state: str
+    error: str = ""
+    exit_code: int | None = None
+    #: seconds since the rollout began when we first saw the task
+    seen_at: float = 0.0
+    #: seconds since the rollout began when it was RUNNING (healthy), if ever
+    running_at: float | None = None
+    #: why it counts as failed ("failed", "task_deadline"), if it does
+    failure: str | None = None
+
+
+@dataclass
+class GateReport:
+    gate: str
+    passed: bool | None  # None: still being checked, or never started
+    samples: int = 0
+    successes: int = 0
+    detail: str = ""
+
+
+@dataclass
+class BatchReport:
+    index: int
+    phase: str  # "update" or "rollback"
+    tasks: list[TaskReport] = field(default_factory=list)
+    started_at: float = 0.0
+    running_at: float | None = None
+    completed_at: float | None = None
+    gates: list[GateReport] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(t.failure for t in self.tasks) or any(g.passed is False for g in self.gates)
+
+
+@dataclass
+class RolloutResult:
+    service: str
+    outcome: Outcome
+    reason: Reason
+    started_at: datetime
+    duration_s: float
+    image_before: str
+    image_target: str
+    #: the image the service's spec names at the end
+    image_after: str
+    version_before: int
+    version_after: int
+    batches: list[BatchReport] = field(default_factory=list)
+    failures: int = 0
+    total: int = 0
+    #: who started a rollback, if one happened: "zdd_swarm", "engine" or "other"
+    rollback_by: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    #: where each task of the service runs at the end: node -> task states
+    placement: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return self.outcome.exit_code
+
+    @property
+    def code(self) -> str:
+        return self.reason.code
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (the CLI's ``--json``)."""
+        data = asdict(self)
+        data["outcome"] = self.outcome.value
+        data["code"] = self.reason.code
+        data["reason"] = self.reason.message
+        data["started_at"] = self.started_at.isoformat()
+        data["exit_code"] = self.exit_code
+        for batch, report in zip(data["batches"], self.batches, strict=True):
+            batch["failed"] = report.failed
+        return data
+
+    def summary(self) -> str:
+        """One line for people."""
+        return (
+            f"{self.service}: {self.outcome.value} ({self.reason.code}) in {self.duration_s:.1f}s, "
+            f"{len(self.batches)} batches, {self.failures} failed tasks: {self.reason.message}"
+        )

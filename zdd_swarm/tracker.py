@@ -1,0 +1,495 @@
+"""The decision core: given what the engine shows now, what happens next.
+
+Pure and synchronous: :class:`Tracker` is fed observations (service, tasks,
+gate samples, a monotonic time) and answers with events and at most one
+action. It never talks to the engine and never reads a clock, so every rule
+below is unit-tested in simulated time.
+
+Failure counting follows swarmkit's updater
+(``manager/orchestrator/update/updater.go``): a new task counts as failed if
+it ends past RUNNING and "startedAt.IsZero() || time.Since(startedAt) <=
+monitoringPeriod", and the failure action fires when
+``failures / tasks_to_update > MaxFailureRatio``. To that we add what Swarm
+lacks: a task that is not RUNNING within ``task_deadline`` counts as failed
+(Swarm waits forever, moby/swarmkit#486), a rollout that makes no progress
+for ``progress_deadline`` or runs past ``timeout`` fails, and gates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from .config import FailureAction, RollbackConfig, UpdateConfig
+from .events import (
+    BatchCompleted,
+    BatchStarted,
+    Event,
+    GateFailed,
+    Progress,
+    RollbackStarted,
+    TaskFailed,
+    TaskRunning,
+    ThresholdCrossed,
+)
+from .model import ServiceView, TaskState, TaskView, UpdateState, canonical
+from .result import BatchReport, GateReport, Outcome, Reason, TaskReport
+
+__all__ = ["Finish", "RequestRollback", "Step", "Tracker", "TrackerSettings"]
+
+
+@dataclass(frozen=True)
+class RequestRollback:
+    """Ask the engine to go back to the original spec."""
+
+    reason: Reason
+
+
+@dataclass(frozen=True)
+class Finish:
+    outcome: Outcome
+    reason: Reason
+
+
+Action = RequestRollback | Finish
+
+
+@dataclass
+class Step:
+    events: list[Event] = field(default_factory=list)
+    action: Action | None = None
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    """The knobs the tracker needs (a subset of ``RolloutOptions``)."""
+
+    failure_action: FailureAction = FailureAction.ROLLBACK
+    task_deadline: timedelta | None = timedelta(seconds=120)
+    progress_deadline: timedelta | None = timedelta(seconds=300)
+    timeout: timedelta | None = timedelta(minutes=30)
+    rollback_timeout: timedelta = timedelta(minutes=5)
+    gate_names: tuple[str, ...] = ()
+    gate_min_ratio: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Tracked:
+    report: TaskReport
+    batch: int
+    seen: float
+    running_at: float | None = None
+    counted: bool = False
+
+
+@dataclass
+class _Window:
+    batch: int
+    start: float
+    end: float
+    reports: dict[str, GateReport]
+    closed: bool = False
+
+
+class _Phase:
+    """Book-keeping of one direction: the update, or the rollback."""
+
+    def __init__(
+        self,
+        name: str,
+        target_spec: Mapping[str, Any],
+        parallelism: int,
+        monitor: timedelta,
+        max_failure_ratio: float,
+        total: int,
+        start: float,
+    ) -> None:
+        self.name = name
+        self.spec_key = canonical(target_spec)
+        self.task_key = canonical(target_spec.get("TaskTemplate") or {})
+        self.parallelism = parallelism if parallelism > 0 else max(total, 1)
+        self.monitor = monitor.total_seconds()
+        self.max_failure_ratio = max_failure_ratio
+        self.total = total
+        self.start = start
+        self.tasks: dict[str, _Tracked] = {}
+        self.slots: list[str] = []
+        self.batches: list[BatchReport] = []
+        self.failures = 0
+        self.last_progress = start
+        self.windows: list[_Window] = []
+        self.last_counts: tuple[int, int] = (-1, -1)
+        #: tasks that existed when this phase began (not part of it)
+        self.preexisting: set[str] = set()
+
+    @property
+    def batch_count(self) -> int:
+        return max(1, math.ceil(self.total / self.parallelism))
+
+    def batch_size(self, index: int) -> int:
+        return max(0, min(self.parallelism, self.total - index * self.parallelism))
+
+
+def _slot_of(task: TaskView) -> str:
+    return str(task.slot) if task.slot is not None else task.node_id
+
+
+class Tracker:
+    """Follows one rollout (update, then perhaps its rollback) to a verdict.
+
+    ``original_spec`` is what the service ran before; ``target_spec`` what it
+    should run after (both as the engine stores them). ``stale_update_status``
+    is the ``UpdateStatus.StartedAt`` seen before our update: an UpdateStatus
+    still carrying it belongs to an earlier update and is ignored.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        *,
+        original_spec: Mapping[str, Any],
+        target_spec: Mapping[str, Any],
+        total: int,
+        settings: TrackerSettings,
+        start: float,
+        stale_update_status: object = None,
+        phase: str = "update",
+        rollback_by: str | None = None,
+    ) -> None:
+        self.service = service
+        self.settings = settings
+        self.start = start
+        self.original_spec = original_spec
+        self.target_spec = target_spec
+        self.total = total
+        self.stale_update_status = stale_update_status
+        self.rollback_by: str | None = None
+        self.rollback_reason: Reason | None = None
+        self.rollback_requested = False
+        self.crossed: Reason | None = None
+        self._seen_ids: set[str] = set()
+        update = UpdateConfig.from_api(target_spec.get("UpdateConfig"))
+        self.update_config = update
+        self.phase = _Phase(
+            "update", target_spec, update.parallelism, update.monitor,
+            update.max_failure_ratio, total, start,
+        )
+        self.update_phase = self.phase
+        self.rollback_phase: _Phase | None = None
+        if phase == "rollback":
+            self.begin_rollback(start, rollback_by or "other", Reason("rollback", "rollback"))
+
+    # -- public --------------------------------------------------------------
+
+    @property
+    def batches(self) -> list[BatchReport]:
+        extra = self.rollback_phase.batches if self.rollback_phase else []
+        return self.update_phase.batches + extra
+
+    @property
+    def failures(self) -> int:
+        return self.update_phase.failures
+
+    @property
+    def in_rollback(self) -> bool:
+        return self.rollback_phase is not None
+
+    def open_windows(self, now: float) -> bool:
+        """Whether gates should be sampled now."""
+        return any(not w.closed and w.start <= now for w in self.phase.windows)
+
+    def add_gate_sample(self, now: float, gate: str, ok: bool, detail: str) -> None:
+        for window in self.phase.windows:
+            if window.closed or now < window.start:
+                continue
+            report = window.reports[gate]
+            report.samples += 1
+            report.successes += int(ok)
+            if not ok or not report.detail:
+                report.detail = detail
+
+    def begin_rollback(self, now: float, by: str, reason: Reason, method: str = "") -> Step:
+        """Switch to watching a rollback to ``original_spec``."""
+        step = Step()
+        if self.rollback_phase is not None:
+            return step
+        self.rollback_by = by
+        self.rollback_reason = reason
+        rollback = RollbackConfig.from_api(self.original_spec.get("RollbackConfig"))
+        self.rollback_phase = _Phase(
+            "rollback", self.original_spec, rollback.parallelism, rollback.monitor,
+            rollback.max_failure_ratio, self.total, now,
+        )
+        self.rollback_phase.preexisting = set(self._seen_ids)
+        self.phase = self.rollback_phase
+        step.events.append(
+            RollbackStarted(self.service, self._elapsed(now), by=by, reason=reason.message,
+                            method=method or ("engine-rollback" if by != "zdd_swarm" else ""))
+        )
+        return step
+
+    def observe(self, now: float, service: ServiceView, tasks: Sequence[TaskView],
+                nodes: Mapping[str, str]) -> Step:
+        step = Step()
+        # Tasks seen before this observation: if the engine has just started
+        # a rollback, the tasks it already created for it are not among them.
+        seen_before = set(self._seen_ids)
+        self._seen_ids.update(t.id for t in tasks)
+        status = service.update_status
+        fresh = status is not None and status.started_at != self.stale_update_status
+        state = status.state if (status is not None and fresh) else None
+        message = status.message if status is not None else ""
+        spec_key = canonical(service.spec)
+
+        if self.rollback_phase is None:
+            if state in (UpdateState.ROLLBACK_STARTED, UpdateState.ROLLBACK_COMPLETED,
+                         UpdateState.ROLLBACK_PAUSED) and spec_key == self.rollback_key:
+                by = "engine" if "due to failure" in message else "other"
+                reason = Reason("engine_rolled_back" if by == "engine" else "rolled_back_by_other",
+                                f"the engine rolled back: {message}" if by == "engine"
+                                else f"a rollback was requested by another client: {message}")
+                step.events += self.begin_rollback(now, by, reason).events
+                assert self.rollback_phase is not None
+                self.rollback_phase.preexisting = seen_before
+            elif spec_key != self.phase.spec_key:
+                return self._superseded(step, service)
+        elif spec_key != self.phase.spec_key:
+            return self._superseded(step, service)
+
+        phase = self.phase
+        self._follow_tasks(step, now, phase, tasks, nodes)
+        self._close_windows(step, now, phase)
+        self._progress(step, now, phase, tasks)
+
+        if phase.name == "update":
+            step.action = self._decide_update(step, now, state, message, tasks)
+        else:
+            step.action = self._decide_rollback(step, now, state, message, tasks)
+        return step
+
+    # -- helpers ---------------------------------------------------------------
+
+    @property
+    def rollback_key(self) -> str:
+        return canonical(self.original_spec)
+
+    def _elapsed(self, now: float) -> float:
+        return round(now - self.start, 3)
+
+    def _superseded(self, step: Step, service: ServiceView) -> Step:
+        from .spec import diff_specs
+
+        changed = diff_specs(self.phase_target, service.spec)
+        step.action = Finish(
+            Outcome.SUPERSEDED,
+            Reason("superseded",
+                   f"the service was changed by another client (version {service.version}; "
+                   f"changed: {', '.join(changed[:8]) or 'spec'}); not overwriting it"),
+        )
+        return step
+
+    @property
+    def phase_target(self) -> Mapping[str, Any]:
+        return self.original_spec if self.rollback_phase else self.target_spec
+
+    def _follow_tasks(self, step: Step, now: float, phase: _Phase, tasks: Sequence[TaskView],
+                      nodes: Mapping[str, str]) -> None:
+        deadline = self.settings.task_deadline
+        for task in sorted(tasks, key=lambda t: (t.created_at is None, t.created_at)):
+            if task.spec_key != phase.task_key:
+                continue
+            if task.id in phase.preexisting:
+                continue
+            tracked = phase.tasks.get(task.id)
+            node = nodes.get(task.node_id, task.node_id[:12])
+            if tracked is None:
+                if task.state.terminal and task.desired_state.terminal and not task.failed:
+                    continue  # an old, orderly shut-down task of the same spec
+                slot = _slot_of(task)
+                if slot not in phase.slots:
+                    phase.slots.append(slot)
+                index = phase.slots.index(slot) // phase.parallelism
+                while len(phase.batches) <= index:
+                    batch_no = len(phase.batches)
+                    phase.batches.append(BatchReport(batch_no, phase.name,
+                                                     started_at=self._elapsed(now)))
+                    step.events.append(BatchStarted(self.service, self._elapsed(now), batch_no,
+                                                    (slot,), phase=phase.name))
+                tracked = _Tracked(TaskReport(task.id, slot, node, task.state.value,
+                                              task.desired_state.value,
+                                              seen_at=self._elapsed(now)), index, now)
+                phase.tasks[task.id] = tracked
+                phase.batches[index].tasks.append(tracked.report)
+            report = tracked.report
+            report.state, report.desired_state = task.state.value, task.desired_state.value
+            report.node = node
+            report.error, report.exit_code = task.error, task.exit_code
+            if task.running and tracked.running_at is None:
+                tracked.running_at = now
+                report.running_at = self._elapsed(now)
+                phase.last_progress = now
+                step.events.append(TaskRunning(self.service, self._elapsed(now), tracked.batch,
+                                               task.id, node, round(now - tracked.seen, 3),
+                                               phase=phase.name))
+            if tracked.counted:
+                continue
+            cause: str | None = None
+            if task.failed or (task.state is TaskState.SHUTDOWN and task.error):
+                started = tracked.running_at
+                if started is None or now - started <= phase.monitor + 1.0:
+                    cause = "failed"
+            elif (deadline is not None and tracked.running_at is None
+                  and now - tracked.seen > deadline.total_seconds()):
+                cause = "task_deadline"
+                report.error = report.error or (
+                    f"not RUNNING after {deadline.total_seconds():g}s (state {task.state.value}"
+                    f"{': ' + task.message if task.message else ''})")
+            if cause:
+                tracked.counted = True
+                report.failure = cause
+                phase.failures += 1
+                step.events.append(TaskFailed(self.service, self._elapsed(now), tracked.batch,
+                                              task.id, node, task.state.value, report.error,
+                                              task.exit_code, cause, phase=phase.name))
+
+    def _close_windows(self, step: Step, now: float, phase: _Phase) -> None:
+        for index, batch in enumerate(phase.batches):
+            expected = phase.batch_size(index)
+            running = [t for t in phase.tasks.values()
+                       if t.batch == index and t.running_at is not None and not t.counted]
+            if batch.running_at is None and expected and len(running) >= expected:
+                batch.running_at = self._elapsed(now)
+                reports = {g: GateReport(g, None) for g in self.settings.gate_names}
+                batch.gates = list(reports.values())
+                phase.windows.append(_Window(index, now, now + phase.monitor, reports))
+        for window in phase.windows:
+            if window.closed:
+                continue
+            batch = phase.batches[window.batch]
+            for report in window.reports.values():
+                need = self.settings.gate_min_ratio.get(report.gate, 1.0)
+                failed_now = need >= 1.0 and report.samples > report.successes
+                if now >= window.end or failed_now:
+                    ratio = report.successes / report.samples if report.samples else 0.0
+                    report.passed = report.samples > 0 and ratio >= need
+                    if not report.passed:
+                        report.detail = (f"{report.successes}/{report.samples} samples passed "
+                                         f"(need {need:.0%}); last: {report.detail or 'no sample'}")
+                        step.events.append(GateFailed(self.service, self._elapsed(now),
+                                                      window.batch, report.gate, report.detail))
+            done = all(r.passed is not None for r in window.reports.values())
+            if now >= window.end or (done and any(not r.passed for r in window.reports.values())):
+                window.closed = True
+                for report in window.reports.values():
+                    if report.passed is None:
+                        report.passed = report.samples > 0 and (
+                            report.successes / report.samples
+                            >= self.settings.gate_min_ratio.get(report.gate, 1.0))
+                if not batch.failed:
+                    batch.completed_at = self._elapsed(now)
+                    step.events.append(BatchCompleted(self.service, self._elapsed(now),
+                                                      window.batch,
+                                                      round(batch.completed_at - batch.started_at,
+                                                            3)))
+
+    def _progress(self, step: Step, now: float, phase: _Phase, tasks: Sequence[TaskView]) -> None:
+        running = self._running_of(phase, tasks)
+        counts = (running, phase.failures)
+        if counts != phase.last_counts:
+            phase.last_counts = counts
+            step.events.append(Progress(self.service, self._elapsed(now), phase.name, running,
+                                        phase.total, phase.failures))
+
+    @staticmethod
+    def _running_of(phase: _Phase, tasks: Sequence[TaskView]) -> int:
+        return sum(1 for t in tasks if t.spec_key == phase.task_key and t.running
+                   and t.desired_state is TaskState.RUNNING)
+
+    def _gates_failed(self, phase: _Phase) -> GateReport | None:
+        for window in phase.windows:
+            for report in window.reports.values():
+                if report.passed is False:
+                    return report
+        return None
+
+    def _decide_update(self, step: Step, now: float, state: UpdateState | None, message: str,
+                       tasks: Sequence[TaskView]) -> Action | None:
+        phase = self.phase
+        s = self.settings
+        crossed: Reason | None = None
+        ratio = phase.failures / max(phase.total, 1)
+        gate = self._gates_failed(phase)
+        if s.timeout is not None and now - self.start > s.timeout.total_seconds():
+            crossed = Reason("timeout", f"the rollout ran past its timeout of "
+                                        f"{s.timeout.total_seconds():g}s")
+        elif phase.failures and ratio > self.update_config.max_failure_ratio:
+            failed = [t.report for t in phase.tasks.values() if t.report.failure]
+            last = failed[-1]
+            code = "task_deadline" if last.failure == "task_deadline" else "task_failed"
+            limit = self.update_config.max_failure_ratio
+            crossed = Reason(code, f"{phase.failures} of {phase.total} new tasks failed "
+                                   f"(max_failure_ratio {limit:g}); task {last.id[:12]} "
+                                   f"on {last.node}: {last.error or last.state}")
+        elif state is UpdateState.PAUSED:
+            crossed = Reason("engine_paused", f"the engine paused the update: {message}")
+        elif gate is not None:
+            crossed = Reason("gate_failed", f"gate {gate.gate} failed: {gate.detail}")
+        elif (s.progress_deadline is not None and state is not UpdateState.COMPLETED
+              and now - phase.last_progress > s.progress_deadline.total_seconds()):
+            crossed = Reason("progress_deadline",
+                             f"no new task reached RUNNING for "
+                             f"{s.progress_deadline.total_seconds():g}s")
+        if crossed is not None:
+            if self.crossed is None or self.crossed.code != crossed.code:
+                self.crossed = crossed
+                step.events.append(ThresholdCrossed(
+                    self.service, self._elapsed(now), crossed.code, crossed.message,
+                    phase.failures, phase.total, self.update_config.max_failure_ratio,
+                    s.failure_action.value))
+            if s.failure_action is FailureAction.ROLLBACK:
+                return None if self.rollback_requested else RequestRollback(crossed)
+            if s.failure_action is FailureAction.PAUSE or crossed.code == "engine_paused":
+                return Finish(Outcome.PAUSED, crossed)
+            if crossed.code == "timeout":
+                return Finish(Outcome.FAILED, crossed)
+            # continue: report only, keep watching
+        if (state is UpdateState.COMPLETED
+                and self._running_of(phase, tasks) >= phase.total
+                and all(w.closed for w in phase.windows)
+                and len([b for b in phase.batches if b.running_at is not None])
+                >= min(phase.batch_count, len(phase.batches))):
+            if self.crossed is not None:
+                return Finish(Outcome.FAILED, Reason(
+                    self.crossed.code, f"completed with failures (failure_action continue): "
+                                       f"{self.crossed.message}"))
+            return Finish(Outcome.COMPLETED, Reason(
+                "update_completed", f"all {phase.total} tasks run the new spec"))
+        return None
+
+    def _decide_rollback(self, step: Step, now: float, state: UpdateState | None, message: str,
+                         tasks: Sequence[TaskView]) -> Action | None:
+        phase = self.phase
+        why = self.rollback_reason.message if self.rollback_reason else ""
+        if state in (UpdateState.ROLLBACK_PAUSED, UpdateState.PAUSED):
+            return Finish(Outcome.ROLLBACK_FAILED, Reason(
+                "rollback_paused", f"the rollback stopped: {message} (rolled back because: {why})"))
+        limit = self.settings.rollback_timeout.total_seconds()
+        if now - phase.start > limit:
+            return Finish(Outcome.ROLLBACK_FAILED, Reason(
+                "rollback_deadline", f"the rollback did not finish within {limit:g}s "
+                                     f"(rolled back because: {why})"))
+        rollback = RollbackConfig.from_api(self.original_spec.get("RollbackConfig"))
+        if phase.failures / max(phase.total, 1) > rollback.max_failure_ratio:
+            failed = [t.report for t in phase.tasks.values() if t.report.failure][-1]
+            return Finish(Outcome.ROLLBACK_FAILED, Reason(
+                "rollback_task_failed", f"a rollback task failed: {failed.id[:12]} on "
+                                        f"{failed.node}: {failed.error or failed.state} "
+                                        f"(rolled back because: {why})"))
+        if (state in (UpdateState.ROLLBACK_COMPLETED, UpdateState.COMPLETED)
+                and self._running_of(phase, tasks) >= phase.total):
+            reason = self.rollback_reason or Reason("rolled_back", "rolled back")
+            return Finish(Outcome.ROLLED_BACK, reason)
+        return None
