@@ -1,0 +1,216 @@
+"""The CLI: flags, JSON output and exit codes, against the fake engine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from zdd_swarm.cli import _Obj, cli
+from zdd_swarm.errors import EngineUnavailable
+from zdd_swarm.testing import FakeClock, FakeEngine, ImageBehaviour
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def engine(clock: FakeClock) -> FakeEngine:
+    engine = FakeEngine(clock)
+    engine.add_service("web", "app:1", replicas=4)
+    engine.behave("app:crash", ImageBehaviour(fail_after=1.0))
+    return engine
+
+
+def run(engine: FakeEngine, clock: FakeClock, *args: str) -> tuple[int, Any, str]:
+    runner = CliRunner()
+    result = runner.invoke(cli, list(args), obj=_Obj(engine_factory=lambda host: engine,
+                                                     clock=clock))
+    payload = None
+    if "--json" in args:
+        payload = json.loads(result.stdout)
+    return result.exit_code, payload, result.output
+
+
+def test_update_completed_exits_0_with_json(engine: FakeEngine, clock: FakeClock) -> None:
+    code, data, _ = run(engine, clock, "update", "web", "--image", "app:2",
+                        "--update-parallelism", "2", "--json")
+    assert code == 0
+    assert data["outcome"] == "completed" and data["code"] == "update_completed"
+    assert data["image_before"] == "app:1" and data["image_after"] == "app:2"
+    assert len(data["batches"]) == 2
+    assert {"id", "node", "state", "error"} <= set(data["batches"][0]["tasks"][0])
+    assert engine.inspect_service("web").spec["UpdateConfig"]["Parallelism"] == 2
+
+
+def test_rolled_back_exits_1(engine: FakeEngine, clock: FakeClock) -> None:
+    code, data, _ = run(engine, clock, "update", "web", "--image", "app:crash", "--json")
+    assert code == 1
+    assert data["outcome"] == "rolled_back"
+
+
+def test_pause_exits_3_and_rollback_failed_exits_4(engine: FakeEngine, clock: FakeClock) -> None:
+    code, data, _ = run(engine, clock, "update", "web", "--image", "app:crash",
+                        "--update-failure-action", "pause", "--json")
+    assert (code, data["outcome"]) == (3, "paused")
+    engine.add_service("api", "app:old", replicas=2)
+    engine.behave("app:old", ImageBehaviour(reject=True))
+    code, data, _ = run(engine, clock, "update", "api", "--image", "app:crash", "--json")
+    assert (code, data["outcome"]) == (4, "rollback_failed")
+
+
+def test_nothing_to_do_exits_0(engine: FakeEngine, clock: FakeClock) -> None:
+    code, data, _ = run(engine, clock, "update", "web", "--image", "app:1", "--json")
+    assert (code, data["code"]) == (0, "no_change")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--update-parallelism", "-1"], "parallelism"),
+    (["--update-max-failure-ratio", "1.5"], "max_failure_ratio"),
+    (["--update-delay", "10 parsecs"], "delay"),
+    (["--update-monitor", "-5s"], "monitor"),
+    (["--rollback-delay", "soon"], "delay"),
+    (["--env-add", "NOEQUALS"], "env_add"),
+    (["--label-add", "novalue"], "labels_add"),
+    (["--env-add", "A=1", "--env-rm", "A"], "env_rm"),
+    (["--task-deadline", "0s"], "task_deadline"),
+    (["--timeout", "forever"], "timeout"),
+    (["--gate-http", "ftp://x"], "url"),
+    (["--gate-http", "http://x,bogus=1"], "--gate-http"),
+    (["--gate-tcp", "nohostport"], "--gate-tcp"),
+])
+def test_bad_input_exits_2_and_sends_nothing(engine: FakeEngine, clock: FakeClock,
+                                             args: list[str], needle: str) -> None:
+    version = engine.inspect_service("web").version
+    code, data, _ = run(engine, clock, "update", "web", "--image", "app:2", *args, "--json")
+    assert code == 2, data
+    assert data["outcome"] == "error" and needle in data["reason"]
+    assert engine.updates == []
+    assert engine.inspect_service("web").version == version
+
+
+@pytest.mark.parametrize("args", [
+    ["--update-order", "sideways"],
+    ["--update-failure-action", "explode"],
+    ["--rollback-failure-action", "rollback"],
+    ["--update-parallelism", "two"],
+])
+def test_usage_errors_exit_2(engine: FakeEngine, clock: FakeClock, args: list[str]) -> None:
+    code, _, output = run(engine, clock, "update", "web", *args)
+    assert code == 2 and "Invalid value" in output
+    assert engine.updates == []
+
+
+def test_unknown_service_and_bad_image_exit_2(engine: FakeEngine, clock: FakeClock) -> None:
+    code, data, _ = run(engine, clock, "update", "nope", "--image", "app:2", "--json")
+    assert (code, data["error"]) == (2, "ServiceNotFound")
+    code, data, _ = run(engine, clock, "update", "web", "--image", "App:Bad Ref", "--json")
+    assert (code, data["error"]) == (2, "InvalidImageReference")
+    code, data, _ = run(engine, clock, "update", "web", "--json")
+    assert code == 2 and "at least one change" in data["reason"]
+
+
+def test_not_a_manager_exits_2(engine: FakeEngine, clock: FakeClock) -> None:
+    engine.manager = False
+    code, data, _ = run(engine, clock, "update", "web", "--image", "app:2", "--json")
+    assert (code, data["error"]) == (2, "NotAManager")
+
+
+def test_unreachable_engine_exits_5(clock: FakeClock) -> None:
+    def unreachable(host: str | None) -> Any:
+        raise EngineUnavailable("cannot reach the Docker engine: connection refused")
+
+    result = CliRunner().invoke(cli, ["update", "web", "--image", "app:2", "--json"],
+                                obj=_Obj(engine_factory=unreachable, clock=clock))
+    assert result.exit_code == 5
+    assert json.loads(result.stdout)["code"] == "engine_error"
+
+
+def test_compose_file_supplies_image_and_configs(engine: FakeEngine, clock: FakeClock,
+                                                 tmp_path: Path) -> None:
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text("""
+services:
+  web:
+    image: app:2
+    deploy:
+      update_config: {parallelism: 2, order: start-first, delay: 1s, failure_action: rollback}
+      rollback_config: {parallelism: 0}
+""")
+    code, data, _ = run(engine, clock, "update", "web", "--compose", str(compose), "--json")
+    assert code == 0, data
+    spec = engine.inspect_service("web").spec
+    assert spec["UpdateConfig"]["Order"] == "start-first"
+    assert spec["RollbackConfig"]["Parallelism"] == 0
+    assert data["image_after"] == "app:2"
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("services: [unclosed", "YAML"),
+    ("services:\n  other:\n    image: x\n", "service named 'web'"),
+    ("services:\n  web:\n    deploy:\n      update_config: {order: sideways}\n", "order"),
+    ("just a string\n", "services"),
+])
+def test_bad_compose_files_exit_2(engine: FakeEngine, clock: FakeClock, tmp_path: Path,
+                                  content: str, needle: str) -> None:
+    compose = tmp_path / "c.yml"
+    compose.write_text(content)
+    code, data, _ = run(engine, clock, "update", "web", "--compose", str(compose), "--json")
+    assert code == 2 and needle in data["reason"], data
+    assert engine.updates == []
+
+
+def test_dry_run_changes_nothing(engine: FakeEngine, clock: FakeClock) -> None:
+    code, data, _ = run(engine, clock, "update", "web", "--image", "app:2", "--dry-run",
+                        "--update-parallelism", "2", "--json")
+    assert code == 0 and data["code"] == "dry_run"
+    assert data["batches"] == 2 and "TaskTemplate.ContainerSpec.Image" in data["changes"]
+    assert engine.updates == []
+    code, _, output = run(engine, clock, "update", "web", "--image", "app:2", "--dry-run")
+    assert code == 0 and "nothing was changed" in output
+
+
+def test_human_output_ends_with_a_summary(engine: FakeEngine, clock: FakeClock) -> None:
+    code, _, output = run(engine, clock, "update", "web", "--image", "app:crash")
+    assert code == 1
+    assert "ROLLBACK started" in output and "rolled_back" in output
+
+
+def test_watch_rollback_status(engine: FakeEngine, clock: FakeClock) -> None:
+    assert run(engine, clock, "update", "web", "--image", "app:2", "--json")[0] == 0
+    code, data, _ = run(engine, clock, "status", "web", "--json")
+    assert code == 0 and data["last_rollout"] == "completed" and data["image"] == "app:2"
+    code, data, _ = run(engine, clock, "watch", "web", "--json")
+    assert code == 0
+    code, data, _ = run(engine, clock, "rollback", "web", "--json")
+    assert (code, data["code"]) == (0, "rollback_completed")
+    assert engine.inspect_service("web").image == "app:1"
+    code, _, output = run(engine, clock, "status", "web")
+    assert code == 0 and "app:1" in output
+
+
+def test_ctrl_c_leaves_the_update_running_and_says_how_to_attach(
+    engine: FakeEngine, clock: FakeClock
+) -> None:
+    def interrupt(event: Any) -> None:
+        if event.name == "batch_started":
+            raise KeyboardInterrupt
+
+    original = clock.sleep
+
+    def sleep(seconds: float) -> None:
+        original(seconds)
+        if clock.t > 1003:
+            raise KeyboardInterrupt
+
+    clock.sleep = sleep  # type: ignore[method-assign]
+    code, data, _ = run(engine, clock, "update", "web", "--image", "app:2", "--json")
+    assert code == 3
+    assert data["outcome"] == "detached"
+    assert "zdd-swarm watch web" in data["reason"] and "zdd-swarm rollback web" in data["reason"]
+    assert [kind for _, kind, _ in engine.updates] == ["update"]

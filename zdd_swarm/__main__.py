@@ -1,0 +1,3 @@
+from zdd_swarm.cli import main
+
+main()

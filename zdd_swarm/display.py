@@ -1,0 +1,117 @@
+"""Progress a person can read: a hook that renders events.
+
+On a terminal, a live progress bar (rich) with a line per notable event;
+elsewhere, plain lines. Either way it is only a subscriber to events.
+"""
+
+from __future__ import annotations
+
+from typing import IO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from . import events
+from .result import RolloutResult
+
+__all__ = ["ProgressDisplay", "render_result"]
+
+
+class ProgressDisplay:
+    """A hook: ``Controller(hooks=[ProgressDisplay()])``."""
+
+    def __init__(self, file: IO[str] | None = None, live: bool | None = None) -> None:
+        self.console = Console(file=file, highlight=False, soft_wrap=True)
+        self.live = self.console.is_terminal if live is None else live
+        self._progress: Progress | None = None
+        self._bars: dict[str, TaskID] = {}
+
+    def _line(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(text)
+        else:
+            self.console.print(text, markup=False)
+
+    def _bar(self, phase: str, total: int) -> None:
+        if not self.live:
+            return
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
+                console=self.console, transient=False)
+            self._progress.start()
+        if phase not in self._bars:
+            self._bars[phase] = self._progress.add_task(phase, total=total, failed=0)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+            self._bars.clear()
+
+    def __call__(self, event: events.Event) -> None:
+        t = f"[{event.elapsed:6.1f}s]"
+        if isinstance(event, events.RolloutStarted):
+            self._line(f"{t} {event.service}: {event.phase} {event.image_before} -> "
+                       f"{event.image_after}, {event.total} tasks, parallelism "
+                       f"{event.parallelism or 'all'}, {event.order}")
+            self._bar(event.phase if event.phase != "watch" else "update", event.total)
+        elif isinstance(event, events.BatchStarted):
+            self._line(f"{t} {event.phase} batch {event.batch + 1} started")
+        elif isinstance(event, events.TaskRunning):
+            took = f" after {event.seconds_to_running:.1f}s" if event.seconds_to_running else ""
+            self._line(f"{t}   task {event.task_id[:12]} running on {event.node}{took}")
+        elif isinstance(event, events.TaskFailed):
+            self._line(f"{t}   task {event.task_id[:12]} on {event.node} FAILED "
+                       f"({event.cause}): {event.error or event.state}")
+        elif isinstance(event, events.GateFailed):
+            self._line(f"{t}   gate {event.gate} FAILED on batch {event.batch + 1}: {event.detail}")
+        elif isinstance(event, events.BatchCompleted):
+            self._line(f"{t} batch {event.batch + 1} healthy through its monitor window "
+                       f"({event.seconds:.1f}s)")
+        elif isinstance(event, events.ThresholdCrossed):
+            self._line(f"{t} THRESHOLD CROSSED ({event.code}): {event.reason} -> {event.action}")
+        elif isinstance(event, events.RollbackStarted):
+            self._line(f"{t} ROLLBACK started by {event.by}: {event.reason}")
+            self._bar("rollback", 0)
+        elif isinstance(event, events.EngineUnreachable):
+            self._line(f"{t} engine unreachable for {event.seconds:.0f}s, retrying: {event.error}")
+        elif isinstance(event, events.Progress):
+            if self._progress is not None:
+                self._bar(event.phase, event.total)
+                self._progress.update(self._bars[event.phase], completed=event.running,
+                                      total=event.total, failed=event.failed)
+        elif isinstance(event, events.RolloutFinished):
+            self.close()
+            self._line(f"{t} {event.service}: {event.outcome.upper()} ({event.code}): "
+                       f"{event.reason}")
+
+
+def render_result(result: RolloutResult, console: Console) -> None:
+    """A short summary: outcome, batches, durations."""
+    console.print(f"\n{result.service}: [bold]{result.outcome.value}[/bold] "
+                  f"(exit {result.exit_code}) in {result.duration_s:.1f}s")
+    console.print(f"  reason: {result.reason.message} [{result.reason.code}]", markup=False)
+    console.print(f"  image: {result.image_before} -> target {result.image_target}; "
+                  f"now {result.image_after}", markup=False)
+    for batch in result.batches:
+        took = ""
+        if batch.running_at is not None:
+            took = f", running after {batch.running_at - batch.started_at:.1f}s"
+        state = "FAILED" if batch.failed else ("ok" if batch.completed_at is not None else "-")
+        console.print(f"  {batch.phase} batch {batch.index + 1}: {len(batch.tasks)} tasks, "
+                      f"{state}{took}", markup=False)
+        for task in batch.tasks:
+            extra = f" {task.failure}: {task.error}" if task.failure else ""
+            console.print(f"    {task.id[:12]} {task.node:<10} {task.state}{extra}",
+                          markup=False)
+    for warning in result.warnings:
+        console.print(f"  warning: {warning}", markup=False)
