@@ -23,7 +23,7 @@ from .engine import DockerEngine, Engine
 from .errors import ConfigError, EngineUnavailable, InputError, NotAManager, VersionConflict
 from .events import EngineUnreachable, Event, Hook, RolloutFinished, RolloutStarted
 from .gates import Gate, as_gate
-from .model import ServiceView, TaskView, UpdateState, canonical, image_of
+from .model import ServiceView, TaskView, UpdateState, image_of, spec_key, task_template_key
 from .result import Outcome, Reason, RolloutResult
 from .spec import ServiceChange, diff_specs
 from .tracker import Finish, RequestRollback, Tracker, TrackerSettings
@@ -176,7 +176,7 @@ class Controller:
         new_spec = change.apply(current.spec, image=self._image(change))
         plan = self._plan(current, new_spec)
         if current.state in (UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED):
-            if canonical(new_spec) == canonical(current.spec) and current.previous_spec:
+            if spec_key(new_spec) == spec_key(current.spec) and current.previous_spec:
                 log.info("attach", service=current.name, reason="same update already in progress")
                 return self._watch_current(current, opts)
             raise UpdateInProgress(
@@ -191,7 +191,7 @@ class Controller:
         stale = current.update_status.started_at if current.update_status else None
         sent = self._send_update(current, new_spec, change)
         target = self.engine.inspect_service(current.id)
-        if canonical(target.spec.get("TaskTemplate") or {}) == current.task_key:
+        if task_template_key(target.spec.get("TaskTemplate") or {}) == current.task_key:
             result = self._noop(current, start, "spec_updated",
                                 "the service spec was updated; its tasks are unchanged",
                                 after=target)
@@ -293,7 +293,7 @@ class Controller:
                 return self.engine.update_service(service, new_spec)
             except VersionConflict:
                 fresh = self.engine.inspect_service(current.id)
-                if canonical(fresh.spec) != canonical(current.spec):
+                if spec_key(fresh.spec) != spec_key(current.spec):
                     changed = ", ".join(diff_specs(current.spec, fresh.spec)[:8])
                     raise ConcurrentChange(
                         f"service {current.name!r} was changed by another client while we "
@@ -398,12 +398,12 @@ class Controller:
         not send anything: the next observation tells what happened."""
         now = self.clock.monotonic()
         tracker.rollback_requested = True
-        if canonical(service.spec) != canonical(tracker.target_spec):
+        if spec_key(service.spec) != spec_key(tracker.target_spec):
             return None
         previous = service.previous_spec
         method = "engine-rollback"
         try:
-            if previous is not None and canonical(previous) == canonical(tracker.original_spec):
+            if previous is not None and spec_key(previous) == spec_key(tracker.original_spec):
                 self.engine.update_service(service, service.spec, rollback=True)
             else:
                 method = "restore"

@@ -117,6 +117,37 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+def _pruned(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        pruned = {k: _pruned(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v not in (None, {}, [])}
+    if isinstance(value, list):
+        return [_pruned(v) for v in value]
+    return value
+
+
+def spec_key(spec: Mapping[str, Any]) -> str:
+    """Compare service specs (``Spec``, ``PreviousSpec``) the same way."""
+    normalised = _pruned(dict(spec))
+    template = normalised.get("TaskTemplate")
+    if isinstance(template, dict):
+        template.pop("Runtime", None)
+    return canonical(normalised)
+
+
+def task_template_key(template: Mapping[str, Any]) -> str:
+    """Compare a task's ``Spec`` with a service's ``TaskTemplate``.
+
+    A task carries a copy of the template it was created from, but the
+    engine's conversion differs slightly between the two (engine 20.10 adds
+    ``Runtime: container`` to the service's template only, and omits empty
+    values differently), so both sides are normalised first.
+    """
+    normalised = _pruned(dict(template))
+    normalised.pop("Runtime", None)
+    return canonical(normalised)
+
+
 @dataclass(frozen=True)
 class TaskView:
     """One task as the engine reports it."""
@@ -159,7 +190,7 @@ class TaskView:
             error=str(status.get("Err", "")),
             exit_code=int(exit_code) if exit_code is not None else None,
             image=str((spec.get("ContainerSpec") or {}).get("Image", "")),
-            spec_key=canonical(spec),
+            spec_key=task_template_key(spec),
             addresses=tuple(addresses),
             raw=data,
         )
@@ -210,7 +241,7 @@ class ServiceView:
     def task_key(self) -> str:
         """Canonical form of the task template: equal to a task's ``spec_key``
         exactly when that task was created from the current spec."""
-        return canonical(self.spec.get("TaskTemplate") or {})
+        return task_template_key(self.spec.get("TaskTemplate") or {})
 
     @property
     def replicas(self) -> int | None:

@@ -35,7 +35,7 @@ from .events import (
     TaskRunning,
     ThresholdCrossed,
 )
-from .model import ServiceView, TaskState, TaskView, UpdateState, canonical
+from .model import ServiceView, TaskState, TaskView, UpdateState, spec_key, task_template_key
 from .result import BatchReport, GateReport, Outcome, Reason, TaskReport
 
 __all__ = ["Finish", "RequestRollback", "Step", "Tracker", "TrackerSettings"]
@@ -108,8 +108,8 @@ class _Phase:
         start: float,
     ) -> None:
         self.name = name
-        self.spec_key = canonical(target_spec)
-        self.task_key = canonical(target_spec.get("TaskTemplate") or {})
+        self.spec_key = spec_key(target_spec)
+        self.task_key = task_template_key(target_spec.get("TaskTemplate") or {})
         self.parallelism = parallelism if parallelism > 0 else max(total, 1)
         self.monitor = monitor.total_seconds()
         self.max_failure_ratio = max_failure_ratio
@@ -242,11 +242,11 @@ class Tracker:
         fresh = status is not None and status.started_at != self.stale_update_status
         state = status.state if (status is not None and fresh) else None
         message = status.message if status is not None else ""
-        spec_key = canonical(service.spec)
+        current_key = spec_key(service.spec)
 
         if self.rollback_phase is None:
             if state in (UpdateState.ROLLBACK_STARTED, UpdateState.ROLLBACK_COMPLETED,
-                         UpdateState.ROLLBACK_PAUSED) and spec_key == self.rollback_key:
+                         UpdateState.ROLLBACK_PAUSED) and current_key == self.rollback_key:
                 by = "engine" if "due to failure" in message else "other"
                 reason = Reason("engine_rolled_back" if by == "engine" else "rolled_back_by_other",
                                 f"the engine rolled back: {message}" if by == "engine"
@@ -254,9 +254,9 @@ class Tracker:
                 step.events += self.begin_rollback(now, by, reason).events
                 assert self.rollback_phase is not None
                 self.rollback_phase.preexisting = seen_before
-            elif spec_key != self.phase.spec_key:
+            elif current_key != self.phase.spec_key:
                 return self._superseded(step, service)
-        elif spec_key != self.phase.spec_key:
+        elif current_key != self.phase.spec_key:
             return self._superseded(step, service)
 
         phase = self.phase
@@ -274,7 +274,7 @@ class Tracker:
 
     @property
     def rollback_key(self) -> str:
-        return canonical(self.original_spec)
+        return spec_key(self.original_spec)
 
     def _elapsed(self, now: float) -> float:
         return round(now - self.start, 3)
