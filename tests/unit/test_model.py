@@ -47,3 +47,24 @@ def test_service_view_from_api() -> None:
     assert service.state is UpdateState.ROLLBACK_STARTED
     global_service = ServiceView.from_api({"ID": "g", "Spec": {"Mode": {"Global": {}}}})
     assert global_service.replicas is None and global_service.state is None
+
+
+def test_real_engine_dumps_tell_new_tasks_from_old() -> None:
+    """JSON kept from engine 20.10 after a start-first update: the task Spec
+    lacks the service template's Runtime field, yet new tasks match."""
+    import json
+    from pathlib import Path
+
+    fixtures = Path(__file__).parent.parent / "fixtures"
+    service = ServiceView.from_api(json.loads((fixtures / "service_after_update.json").read_text()))
+    tasks = [TaskView.from_api(t)
+             for t in json.loads((fixtures / "tasks_after_update.json").read_text())]
+    assert "Runtime" in service.spec["TaskTemplate"]
+    new = [t for t in tasks if t.spec_key == service.task_key]
+    old = [t for t in tasks if t.spec_key != service.task_key]
+    assert new and old
+    assert {t.image for t in new} == {service.image}
+    wanted = [t for t in tasks if t.desired_state is TaskState.RUNNING]
+    assert len(wanted) == 2 and all(t in new and t.running for t in wanted)
+    assert all(t.desired_state is TaskState.SHUTDOWN for t in old)
+    assert service.state is UpdateState.COMPLETED
