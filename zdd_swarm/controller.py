@@ -382,24 +382,21 @@ class Controller:
                 self._emit(name, event)
             action = step.action
             if isinstance(action, RequestRollback):
-                finish = self._request_rollback(tracker, action, service)
-                if finish is None:
-                    continue
-                action = finish
-            if isinstance(action, Finish):
+                self._request_rollback(tracker, action, service)
+            elif isinstance(action, Finish):
                 return self._finish(tracker, before, service, tasks, nodes, action, started_at,
                                     warnings)
             self.clock.sleep(max(0.0, poll - (self.clock.monotonic() - now)))
 
     def _request_rollback(self, tracker: Tracker, action: RequestRollback,
-                          service: ServiceView) -> Finish | None:
+                          service: ServiceView) -> None:
         """Send one rollback, guarded by the version we just saw. If the
         engine moved in between (its own rollback, or another client), we do
         not send anything: the next observation tells what happened."""
         now = self.clock.monotonic()
         tracker.rollback_requested = True
         if spec_key(service.spec) != spec_key(tracker.target_spec):
-            return None
+            return
         previous = service.previous_spec
         method = "engine-rollback"
         try:
@@ -410,11 +407,10 @@ class Controller:
                 self.engine.update_service(service, tracker.original_spec)
         except VersionConflict:
             tracker.rollback_requested = False
-            return None
+            return
         step = tracker.begin_rollback(now, "zdd_swarm", action.reason, method)
         for event in step.events:
             self._emit(tracker.service, event)
-        return None
 
     def _finish(self, tracker: Tracker, before: ServiceView, service: ServiceView,
                 tasks: Sequence[TaskView], nodes: Mapping[str, str], action: Finish,

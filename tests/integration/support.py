@@ -1,0 +1,104 @@
+"""Helpers for integration tests on the lab swarm."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from docker.types import (
+    ConfigReference,
+    EndpointSpec,
+    Mount,
+    Placement,
+    Resources,
+    RestartPolicy,
+    SecretReference,
+    ServiceMode,
+)
+
+from zdd_swarm import UpdateConfig
+
+SECOND = 1_000_000_000
+
+
+def create_service(
+    client: Any,
+    lab: Any,
+    name: str,
+    tag: str = "v1",
+    replicas: int = 6,
+    update_config: UpdateConfig | None = None,
+    wait: bool = True,
+    **kwargs: Any,
+) -> Any:
+    """Create a dnsrr service of a lab image on the lab network and wait
+    until all its tasks are RUNNING (healthy)."""
+    config = (update_config or UpdateConfig(monitor="3s")).to_api()
+    service = client.services.create(
+        lab.image(tag), name=name, networks=[lab.network],
+        mode=ServiceMode("replicated", replicas=replicas),
+        endpoint_spec=EndpointSpec(mode="dnsrr"),
+        restart_policy=RestartPolicy(condition="any", delay=SECOND),
+        update_config={k: v for k, v in config.items()},
+        **kwargs,
+    )
+    if wait:
+        wait_running(client, name, replicas)
+    return service
+
+
+def running_tasks(client: Any, name: str) -> list[Mapping[str, Any]]:
+    tasks = client.api.tasks(filters={"service": name, "desired-state": "running"})
+    return [t for t in tasks if t["Status"]["State"] == "running"]
+
+
+def wait_running(client: Any, name: str, replicas: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(running_tasks(client, name)) >= replicas:
+            return
+        time.sleep(0.5)
+    states = [(t["Status"]["State"], t["Status"].get("Err")) for t in
+              client.api.tasks(filters={"service": name})]
+    raise AssertionError(f"{name}: {replicas} tasks not running after {timeout}s: {states}")
+
+
+def images_running(client: Any, name: str) -> set[str]:
+    return {t["Spec"]["ContainerSpec"]["Image"] for t in running_tasks(client, name)}
+
+
+def rich_spec_kwargs(client: Any, name: str) -> dict[str, Any]:
+    """Service settings a user would be upset to lose: labels, env, mounts,
+    secrets, configs, resources, placement, container labels."""
+    secret = client.secrets.create(name=f"{name}-secret", data=b"hunter2")
+    config = client.configs.create(name=f"{name}-config", data=b"key: value")
+    return {
+        "labels": {"team": "payments", "tier": "front"},
+        "container_labels": {"com.example.owner": "ops"},
+        "env": ["GREETING=hello", "DB_PASSWORD=not-in-logs"],
+        "mounts": [Mount(target="/scratch", source="", type="tmpfs"),
+                   Mount(target="/data", source=f"{name}-vol", type="volume")],
+        "secrets": [SecretReference(secret.id, f"{name}-secret")],
+        "configs": [ConfigReference(config.id, f"{name}-config", filename="/etc/app.yml")],
+        "resources": Resources(mem_limit=64 * 1024 * 1024, cpu_reservation=10_000_000),
+        "placement": Placement(constraints=["node.role!=nosuchrole"],
+                               preferences=[("spread", "node.id")]),
+        "stop_grace_period": 6 * SECOND,
+    }
+
+
+def cleanup_objects(client: Any, name: str) -> None:
+    for collection in (client.secrets, client.configs):
+        for obj in collection.list(filters={"name": name}):
+            with contextlib.suppress(Exception):
+                obj.remove()
+
+
+def strip_volatile(spec: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(spec)
+
+
+def names_of(events: Sequence[Any]) -> list[str]:
+    return [e.name for e in events]
