@@ -40,6 +40,13 @@ from .result import BatchReport, GateReport, Outcome, Reason, TaskReport
 
 __all__ = ["Finish", "RequestRollback", "Step", "Tracker", "TrackerSettings"]
 
+#: A replacement task waits up to this long in READY for the task it replaces
+#: to stop (swarmkit manager/orchestrator/restart/restart.go:
+#: ``const defaultOldTaskTimeout = time.Minute``). A rollback replacing a task
+#: that never got a node waits out this timeout, so rollback tasks get it on
+#: top of ``task_deadline``.
+OLD_TASK_TIMEOUT = timedelta(minutes=1)
+
 
 @dataclass(frozen=True)
 class RequestRollback:
@@ -298,13 +305,15 @@ class Tracker:
     def _follow_tasks(self, step: Step, now: float, phase: _Phase, tasks: Sequence[TaskView],
                       nodes: Mapping[str, str]) -> None:
         deadline = self.settings.task_deadline
+        if deadline is not None and phase.name == "rollback":
+            deadline += OLD_TASK_TIMEOUT
         for task in sorted(tasks, key=lambda t: (t.created_at is None, t.created_at)):
             if task.spec_key != phase.task_key:
                 continue
             if task.id in phase.preexisting:
                 continue
             tracked = phase.tasks.get(task.id)
-            node = nodes.get(task.node_id, task.node_id[:12])
+            node = nodes.get(task.node_id, task.node_id[:12]) or "unassigned"
             if tracked is None:
                 if task.state.terminal and task.desired_state.terminal and not task.failed:
                     continue  # an old, orderly shut-down task of the same spec

@@ -11,7 +11,6 @@ from docker.types import (
     ConfigReference,
     EndpointSpec,
     Mount,
-    Placement,
     Resources,
     RestartPolicy,
     SecretReference,
@@ -83,8 +82,8 @@ def rich_spec_kwargs(client: Any, name: str) -> dict[str, Any]:
         "secrets": [SecretReference(secret.id, f"{name}-secret")],
         "configs": [ConfigReference(config.id, f"{name}-config", filename="/etc/app.yml")],
         "resources": Resources(mem_limit=64 * 1024 * 1024, cpu_reservation=10_000_000),
-        "placement": Placement(constraints=["node.role!=nosuchrole"],
-                               preferences=[("spread", "node.id")]),
+        "constraints": ["node.role!=nosuchrole"],
+        "preferences": [("spread", "node.id")],
         "stop_grace_period": 6 * SECOND,
     }
 

@@ -89,7 +89,9 @@ def test_task_pending_forever_hits_task_deadline(lab: Any, docker_client: Any,
         service_name, ServiceChange(image=lab.image("v2"), patch=impossible))
     assert result.outcome is Outcome.ROLLED_BACK, result.summary()
     assert result.code == "task_deadline"
-    assert result.duration_s < 60
+    # the rollback's replacement waits up to a minute for the never-scheduled
+    # task to stop (swarmkit's defaultOldTaskTimeout)
+    assert result.duration_s < 120
     assert images_running(docker_client, service_name) == {lab.image("v1")}
 
 
