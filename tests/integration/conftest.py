@@ -1,0 +1,67 @@
+"""Fixtures of the integration tests: the local swarm lab (zdd_swarm.lab).
+
+The lab is brought up once per session and left up afterwards, so the next
+run only checks it (well under a second). ``ZDD_LAB_DOWN=1`` takes it down at
+the end of the session. If the lab cannot be brought up, every test that
+uses it errors with the lab's one-line reason: never a skip.
+
+pytest-docker is not used: its ``docker_services`` runs ``docker compose``
+against one engine, while these tests need a multi-node swarm that the lab
+builds itself (see docs/lab.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import docker
+import pytest
+from docker.errors import NotFound
+
+from zdd_swarm.lab import Lab, LabError
+
+NODES = 3
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """The lab (3 nodes), up."""
+    the_lab = Lab(nodes=NODES)
+    error: LabError | None = None
+    try:
+        the_lab.up()
+    except LabError as exc:
+        error = exc
+    if error is not None:
+        pytest.fail(f"the swarm lab could not be brought up: {error}", pytrace=False)
+    yield the_lab
+    if os.environ.get("ZDD_LAB_DOWN") == "1":
+        the_lab.down()
+
+
+@pytest.fixture(scope="session")
+def docker_client(lab: Lab) -> Iterator[Any]:
+    """A docker SDK client of the lab's manager."""
+    client = docker.DockerClient(base_url=lab.docker_host)
+    yield client
+    client.close()
+
+
+def _short(test_name: str) -> str:
+    short = re.sub(r"[^a-z0-9]+", "-", test_name.removeprefix("test_").lower()).strip("-")
+    return short[:24].strip("-") or "test"
+
+
+@pytest.fixture
+def service_name(request: pytest.FixtureRequest, docker_client: Any) -> Iterator[str]:
+    """A unique service name (``t-<test>-<random>``); the service is removed
+    after the test if it exists."""
+    name = f"t-{_short(request.node.name)}-{uuid.uuid4().hex[:6]}"
+    yield name
+    with contextlib.suppress(NotFound):
+        docker_client.api.remove_service(name)
