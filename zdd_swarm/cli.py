@@ -57,8 +57,9 @@ class _Obj:
         self.clock = clock
 
 
-def _configure_logging(fmt: str, verbose: int) -> None:
-    level = logging.WARNING - 10 * min(verbose, 2)
+def configure_logging(fmt: str, level: int) -> None:
+    """Send structlog events at ``level`` and above to stderr (the CLI's job,
+    never the library's)."""
     renderer: Any = (structlog.processors.JSONRenderer() if fmt == "json"
                      else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
     structlog.configure(
@@ -180,7 +181,7 @@ def _result_payload(result: RolloutResult) -> dict[str, Any]:
 def _run(obj: _Obj, as_json: bool, log_format: str, verbose: int,
          action: Callable[[Controller], Any], service: str) -> None:
     """Run one command, mapping every outcome and error to an exit code."""
-    _configure_logging(log_format, verbose)
+    configure_logging(log_format, logging.WARNING - 10 * min(verbose, 2))
     display = None if as_json else ProgressDisplay()
     hooks = [display] if display else []
     try:

@@ -10,6 +10,7 @@ expected.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from typing import Any
@@ -19,6 +20,7 @@ from docker.types import EndpointSpec, RestartPolicy, ServiceMode, UpdateConfig
 from rich.console import Console
 from rich.table import Table
 
+from .cli import configure_logging
 from .config import Order
 from .config import UpdateConfig as ZUpdateConfig
 from .controller import Controller, RolloutOptions
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=3)
     args = parser.parse_args(argv)
     console = Console(highlight=False)
+    # Progress comes from ProgressDisplay; the event log shows only errors here.
+    configure_logging("console", logging.ERROR)
     started = time.monotonic()
     lab = Lab(nodes=args.nodes)
     info = lab.up()
