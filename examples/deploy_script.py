@@ -10,7 +10,10 @@ failed; 2 bad input, 5 engine unreachable).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+
+import structlog
 
 import zdd_swarm
 from zdd_swarm import UpdateConfig, events
@@ -25,6 +28,15 @@ def post_outcome(event: events.Event) -> None:
         print(f"[notify] {event.service}: rolling back ({event.reason})", flush=True)
 
 
+def quiet_logging() -> None:
+    """The library logs every event with structlog and never configures it;
+    an application does. Here: warnings and errors only, on stderr."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("service")
@@ -32,6 +44,7 @@ def main() -> int:
     parser.add_argument("--parallelism", type=int, default=2)
     parser.add_argument("--task-deadline", default="60s")
     args = parser.parse_args()
+    quiet_logging()
     try:
         result = zdd_swarm.update(
             args.service,

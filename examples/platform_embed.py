@@ -10,8 +10,11 @@ are) and prints one JSON report: per service its outcome and its events.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from typing import Any
+
+import structlog
 
 import zdd_swarm
 from zdd_swarm import Controller, DockerEngine, Outcome, RolloutOptions, ServiceChange, events
@@ -44,7 +47,17 @@ def roll_out(releases: list[tuple[str, str]]) -> dict[str, Any]:
     return report
 
 
+def quiet_logging() -> None:
+    """The library logs every event with structlog and never configures it;
+    an application does. Here: warnings and errors only, on stderr."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+    )
+
+
 def main(argv: list[str]) -> int:
+    quiet_logging()
     releases = []
     for arg in argv:
         service, sep, image = arg.partition("=")

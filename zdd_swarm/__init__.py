@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import events
+from .clock import Clock, SystemClock
 from .config import FailureAction, LintWarning, Order, RollbackConfig, UpdateConfig
 from .controller import ConcurrentChange, Controller, Plan, RolloutOptions, UpdateInProgress
 from .engine import DockerEngine, Engine
@@ -44,6 +45,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BatchReport",
     "CallableGate",
+    "Clock",
     "ConcurrentChange",
     "ConfigError",
     "Controller",
@@ -71,6 +73,7 @@ __all__ = [
     "RolloutResult",
     "ServiceChange",
     "ServiceNotFound",
+    "SystemClock",
     "TaskReport",
     "TcpGate",
     "UpdateConfig",

@@ -95,10 +95,11 @@ def cli(ctx: click.Context, host: str | None) -> None:
 def _config_options(prefix: str) -> Callable[[F], F]:
     def decorate(fn: F) -> F:
         what = "update" if prefix == "update" else "rollback"
+        doing = "updated" if prefix == "update" else "rolled back"
         actions = ["continue", "pause", "rollback"] if what == "update" else ["continue", "pause"]
         opts = [
             click.option(f"--{prefix}-parallelism", type=int,
-                         help=f"Tasks {what}d at once (0 = all)."),
+                         help=f"Tasks {doing} at once (0 = all)."),
             click.option(f"--{prefix}-delay", help=f"Delay between {what}s (e.g. 10s)."),
             click.option(f"--{prefix}-order", type=click.Choice(["start-first", "stop-first"])),
             click.option(f"--{prefix}-failure-action", type=click.Choice(actions),
@@ -263,7 +264,7 @@ def _deadline_options(fn: F) -> F:
 @_config_options("update")
 @_config_options("rollback")
 @_deadline_options
-@click.option("--gate-http", multiple=True, metavar="URL[,status=N][,ratio=R]",
+@click.option("--gate-http", multiple=True, metavar="URL[,status=N][,ratio=R][,timeout=S]",
               help="HTTP check run through each batch's monitor window (repeatable).")
 @click.option("--gate-tcp", multiple=True, metavar="HOST:PORT", help="TCP check (repeatable).")
 @click.option("--compose", "compose_file", type=click.Path(dir_okay=False),
@@ -308,9 +309,9 @@ def update(obj: _Obj, /, service: str, as_json: bool, log_format: str, verbose: 
             labels_rm=params["label_rm"], force=params["force"], update_config=update_cfg,
             rollback_config=rollback_cfg,
             patch=merge_flags if (update_flags or rollback_flags) else None)
-        failure_action = params["update_failure_action"] or (
-            update_cfg.failure_action.value if update_cfg and params["compose_file"] else None)
-        options = _options(params, failure_action)
+        # Only the flag changes what *we* do on failure (default: roll back); a
+        # compose file's failure_action is Swarm's own, in the spec.
+        options = _options(params, params["update_failure_action"])
         if not (image or change.env_add or change.env_rm or change.labels_add
                 or change.labels_rm or change.force or update_flags or rollback_flags
                 or update_cfg):

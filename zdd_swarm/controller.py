@@ -20,10 +20,25 @@ import structlog
 from .clock import Clock, SystemClock
 from .config import DurationLike, FailureAction, UpdateConfig, lint, parse_duration
 from .engine import DockerEngine, Engine
-from .errors import ConfigError, EngineUnavailable, InputError, NotAManager, VersionConflict
+from .errors import (
+    ConfigError,
+    EngineUnavailable,
+    InputError,
+    NotAManager,
+    ServiceNotFound,
+    VersionConflict,
+)
 from .events import EngineUnreachable, Event, Hook, RolloutFinished, RolloutStarted
 from .gates import Gate, as_gate
-from .model import ServiceView, TaskView, UpdateState, image_of, spec_key, task_template_key
+from .model import (
+    ServiceView,
+    TaskState,
+    TaskView,
+    UpdateState,
+    image_of,
+    spec_key,
+    task_template_key,
+)
 from .result import Outcome, Reason, RolloutResult
 from .spec import ServiceChange, diff_specs
 from .tracker import Finish, RequestRollback, Tracker, TrackerSettings
@@ -212,6 +227,13 @@ class Controller:
         current = self._prepare(service)
         if current.previous_spec is None:
             raise InputError(f"service {current.name!r} has no previous spec to roll back to")
+        if current.state in (UpdateState.ROLLBACK_STARTED, UpdateState.ROLLBACK_COMPLETED,
+                             UpdateState.ROLLBACK_PAUSED):
+            raise InputError(
+                f"service {current.name!r}: its last update was already rolled back "
+                f"({current.state.value}); rolling back again would redeploy "
+                f"{current.previous_image}. Use update to choose an image")
+        existing = {t.id for t in self.engine.list_tasks(current.id)}
         start = self.clock.monotonic()
         self.engine.update_service(current, current.spec, rollback=True)
         tracker = Tracker(current.name, original_spec=current.previous_spec,
@@ -221,6 +243,7 @@ class Controller:
                           if current.update_status else None,
                           phase="rollback", rollback_by="zdd_swarm")
         tracker.rollback_reason = Reason("manual_rollback", "rollback requested")
+        tracker.phase.preexisting = existing
         result = self._follow(tracker, current, current, opts, "rollback", [])
         if result.outcome is Outcome.ROLLED_BACK:
             result.outcome = Outcome.COMPLETED
@@ -243,10 +266,14 @@ class Controller:
             return None
         return f"{change.image}@{self.engine.resolve_digest(change.image)}"
 
-    @staticmethod
-    def _total(service: ServiceView) -> int:
-        replicas = service.replicas
-        return replicas if replicas is not None else 1
+    def _total(self, service: ServiceView) -> int:
+        """Tasks the update replaces: the replicas, or for a global service
+        the nodes it runs on now."""
+        if service.replicas is not None:
+            return service.replicas
+        nodes = {t.node_id for t in self.engine.list_tasks(service.id)
+                 if t.desired_state is TaskState.RUNNING}
+        return max(len(nodes), 1)
 
     def _plan(self, current: ServiceView, new_spec: Mapping[str, Any]) -> Plan:
         update = UpdateConfig.from_api(new_spec.get("UpdateConfig"))
@@ -270,7 +297,7 @@ class Controller:
             retries = int(health.get("Retries") or 3)
             start_period = timedelta(microseconds=int(health.get("StartPeriod") or 0) / 1000)
         ports = (new_spec.get("EndpointSpec") or {}).get("Ports") or []
-        warnings = [w.message for w in lint(
+        warnings = [f"{w.code}: {w.message}" for w in lint(
             update, has_healthcheck=has_hc,
             host_mode_ports=any(p.get("PublishMode") == "host" for p in ports),
             healthcheck_interval=interval, healthcheck_retries=retries,
@@ -318,6 +345,9 @@ class Controller:
             tracker.rollback_reason = Reason(
                 "engine_rolled_back" if rolled_back else "rolled_back_by_other",
                 f"the engine rolled back: {current.update_status.message}")  # type: ignore[union-attr]
+            # tasks that already ended are not failures of this rollback
+            tracker.phase.preexisting = {t.id for t in self.engine.list_tasks(current.id)
+                                         if t.state.terminal}
         else:
             tracker = Tracker(current.name, original_spec=current.previous_spec,
                               target_spec=current.spec, **common)  # type: ignore[arg-type]
@@ -343,9 +373,12 @@ class Controller:
         name = before.name
         started_at = self.clock.now()
         update = tracker.update_config
+        before_image, after_image = image_of(tracker.original_spec), image_of(tracker.target_spec)
+        if tracker.in_rollback:
+            before_image, after_image = after_image, before_image
         self._emit(name, RolloutStarted(
-            name, 0.0, phase, image_before=image_of(tracker.original_spec),
-            image_after=image_of(tracker.target_spec), version=target.version,
+            name, 0.0, phase, image_before=before_image,
+            image_after=after_image, version=target.version,
             total=tracker.total, parallelism=update.parallelism, order=update.order.value))
         nodes: dict[str, str] = {}
         poll = opts.poll_interval.total_seconds()
@@ -362,6 +395,11 @@ class Controller:
                 if any(t.node_id and t.node_id not in nodes for t in tasks):
                     nodes = {n.id: n.hostname for n in self.engine.list_nodes()}
                 outage_since = None
+            except ServiceNotFound:
+                return self._finish(tracker, before, service, tasks, nodes, Finish(
+                    Outcome.SUPERSEDED, Reason("service_removed",
+                                               "the service was removed while we watched it")),
+                    started_at, warnings)
             except EngineUnavailable as exc:
                 outage_since = outage_since if outage_since is not None else now
                 down_for = now - outage_since

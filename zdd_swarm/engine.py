@@ -11,6 +11,7 @@ methods, and :mod:`zdd_swarm.testing` provides a fake one.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -140,12 +141,13 @@ class DockerEngine:
         with self._lock:
             if self._client is None:
                 with _mapped_errors():
-                    if self.host is None:
-                        self._client = docker.from_env(timeout=int(self._timeout))
-                    else:
-                        self._client = docker.DockerClient(
-                            base_url=self.host, timeout=int(self._timeout)
-                        )
+                    # from_env honours DOCKER_TLS_VERIFY / DOCKER_CERT_PATH, also
+                    # for an explicit host (as the docker CLI's -H does).
+                    environment = dict(os.environ)
+                    if self.host is not None:
+                        environment["DOCKER_HOST"] = self.host
+                    self._client = docker.from_env(
+                        environment=environment, timeout=int(self._timeout))
             return self._client
 
     @property
@@ -263,7 +265,19 @@ def _mapped_errors() -> Iterator[None]:
                 f"the engine is not a swarm manager: {message}"
             ) from exc
         raise EngineAPIError(message, status) from exc
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, OSError) as exc:
         raise EngineUnavailable(f"cannot reach the Docker engine: {exc}") from exc
     except docker.errors.DockerException as exc:
-        raise EngineUnavailable(f"cannot reach the Docker engine: {exc}") from exc
+        # docker-py wraps connection failures while negotiating the API
+        # version; anything else (bad TLS settings, no paramiko for ssh://)
+        # is a configuration problem that no retry will fix.
+        if isinstance(exc.__context__, requests.exceptions.RequestException) or (
+                "Error while fetching server API version" in str(exc)):
+            raise EngineUnavailable(f"cannot reach the Docker engine: {exc}") from exc
+        raise EngineAPIError(f"cannot use the Docker engine: {exc}") from exc
+    except Exception as exc:
+        # ssh:// goes through paramiko, whose errors (unknown host key,
+        # authentication refused) are not docker-py's.
+        if type(exc).__module__.startswith("paramiko"):
+            raise EngineAPIError(f"cannot use the Docker engine over SSH: {exc}") from exc
+        raise

@@ -24,7 +24,10 @@ class Outcome(enum.StrEnum):
     COMPLETED = "completed"
     #: The release did not go out: the service runs its previous spec again.
     ROLLED_BACK = "rolled_back"
-    #: Stopped half way on purpose (failure_action pause): a human is needed.
+    #: The engine paused the update, or a threshold was crossed with
+    #: failure_action pause: we stopped watching and changed nothing more.
+    #: Swarm has no pause call, so its own updater may still be going (stuck,
+    #: typically). A human is needed.
     PAUSED = "paused"
     #: Another client changed the service during the rollout; we stopped
     #: watching and did not overwrite their change.

@@ -1,7 +1,9 @@
 """What a user asks to change, applied to a service spec (pure, no I/O).
 
-docker-py's ``Service.update`` rebuilds the spec from its keyword arguments
-and silently resets what was not passed (docker/docker-py#1521). Here a
+docker-py's ``APIClient.update_service`` rebuilds the spec from its keyword
+arguments and resets what was not passed (docker/docker-py#1521; the
+high-level ``Service.update`` now fetches the current spec first, but still
+rebuilds it from a fixed list of fields). Here a
 change is applied to a deep copy of the spec the engine returned, so every
 field the user did not name is sent back exactly as it was.
 """

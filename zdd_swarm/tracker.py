@@ -126,6 +126,7 @@ class _Phase:
         self.slots: list[str] = []
         self.batches: list[BatchReport] = []
         self.failures = 0
+        self.failed_slots: set[str] = set()
         self.last_progress = start
         self.windows: list[_Window] = []
         self.last_counts: tuple[int, int] = (-1, -1)
@@ -359,7 +360,11 @@ class Tracker:
             if cause:
                 tracked.counted = True
                 report.failure = cause
-                phase.failures += 1
+                # swarmkit counts the tasks its updater created, one per slot,
+                # not the restarts of a crash-looping slot: count a slot once.
+                if tracked.report.slot not in phase.failed_slots:
+                    phase.failed_slots.add(tracked.report.slot)
+                    phase.failures += 1
                 step.events.append(TaskFailed(self.service, self._elapsed(now), tracked.batch,
                                               task.id, node, task.state.value, report.error,
                                               task.exit_code, cause, phase=phase.name))
@@ -460,6 +465,9 @@ class Tracker:
                     s.failure_action.value))
             if s.failure_action is FailureAction.ROLLBACK:
                 return None if self.rollback_requested else RequestRollback(crossed)
+            if state is UpdateState.PAUSED and crossed.code != "engine_paused":
+                crossed = Reason("engine_paused", f"the engine paused the update: {message} "
+                                                  f"({crossed.message})")
             if s.failure_action is FailureAction.PAUSE or crossed.code == "engine_paused":
                 return Finish(Outcome.PAUSED, crossed)
             if crossed.code == "timeout":
