@@ -5,9 +5,9 @@ run only checks it (well under a second). ``ZDD_LAB_DOWN=1`` takes it down at
 the end of the session. If the lab cannot be brought up, every test that
 uses it errors with the lab's one-line reason: never a skip.
 
-pytest-docker is not used: its ``docker_services`` runs ``docker compose``
-against one engine, while these tests need a multi-node swarm that the lab
-builds itself (see docs/lab.md).
+The lab is not a pytest-docker ``docker_services`` project (that runs
+``docker compose`` against one engine; the lab is a multi-node swarm it builds
+itself); pytest-docker's compose helpers run the load clients (load.py).
 """
 
 from __future__ import annotations

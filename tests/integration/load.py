@@ -1,39 +1,31 @@
 """Traffic through Swarm's own discovery, for zero-downtime checks.
 
-Client containers (the lab image's busybox) on the lab's attachable overlay
-resolve the dnsrr service before every request (``nslookup``: the embedded
-DNS lists only RUNNING, healthy tasks), pick one address at random and GET
-it. Each client runs for a bounded time and prints its counts; nothing
-leaves the lab's own networks.
+The clients are a compose project (``load-clients.yml``) of busybox
+containers on the lab's attachable overlay, started and removed with
+pytest-docker's compose helpers (``get_docker_services``, with Debian's
+``docker-compose`` pointed at the lab's manager) and awaited with its
+``wait_until_responsive``. Each client runs for a bounded time and prints
+its counts; nothing leaves the lab's own networks.
 """
 
 from __future__ import annotations
 
-import contextlib
+import os
 import re
+import shutil
+import subprocess
 import time
-from dataclasses import dataclass
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-CLIENT = r"""
-end=$(( $(date +%s) + DURATION ))
-sent=0; ok=0; non2xx=0; conn=0; nodns=0
-while [ "$(date +%s)" -lt "$end" ]; do
-  ips=$(nslookup SERVICE 2>/dev/null | sed -n '/^Name:/,$ s/^Address[^:]*: *\([0-9.]*\).*/\1/p')
-  set -- $ips
-  if [ $# -eq 0 ]; then nodns=$((nodns+1)); sent=$((sent+1)); conn=$((conn+1)); continue; fi
-  shift $(( RANDOM % $# ))
-  sent=$((sent+1))
-  if out=$(wget -q -T 3 -O - "http://$1:8080/" 2>&1); then ok=$((ok+1));
-  else case "$out" in
-    *HTTP/*) non2xx=$((non2xx+1));;
-    *) conn=$((conn+1)); echo "ERR $1 $out";;
-  esac; fi
-done
-echo "RESULT sent=$sent ok=$ok non2xx=$non2xx conn=$conn nodns=$nodns"
-"""
+from pytest_docker.plugin import get_docker_services
 
-_RESULT = re.compile(r"RESULT sent=(\d+) ok=(\d+) non2xx=(\d+) conn=(\d+) nodns=(\d+)")
+COMPOSE_FILE = Path(__file__).with_name("load-clients.yml")
+_RESULT = re.compile(r"RESULT sent=(\d+) ok=(\d+) non2xx=(\d+) conn=(\d+)")
 
 
 @dataclass
@@ -43,7 +35,7 @@ class LoadResult:
     non2xx: int = 0
     connection_errors: int = 0
     seconds: float = 0.0
-    errors: tuple[str, ...] = ()
+    errors: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -59,45 +51,54 @@ class LoadResult:
                 f"errors")
 
 
-class Load:
-    """Start ``clients`` load containers for ``duration`` seconds; ``wait()``
-    collects their counts."""
+def ensure_compose() -> str:
+    """Debian's docker-compose (v1), installed if missing."""
+    if shutil.which("docker-compose") is None:
+        subprocess.run(["apt-get", "install", "-y", "-q", "docker-compose"], check=True,
+                       capture_output=True, env=dict(os.environ,
+                                                     DEBIAN_FRONTEND="noninteractive"))
+    return "docker-compose"
 
-    def __init__(self, client: Any, lab: Any, service: str, duration: int = 60,
-                 clients: int = 4) -> None:
-        self.client = client
-        self.containers: list[Any] = []
-        script = CLIENT.replace("DURATION", str(duration)).replace("SERVICE", service)
-        self.started = time.monotonic()
-        for _ in range(clients):
-            self.containers.append(client.containers.run(
-                lab.image("v1"), entrypoint=["/bin/sh", "-c", script], network=lab.network,
-                detach=True, labels={"zdd.lab.load": service}, healthcheck={"Test": ["NONE"]}))
 
-    def wait(self, timeout: float = 300) -> LoadResult:
-        total = LoadResult()
-        errors: list[str] = []
-        try:
-            for container in self.containers:
-                container.wait(timeout=timeout)
+@contextmanager
+def load(client: Any, lab: Any, service: str, seconds: int, clients: int = 4
+         ) -> Iterator[LoadResult]:
+    """Run the load clients for ``seconds`` while the body runs; the yielded
+    result is filled in when the clients have finished."""
+    project = f"zddload{uuid.uuid4().hex[:8]}"
+    env = {"DOCKER_HOST": lab.docker_host, "ZDD_LOAD_IMAGE": lab.image("v1"),
+           "ZDD_LOAD_SERVICE": service, "ZDD_LOAD_SECONDS": str(seconds),
+           "ZDD_LOAD_CLIENTS": str(clients), "ZDD_LOAD_NETWORK": lab.network}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    result = LoadResult()
+    started = time.monotonic()
+    try:
+        with get_docker_services(ensure_compose(), str(COMPOSE_FILE), project,
+                                 ["up -d"], ["down"]) as services:
+            def containers() -> list[Any]:
+                return client.containers.list(
+                    all=True, filters={"label": f"com.docker.compose.project={project}"})
+
+            services.wait_until_responsive(
+                check=lambda: len(containers()) == clients, timeout=60.0, pause=0.5)
+            yield result
+            for container in containers():
+                container.wait(timeout=seconds + 120)
                 logs = container.logs().decode(errors="replace")
                 match = _RESULT.search(logs)
                 if match is None:
                     raise AssertionError(f"load client printed no result: {logs[-500:]}")
-                sent, ok, non2xx, conn, _ = map(int, match.groups())
-                total.sent += sent
-                total.ok += ok
-                total.non2xx += non2xx
-                total.connection_errors += conn
-                errors += [line for line in logs.splitlines() if line.startswith("ERR")][:5]
-        finally:
-            self.remove()
-        total.seconds = time.monotonic() - self.started
-        total.errors = tuple(errors)
-        return total
-
-    def remove(self) -> None:
-        for container in self.containers:
-            with contextlib.suppress(Exception):
-                container.remove(force=True)
-        self.containers = []
+                sent, ok, non2xx, conn = map(int, match.groups())
+                result.sent += sent
+                result.ok += ok
+                result.non2xx += non2xx
+                result.connection_errors += conn
+                result.errors += [ln for ln in logs.splitlines() if ln.startswith("ERR")][:5]
+            result.seconds = time.monotonic() - started
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -14,7 +14,7 @@ import pytest
 
 from zdd_swarm import Controller, DockerEngine, Outcome, RolloutOptions, ServiceChange, UpdateConfig
 
-from .load import Load
+from .load import load
 from .support import create_service, images_running
 
 pytestmark = [pytest.mark.integration, pytest.mark.load]
@@ -26,14 +26,11 @@ def test_start_first_rollout_under_load_fails_no_request(lab: Any, docker_client
                                                          service_name: str) -> None:
     create_service(docker_client, lab, service_name, "v1", replicas=6,
                    update_config=START_FIRST, stop_grace_period=10_000_000_000)
-    load = Load(docker_client, lab, service_name, duration=55)
-    try:
+    with load(docker_client, lab, service_name, seconds=55) as traffic:
         time.sleep(5)
         result = Controller(DockerEngine(lab.docker_host),
                             options=RolloutOptions(task_deadline="60s")).update(
             service_name, ServiceChange(image=lab.image("v2")))
-    finally:
-        traffic = load.wait()
     print(f"\nstart-first rollout under load: {traffic}; rollout {result.summary()}")
     assert result.outcome is Outcome.COMPLETED, result.summary()
     assert images_running(docker_client, service_name) == {lab.image("v2")}
@@ -45,14 +42,11 @@ def test_bad_release_rolled_back_under_load_fails_no_request(lab: Any, docker_cl
                                                              service_name: str) -> None:
     create_service(docker_client, lab, service_name, "v1", replicas=6,
                    update_config=START_FIRST, stop_grace_period=10_000_000_000)
-    load = Load(docker_client, lab, service_name, duration=35)
-    try:
+    with load(docker_client, lab, service_name, seconds=35) as traffic:
         time.sleep(3)
         result = Controller(DockerEngine(lab.docker_host),
                             options=RolloutOptions(task_deadline="30s")).update(
             service_name, ServiceChange(image=lab.image("unhealthy")))
-    finally:
-        traffic = load.wait()
     print(f"\nbad release rolled back under load: {traffic}; rollout {result.summary()}")
     assert result.outcome is Outcome.ROLLED_BACK, result.summary()
     assert images_running(docker_client, service_name) == {lab.image("v1")}
