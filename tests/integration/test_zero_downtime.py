@@ -12,9 +12,17 @@ from typing import Any
 
 import pytest
 
-from zdd_swarm import Controller, DockerEngine, Outcome, RolloutOptions, ServiceChange, UpdateConfig
+from zdd_swarm import (
+    Controller,
+    DockerEngine,
+    Outcome,
+    RolloutOptions,
+    RolloutResult,
+    ServiceChange,
+    UpdateConfig,
+)
 
-from .load import load
+from .load import LoadResult, load
 from .support import create_service, images_running
 
 pytestmark = [pytest.mark.integration, pytest.mark.load]
@@ -22,16 +30,24 @@ pytestmark = [pytest.mark.integration, pytest.mark.load]
 START_FIRST = UpdateConfig(parallelism=2, order="start-first", delay="1s", monitor="3s")
 
 
+def rollout_under_load(lab: Any, docker_client: Any, service: str, tag: str, seconds: int,
+                       task_deadline: str) -> tuple[RolloutResult, LoadResult]:
+    """6 replicas of v1 over 3 nodes, load for ``seconds``, rollout to ``tag``
+    a few seconds in."""
+    create_service(docker_client, lab, service, "v1", replicas=6,
+                   update_config=START_FIRST, stop_grace_period=10_000_000_000)
+    with load(docker_client, lab, service, seconds=seconds) as traffic:
+        time.sleep(4)
+        result = Controller(DockerEngine(lab.docker_host),
+                            options=RolloutOptions(task_deadline=task_deadline)).update(
+            service, ServiceChange(image=lab.image(tag)))
+    print(f"\n{tag} rollout under load: {traffic}; rollout {result.summary()}")
+    return result, traffic
+
+
 def test_start_first_rollout_under_load_fails_no_request(lab: Any, docker_client: Any,
                                                          service_name: str) -> None:
-    create_service(docker_client, lab, service_name, "v1", replicas=6,
-                   update_config=START_FIRST, stop_grace_period=10_000_000_000)
-    with load(docker_client, lab, service_name, seconds=55) as traffic:
-        time.sleep(5)
-        result = Controller(DockerEngine(lab.docker_host),
-                            options=RolloutOptions(task_deadline="60s")).update(
-            service_name, ServiceChange(image=lab.image("v2")))
-    print(f"\nstart-first rollout under load: {traffic}; rollout {result.summary()}")
+    result, traffic = rollout_under_load(lab, docker_client, service_name, "v2", 55, "60s")
     assert result.outcome is Outcome.COMPLETED, result.summary()
     assert images_running(docker_client, service_name) == {lab.image("v2")}
     assert traffic.failed == 0, (str(traffic), traffic.errors)
@@ -40,14 +56,8 @@ def test_start_first_rollout_under_load_fails_no_request(lab: Any, docker_client
 
 def test_bad_release_rolled_back_under_load_fails_no_request(lab: Any, docker_client: Any,
                                                              service_name: str) -> None:
-    create_service(docker_client, lab, service_name, "v1", replicas=6,
-                   update_config=START_FIRST, stop_grace_period=10_000_000_000)
-    with load(docker_client, lab, service_name, seconds=35) as traffic:
-        time.sleep(3)
-        result = Controller(DockerEngine(lab.docker_host),
-                            options=RolloutOptions(task_deadline="30s")).update(
-            service_name, ServiceChange(image=lab.image("unhealthy")))
-    print(f"\nbad release rolled back under load: {traffic}; rollout {result.summary()}")
+    result, traffic = rollout_under_load(lab, docker_client, service_name, "unhealthy", 35,
+                                         "30s")
     assert result.outcome is Outcome.ROLLED_BACK, result.summary()
     assert images_running(docker_client, service_name) == {lab.image("v1")}
     assert traffic.failed == 0, (str(traffic), traffic.errors)
