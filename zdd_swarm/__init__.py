@@ -112,7 +112,7 @@ def update(
 
     ``change`` gives full control (env, labels, command, force, patch);
     ``image``/``update_config``/``rollback_config`` are shortcuts for the
-    common case. ``option_kwargs`` are :class:`RolloutOptions` fields
+    common case. ``option_kwargs`` are ``RolloutOptions`` fields
     (``task_deadline="60s"``, ``gates=[HttpGate(...)]``, ...). ``host``
     defaults to ``DOCKER_HOST``.
     """

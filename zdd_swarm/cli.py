@@ -1,6 +1,6 @@
 """``zdd-swarm``: a thin shell over the library.
 
-Parse, build the change and options, call :class:`~zdd_swarm.Controller`,
+Parse, build the change and options, call ``Controller``,
 map the outcome to an exit code:
 
 ==  ===========================================================

@@ -124,7 +124,7 @@ def parse_duration(value: DurationLike, field: str = "duration") -> timedelta:
     ``"10"`` means seconds. Precision is the microsecond (timedelta's):
     finer parts are dropped. Negative, non-finite, boolean and unparsable
     values, and durations beyond Go's int64 nanoseconds, raise
-    :class:`~zdd_swarm.errors.ConfigError` naming ``field``.
+    ``ConfigError`` naming ``field``.
     """
     if isinstance(value, timedelta):
         result = value
@@ -163,7 +163,7 @@ def format_duration(td: timedelta) -> str:
     """``td`` as Go's ``time.Duration.String`` prints it.
 
     ``"0s"``, ``"250µs"``, ``"500ms"``, ``"1.5s"``, ``"1m30s"``, ``"1h0m5s"``.
-    The result parses back to ``td`` with :func:`parse_duration` (for
+    The result parses back to ``td`` with ``parse_duration`` (for
     ``td >= 0``).
     """
     ns = to_nanoseconds(td)
@@ -255,12 +255,12 @@ def _ratio(value: object) -> float:
 
 @dataclass(frozen=True)
 class _SwarmUpdateSettings:
-    """The six settings shared by :class:`UpdateConfig` and :class:`RollbackConfig`.
+    """The six settings shared by ``UpdateConfig`` and ``RollbackConfig``.
 
-    Construction coerces: durations from anything :func:`parse_duration`
+    Construction coerces: durations from anything ``parse_duration``
     takes, enums from their string values (case-insensitive, ``start_first``
     also works), the ratio from a number or numeric string. Invalid values
-    raise :class:`~zdd_swarm.errors.ConfigError` naming the field.
+    raise ``ConfigError`` naming the field.
     """
 
     _SECTION: ClassVar[str] = "update_config"
@@ -444,7 +444,7 @@ class UpdateConfig(_SwarmUpdateSettings):
 class RollbackConfig(_SwarmUpdateSettings):
     """Swarm's ``rollback_config``: how a rollback rolls out.
 
-    The same fields and defaults as :class:`UpdateConfig`, but
+    The same fields and defaults as ``UpdateConfig``, but
     ``failure_action`` is only ``continue`` or ``pause``: a rollback is never
     rolled back.
     """

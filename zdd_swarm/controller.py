@@ -1,10 +1,10 @@
-"""The rollout controller: a thin loop around :class:`~zdd_swarm.tracker.Tracker`.
+"""The rollout controller: a thin loop around ``Tracker``.
 
 It validates input before touching the cluster, sends the update through the
 engine adapter, then observes (service, tasks, gates) every
 ``poll_interval``, feeds the tracker and carries out its decisions: request
 a rollback (guarded by the service version, so a rollback is never sent
-twice), or finish with a typed :class:`~zdd_swarm.result.RolloutResult`.
+twice), or finish with a typed ``RolloutResult``.
 """
 
 from __future__ import annotations

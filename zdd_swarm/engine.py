@@ -1,12 +1,12 @@
 """The one module that owns ``docker``: the engine adapter.
 
-Everything above it speaks the project's own types (:mod:`zdd_swarm.model`)
-and errors (:mod:`zdd_swarm.errors`). Errors of docker-py and ``requests``
+Everything above it speaks the project's own types (``zdd_swarm.model``)
+and errors (``zdd_swarm.errors``). Errors of docker-py and ``requests``
 are mapped here, once. Single API calls are retried with tenacity when a
 retry can help (engine unreachable); whole rollouts never are.
 
-:class:`Engine` is the seam: the controller takes any object with these
-methods, and :mod:`zdd_swarm.testing` provides a fake one.
+``Engine`` is the seam: the controller takes any object with these
+methods, and ``zdd_swarm.testing`` provides a fake one.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class Engine(Protocol):
         """Send ``spec`` at ``service.version``; with ``rollback`` ask the
         engine for its own rollback to the previous spec instead (``spec`` is
         then ignored). Returns the engine's warnings. Raises
-        :class:`VersionConflict` if the service changed since ``service``."""
+        ``VersionConflict`` if the service changed since ``service``."""
         ...
 
     def resolve_digest(self, image: str) -> str:
@@ -93,13 +93,13 @@ def _is_connection_error(exc: BaseException) -> bool:
 
 
 class DockerEngine:
-    """:class:`Engine` over docker-py.
+    """``Engine`` over docker-py.
 
     ``host`` is a docker host URL (``unix://``, ``tcp://``, ``ssh://``);
     None takes the environment as the docker CLI does (``DOCKER_HOST``,
     ``DOCKER_TLS_VERIFY``, ``DOCKER_CERT_PATH``). Calls that cannot reach
     the engine are retried with exponential backoff for at most
-    ``retry_for`` seconds, then raise :class:`EngineUnavailable`.
+    ``retry_for`` seconds, then raise ``EngineUnavailable``.
     """
 
     def __init__(

@@ -1,6 +1,6 @@
 """The one exception tree of zdd_swarm.
 
-Every error the library raises derives from :class:`ZddError`; errors of the
+Every error the library raises derives from ``ZddError``; errors of the
 ``docker`` SDK and of ``requests`` are mapped at one boundary (the engine
 adapter) and chained with ``raise ... from exc``::
 

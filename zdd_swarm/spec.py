@@ -129,7 +129,7 @@ class ServiceChange:
     def apply(self, spec: Mapping[str, Any], image: str | None = None) -> dict[str, Any]:
         """Return a deep copy of ``spec`` with this change applied.
 
-        ``image`` overrides :attr:`image` (the controller passes the
+        ``image`` overrides ``image`` (the controller passes the
         digest-pinned reference here).
         """
         new: dict[str, Any] = copy.deepcopy(dict(spec))

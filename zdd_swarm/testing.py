@@ -1,13 +1,13 @@
 """Test helpers for users' own deploy scripts (structlog's ``testing`` idea).
 
-:class:`FakeClock` is simulated time; :class:`FakeEngine` is an in-memory
-swarm manager that implements :class:`~zdd_swarm.engine.Engine` and runs
+``FakeClock`` is simulated time; ``FakeEngine`` is an in-memory
+swarm manager that implements ``Engine`` and runs
 Swarm's updater semantics in that time: ``parallelism`` workers, each taking
 the next slot, waiting for its new task to leave STARTING, then pausing
 ``delay``; start-first or stop-first; the failure action with
 ``MaxFailureRatio``; the monitor period; the engine's own rollback; restarts
 of failed tasks. How a task of an image behaves is scripted with
-:class:`ImageBehaviour`::
+``ImageBehaviour``::
 
     clock = FakeClock()
     engine = FakeEngine(clock)
@@ -58,7 +58,7 @@ class FakeClock:
 
 @dataclass(frozen=True)
 class ImageBehaviour:
-    """How tasks of one image behave in a :class:`FakeEngine`.
+    """How tasks of one image behave in a ``FakeEngine``.
 
     A task is RUNNING ``start`` seconds after it is created (STARTING until
     then, as with a healthcheck). ``fail_after`` makes it fail that many

@@ -1,6 +1,6 @@
 """The decision core: given what the engine shows now, what happens next.
 
-Pure and synchronous: :class:`Tracker` is fed observations (service, tasks,
+Pure and synchronous: ``Tracker`` is fed observations (service, tasks,
 gate samples, a monotonic time) and answers with events and at most one
 action. It never talks to the engine and never reads a clock, so every rule
 below is unit-tested in simulated time.

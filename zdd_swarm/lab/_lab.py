@@ -110,7 +110,7 @@ class LabNode:
 
 @dataclass(frozen=True)
 class LabInfo:
-    """What :meth:`Lab.up` brought up (or found up)."""
+    """What ``Lab.up`` brought up (or found up)."""
 
     docker_host: str
     registry: str
@@ -134,7 +134,7 @@ class Lab:
     ``zddbr0`` (10.88.0.1/24), one network namespace and ``dockerd`` per node
     (``zdd-n1`` .. ``zdd-nN`` at 10.88.0.11 ..), a swarm with node 1 as the
     manager, an attachable overlay network ``zdd-lab``, a registry on
-    10.88.0.1:5000 and the test images in it. :meth:`down` removes all of it.
+    10.88.0.1:5000 and the test images in it. ``down`` removes all of it.
 
     ``nodes=None`` means the node count of the lab last brought up (else 3).
     State lives under ``state_dir`` (default ``/var/lib/zdd-lab`` or
@@ -300,7 +300,7 @@ class Lab:
 
         Idempotent: whatever an earlier run, a killed daemon, a reboot or a
         different node count left is detected and repaired, or wiped and
-        rebuilt. Raises :class:`LabError` with a one-line reason.
+        rebuilt. Raises ``LabError`` with a one-line reason.
         """
         started = time.monotonic()
         self._require_root()
@@ -338,14 +338,14 @@ class Lab:
             return info
 
     def is_up(self) -> bool:
-        """True if :meth:`up` would find nothing to do."""
+        """True if ``up`` would find nothing to do."""
         try:
             return not self.problems()
         except Exception:  # is_up answers, it never raises
             return False
 
     def problems(self) -> list[str]:
-        """What is not as :meth:`up` leaves it (empty when the lab is up).
+        """What is not as ``up`` leaves it (empty when the lab is up).
         Needs root, like everything that looks at the lab's namespaces."""
         self._require_root()
         problems: list[str] = []
@@ -406,7 +406,7 @@ class Lab:
 
     def kill_node(self, i: int) -> None:
         """SIGKILL every process of node ``i`` (dockerd, containerd, shims,
-        containers): the machine is lost. Its data stays; :meth:`start_node`
+        containers): the machine is lost. Its data stays; ``start_node``
         brings it back."""
         self._require_root()
         i = self._check_index(i)
