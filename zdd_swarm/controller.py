@@ -75,24 +75,24 @@ class RolloutOptions:
     """What zdd_swarm adds to Swarm's update config. Durations accept
     ``timedelta``, seconds, or compose strings (``"90s"``, ``"1m30s"``)."""
 
-    #: What to do when one of our thresholds is crossed (failure ratio, task
-    #: or progress deadline, gate, timeout). Swarm's own ``failure_action``
-    #: in the update config still acts on its own inside the engine.
     failure_action: FailureAction = FailureAction.ROLLBACK
-    #: A new task not RUNNING (healthy) this long after it appeared counts as failed.
+    """What to do when one of our thresholds is crossed (failure ratio, task or progress deadline,
+    gate, timeout). Swarm's own ``failure_action`` in the update config still acts on its own
+    inside the engine."""
     task_deadline: timedelta | None = timedelta(seconds=120)
-    #: No new task reached RUNNING for this long: the rollout failed.
+    """A new task not RUNNING (healthy) this long after it appeared counts as failed."""
     progress_deadline: timedelta | None = timedelta(seconds=300)
-    #: The whole update, rollback excluded.
+    """No new task reached RUNNING for this long: the rollout failed."""
     timeout: timedelta | None = timedelta(minutes=30)
-    #: A rollback that has not finished after this long failed.
+    """The whole update, rollback excluded."""
     rollback_timeout: timedelta = timedelta(minutes=5)
-    #: How often to look at the engine (2 API requests each time).
+    """A rollback that has not finished after this long failed."""
     poll_interval: timedelta = timedelta(seconds=1)
-    #: How long the engine may be unreachable while we watch before we give up.
+    """How often to look at the engine (2 API requests each time)."""
     engine_outage: timedelta = timedelta(seconds=90)
-    #: Checks run through each batch's monitor window.
+    """How long the engine may be unreachable while we watch before we give up."""
     gates: tuple[Gate, ...] = ()
+    """Checks run through each batch's monitor window."""
 
     if TYPE_CHECKING:
         # What the constructor accepts; the attributes hold the coerced types.

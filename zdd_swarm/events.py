@@ -89,8 +89,8 @@ class TaskFailed(Event):
     state: str
     error: str
     exit_code: int | None
-    #: "failed" (the engine says so) or "task_deadline" (not RUNNING in time)
     cause: str
+    """"failed" (the engine says so) or "task_deadline" (not RUNNING in time)"""
     phase: str = "update"
 
 
@@ -127,8 +127,8 @@ class ThresholdCrossed(Event):
 
 @dataclass(frozen=True)
 class RollbackStarted(Event):
-    #: "zdd_swarm" (we asked), "engine" (Swarm's own failure_action), or "other"
     by: str
+    """``zdd_swarm`` (we asked), ``engine`` (Swarm's own failure_action), or ``other``."""
     reason: str
     method: str = "engine-rollback"
 

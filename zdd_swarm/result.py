@@ -74,12 +74,12 @@ class TaskReport:
     desired_state: str
     error: str = ""
     exit_code: int | None = None
-    #: seconds since the rollout began when we first saw the task
     seen_at: float = 0.0
-    #: seconds since the rollout began when it was RUNNING (healthy), if ever
+    """seconds since the rollout began when we first saw the task"""
     running_at: float | None = None
-    #: why it counts as failed ("failed", "task_deadline"), if it does
+    """seconds since the rollout began when it was RUNNING (healthy), if ever"""
     failure: str | None = None
+    """why it counts as failed ("failed", "task_deadline"), if it does"""
 
 
 @dataclass
@@ -115,18 +115,18 @@ class RolloutResult:
     duration_s: float
     image_before: str
     image_target: str
-    #: the image the service's spec names at the end
     image_after: str
+    """the image the service's spec names at the end"""
     version_before: int
     version_after: int
     batches: list[BatchReport] = field(default_factory=list)
     failures: int = 0
     total: int = 0
-    #: who started a rollback, if one happened: "zdd_swarm", "engine" or "other"
     rollback_by: str | None = None
+    """Who started a rollback, if one happened: ``zdd_swarm``, ``engine`` or ``other``."""
     warnings: list[str] = field(default_factory=list)
-    #: where each task of the service runs at the end: node -> task states
     placement: dict[str, list[str]] = field(default_factory=dict)
+    """where each task of the service runs at the end: node -> task states"""
 
     @property
     def exit_code(self) -> int:

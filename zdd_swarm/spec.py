@@ -84,8 +84,8 @@ class ServiceChange:
     """
 
     image: str | None = None
-    #: Resolve ``image`` to its registry digest and pin it (``name:tag@sha256:...``).
     pin_digest: bool = False
+    """Resolve ``image`` to its registry digest and pin it (``name:tag@sha256:...``)."""
     env_add: Mapping[str, str] | Sequence[str] = ()
     env_rm: Sequence[str] = ()
     labels_add: Mapping[str, str] | Sequence[str] = ()
@@ -94,8 +94,8 @@ class ServiceChange:
     container_labels_rm: Sequence[str] = ()
     command: Sequence[str] | None = None
     args: Sequence[str] | None = None
-    #: Redeploy the same spec (bumps ``TaskTemplate.ForceUpdate``).
     force: bool = False
+    """Redeploy the same spec (bumps ``TaskTemplate.ForceUpdate``)."""
     update_config: UpdateConfig | None = None
     rollback_config: RollbackConfig | None = None
     patch: SpecPatch | None = field(default=None, compare=False)
