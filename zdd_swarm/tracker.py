@@ -72,15 +72,16 @@ class Step:
 
 @dataclass(frozen=True)
 class TrackerSettings:
-    """The knobs the tracker needs (a subset of ``RolloutOptions``)."""
+    """The knobs the tracker needs, from ``RolloutOptions.tracker_settings()``
+    (which holds the defaults)."""
 
-    failure_action: FailureAction = FailureAction.ROLLBACK
-    task_deadline: timedelta | None = timedelta(seconds=120)
-    progress_deadline: timedelta | None = timedelta(seconds=300)
-    timeout: timedelta | None = timedelta(minutes=30)
-    rollback_timeout: timedelta = timedelta(minutes=5)
-    gate_names: tuple[str, ...] = ()
-    gate_min_ratio: Mapping[str, float] = field(default_factory=dict)
+    failure_action: FailureAction
+    task_deadline: timedelta | None
+    progress_deadline: timedelta | None
+    timeout: timedelta | None
+    rollback_timeout: timedelta
+    gate_names: tuple[str, ...]
+    gate_min_ratio: Mapping[str, float]
 
 
 @dataclass
