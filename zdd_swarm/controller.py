@@ -41,7 +41,7 @@ from .model import (
 )
 from .result import Outcome, Reason, RolloutResult
 from .spec import ServiceChange, diff_specs
-from .tracker import Finish, RequestRollback, Tracker, TrackerSettings
+from .tracker import Finish, RequestRollback, Tracker, TrackerSettings, rollback_initiator
 
 __all__ = ["ConcurrentChange", "Controller", "Plan", "RolloutOptions", "UpdateInProgress"]
 
@@ -331,15 +331,18 @@ class Controller:
     def _watch_current(self, current: ServiceView, opts: RolloutOptions) -> RolloutResult:
         start = self.clock.monotonic()
         state = current.state
-        if state is None or current.previous_spec is None:
+        in_rollback = state in (UpdateState.ROLLBACK_STARTED, UpdateState.ROLLBACK_COMPLETED,
+                                UpdateState.ROLLBACK_PAUSED)
+        if state is None or (current.previous_spec is None and not in_rollback):
             return self._noop(current, start, "no_update_in_progress",
                               "no update is in progress on this service")
         common = dict(total=self._total(current), settings=opts.tracker_settings(), start=start)
-        if state in (UpdateState.ROLLBACK_STARTED, UpdateState.ROLLBACK_COMPLETED,
-                     UpdateState.ROLLBACK_PAUSED):
-            rolled_back = "due to failure" in current.update_status.message  # type: ignore[union-attr]
+        if in_rollback:
+            # after the engine's own rollback PreviousSpec is gone: the spec
+            # rolled back from is no longer known
+            rolled_back = rollback_initiator(current) == "engine"
             tracker = Tracker(current.name, original_spec=current.spec,
-                              target_spec=current.previous_spec, phase="rollback",
+                              target_spec=current.previous_spec or current.spec, phase="rollback",
                               rollback_by="engine" if rolled_back else "other",
                               **common)  # type: ignore[arg-type]
             tracker.rollback_reason = Reason(

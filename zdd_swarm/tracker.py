@@ -146,6 +146,22 @@ def _slot_of(task: TaskView) -> str:
     return str(task.slot) if task.slot is not None else task.node_id
 
 
+def rollback_initiator(service: ServiceView) -> str:
+    """Who started the rollback the service is in: ``"engine"`` or ``"other"``.
+
+    Swarm's updater rolls back by moving ``PreviousSpec`` into ``Spec`` and
+    clearing ``PreviousSpec`` (swarmkit ``updater.go``, ``rollbackUpdate``);
+    a rollback requested through the API swaps the two, so ``PreviousSpec``
+    then holds the spec that was rolled back (``controlapi/service.go``,
+    "manually requested rollback"). The status message cannot tell once the
+    rollback is over: both end as "rollback completed".
+    """
+    message = service.update_status.message if service.update_status else ""
+    if service.previous_spec is None or "due to failure" in message:
+        return "engine"
+    return "other"
+
+
 class Tracker:
     """Follows one rollout (update, then perhaps its rollback) to a verdict.
 
@@ -256,7 +272,7 @@ class Tracker:
         if self.rollback_phase is None:
             if state in (UpdateState.ROLLBACK_STARTED, UpdateState.ROLLBACK_COMPLETED,
                          UpdateState.ROLLBACK_PAUSED) and current_key == self.rollback_key:
-                by = "engine" if "due to failure" in message else "other"
+                by = rollback_initiator(service)
                 reason = Reason("engine_rolled_back" if by == "engine" else "rolled_back_by_other",
                                 f"the engine rolled back: {message}" if by == "engine"
                                 else f"a rollback was requested by another client: {message}")

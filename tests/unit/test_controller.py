@@ -101,6 +101,65 @@ def test_engine_own_rollback_is_reported_as_rolled_back_never_as_success(
     assert [kind for _, kind, _ in engine.updates] == ["update"]  # we sent no rollback
 
 
+def test_engine_rollback_first_seen_when_already_completed_is_still_the_engines(
+    engine: FakeEngine, clock: FakeClock
+) -> None:
+    # A slow poll may first see the rollback when its message is only
+    # "rollback completed": PreviousSpec, cleared by the engine, still tells.
+    engine.add_service("web", "app:1", replicas=2,
+                       update_config=UpdateConfig(failure_action="rollback"))
+    engine.behave("app:crash", ImageBehaviour(fail_after=0.5))
+
+    def stall(event: Any) -> None:
+        if isinstance(event, events.BatchStarted) and event.phase == "update":
+            for _ in range(120):  # the engine goes on while we do not look
+                clock.sleep(1)
+                engine.inspect_service("web")
+
+    controller = Controller(engine, clock=clock, hooks=[stall],
+                            options=RolloutOptions(failure_action="continue"))
+    result = controller.update("web", ServiceChange(image="app:crash"))
+    assert result.outcome is Outcome.ROLLED_BACK, result.reason
+    assert result.rollback_by == "engine" and result.code == "engine_rolled_back"
+    assert engine.inspect_service("web").update_status.message == "rollback completed"
+
+
+def test_rollback_by_another_client_is_named_as_such(
+    engine: FakeEngine, clock: FakeClock
+) -> None:
+    engine.add_service("web", "app:1", replicas=4)
+    engine.behave("app:2", ImageBehaviour(start=5.0))
+
+    def other_client(event: Any) -> None:
+        if isinstance(event, events.TaskRunning) and event.phase == "update":
+            service = engine.inspect_service("web")
+            engine.update_service(service, service.spec, rollback=True)
+
+    controller = Controller(engine, clock=clock, hooks=[other_client])
+    result = controller.update("web", ServiceChange(image="app:2"))
+    assert result.outcome is Outcome.ROLLED_BACK, result.reason
+    assert result.rollback_by == "other" and result.code == "rolled_back_by_other"
+    assert engine.inspect_service("web").image == "app:1"
+
+
+def test_watch_follows_the_engines_own_rollback(engine: FakeEngine, clock: FakeClock) -> None:
+    engine.add_service("web", "app:1", replicas=3,
+                       update_config=UpdateConfig(failure_action="rollback"))
+    engine.behave("app:crash", ImageBehaviour(fail_after=0.5))
+    service = engine.inspect_service("web")
+    engine.update_service(service, ServiceChange(image="app:crash").apply(service.spec))
+    for _ in range(20):  # until the engine has started its rollback
+        clock.sleep(1)
+        status = engine.inspect_service("web").update_status
+        if status is not None and status.state.value.startswith("rollback"):
+            break
+    assert engine.inspect_service("web").previous_spec is None
+    result = make(engine, clock)[0].watch("web")
+    assert result.outcome is Outcome.ROLLED_BACK, result.reason
+    assert result.rollback_by == "engine"
+    assert engine.inspect_service("web").image == "app:1"
+
+
 def test_never_ready_task_hits_task_deadline_then_rollback(
     engine: FakeEngine, clock: FakeClock
 ) -> None:
