@@ -41,7 +41,14 @@ from .model import (
 )
 from .result import Outcome, Reason, RolloutResult
 from .spec import ServiceChange, diff_specs
-from .tracker import Finish, RequestRollback, Tracker, TrackerSettings, rollback_initiator
+from .tracker import (
+    Finish,
+    RequestRollback,
+    Tracker,
+    TrackerSettings,
+    rollback_initiator,
+    rollback_reason,
+)
 
 __all__ = ["ConcurrentChange", "Controller", "Plan", "RolloutOptions", "UpdateInProgress"]
 
@@ -340,18 +347,18 @@ class Controller:
         if in_rollback:
             # after the engine's own rollback PreviousSpec is gone: the spec
             # rolled back from is no longer known
-            rolled_back = rollback_initiator(current) == "engine"
+            by = rollback_initiator(current)
             tracker = Tracker(current.name, original_spec=current.spec,
                               target_spec=current.previous_spec or current.spec, phase="rollback",
-                              rollback_by="engine" if rolled_back else "other",
+                              rollback_by=by,
                               **common)  # type: ignore[arg-type]
-            tracker.rollback_reason = Reason(
-                "engine_rolled_back" if rolled_back else "rolled_back_by_other",
-                f"the engine rolled back: {current.update_status.message}")  # type: ignore[union-attr]
+            tracker.rollback_reason = rollback_reason(
+                by, current.update_status.message)  # type: ignore[union-attr]
             # tasks that already ended are not failures of this rollback
             tracker.phase.preexisting = {t.id for t in self.engine.list_tasks(current.id)
                                          if t.state.terminal}
         else:
+            assert current.previous_spec is not None
             tracker = Tracker(current.name, original_spec=current.previous_spec,
                               target_spec=current.spec, **common)  # type: ignore[arg-type]
         return self._follow(tracker, current, current, opts, "watch", [])

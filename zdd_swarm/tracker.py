@@ -162,6 +162,13 @@ def rollback_initiator(service: ServiceView) -> str:
     return "other"
 
 
+def rollback_reason(by: str, message: str) -> Reason:
+    """The reason reported for a rollback we did not request."""
+    if by == "engine":
+        return Reason("engine_rolled_back", f"the engine rolled back: {message}")
+    return Reason("rolled_back_by_other", f"a rollback was requested by another client: {message}")
+
+
 class Tracker:
     """Follows one rollout (update, then perhaps its rollback) to a verdict.
 
@@ -273,9 +280,7 @@ class Tracker:
             if state in (UpdateState.ROLLBACK_STARTED, UpdateState.ROLLBACK_COMPLETED,
                          UpdateState.ROLLBACK_PAUSED) and current_key == self.rollback_key:
                 by = rollback_initiator(service)
-                reason = Reason("engine_rolled_back" if by == "engine" else "rolled_back_by_other",
-                                f"the engine rolled back: {message}" if by == "engine"
-                                else f"a rollback was requested by another client: {message}")
+                reason = rollback_reason(by, message)
                 step.events += self.begin_rollback(now, by, reason).events
                 assert self.rollback_phase is not None
                 self.rollback_phase.preexisting = seen_before
