@@ -160,6 +160,36 @@ class Plan:
         return not self.changed
 
 
+class _TaskCadence:
+    """When to list the tasks again. The service is inspected on every poll
+    (its ``UpdateStatus`` and version move with every step of the engine's
+    updater); the tasks are listed on every poll too while they change, or
+    when the service did, and every ``QUIET_POLLS`` polls while nothing moves
+    (a monitor window, an update delay, a task still starting). This keeps a
+    watch under 2 Engine API requests per second on average."""
+
+    QUIET_POLLS = 3
+
+    def __init__(self, poll: float) -> None:
+        self.poll = poll
+        self.interval = poll
+        self.last_listed = -math.inf
+        self.tasks_seen: object = None
+        self.service_seen: object = None
+
+    def due(self, now: float, service: ServiceView) -> bool:
+        seen = (service.version, service.update_status)
+        changed, self.service_seen = seen != self.service_seen, seen
+        # a little slack: a poll that wakes early still lists
+        return changed or now - self.last_listed >= self.interval - self.poll / 10
+
+    def listed(self, now: float, tasks: Sequence[TaskView]) -> None:
+        seen = [(t.id, t.state, t.desired_state, t.node_id) for t in tasks]
+        quiet = seen == self.tasks_seen
+        self.tasks_seen, self.last_listed = seen, now
+        self.interval = self.poll * (self.QUIET_POLLS if quiet else 1)
+
+
 class Controller:
     """Drives and watches rollouts on one engine.
 
@@ -397,11 +427,14 @@ class Controller:
         outage_since: float | None = None
         service = target
         tasks: list[TaskView] = []
+        cadence = _TaskCadence(poll)
         while True:
             now = self.clock.monotonic()
             try:
                 service = self.engine.inspect_service(before.id)
-                tasks = self.engine.list_tasks(before.id)
+                if cadence.due(now, service):
+                    tasks = self.engine.list_tasks(before.id)
+                    cadence.listed(now, tasks)
                 if any(t.node_id and t.node_id not in nodes for t in tasks):
                     nodes = {n.id: n.hostname for n in self.engine.list_nodes()}
                 outage_since = None

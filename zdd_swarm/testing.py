@@ -344,6 +344,7 @@ class FakeEngine:
                                          else "update completed")
             service.status["CompletedAt"] = self.clock.now().isoformat()
             service.updater = None
+            service.version += 1  # the engine writes its status like any change
             changed = True
         return changed
 
@@ -366,6 +367,7 @@ class FakeEngine:
             service.status["Message"] = (f"{'rollback' if updater.rollback else 'update'} paused "
                                          f"due to failure or early termination of task {task.id}")
             service.updater = None
+            service.version += 1
         elif action == "rollback" and service.previous is not None:
             new_spec, service.previous = service.previous, None
             self._start(service, new_spec, rollback=True,

@@ -68,6 +68,22 @@ def test_good_rollout_completes_in_batches_of_parallelism(
     assert engine.updates == [(engine._find("web").id, "update", "app:2")]
 
 
+@pytest.mark.parametrize("order", ["stop-first", "start-first"])
+def test_watching_costs_at_most_two_requests_per_second(
+    engine: FakeEngine, clock: FakeClock, order: str
+) -> None:
+    engine.add_service("web", "app:1", replicas=6, update_config=UpdateConfig(
+        parallelism=2, order=order, delay="2s", monitor="5s"))
+    engine.behave("app:2", ImageBehaviour(start=3.0))
+    controller, seen = make(engine, clock)
+    start = clock.t
+    result = controller.update("web", ServiceChange(image="app:2"))
+    assert result.outcome is Outcome.COMPLETED
+    assert names(seen).count("task_running") == 6
+    rate = engine.requests / (clock.t - start)
+    assert 1.0 < rate <= 2.0, (engine.requests, clock.t - start)
+
+
 def test_crashing_image_is_rolled_back_and_reported_as_such(
     engine: FakeEngine, clock: FakeClock
 ) -> None:
