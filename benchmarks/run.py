@@ -182,6 +182,21 @@ def _ts(value: datetime | None) -> float | None:
 # -- the parent: services, native runs, observers --------------------------------
 
 
+def library_python() -> str:
+    """The Python of a virtual environment holding the library as users
+    install it (``pip install .``: no test or docs tools, no SSH transport),
+    so that the memory measured is the library's own. Made once, refreshed
+    on every run."""
+    venv = HERE / ".venv-lib"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        log(f"creating {venv.relative_to(HERE.parent)} (pip install .)")
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                    str(HERE.parent)], check=True)
+    return str(python)
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         import docker
@@ -198,6 +213,7 @@ class Bench:
         self.env = dict(os.environ, DOCKER_HOST=self.lab.docker_host)
         self.env.pop("DOCKER_CONTEXT", None)
         self.tmp = Path(tempfile.mkdtemp(prefix="zdd-bench-"))
+        self.python = args.python or library_python()
 
     # -- services ---------------------------------------------------------------
 
@@ -297,7 +313,7 @@ class Bench:
             "update_config": dict(update_config) if update_config else None}))
         launched = time.time()
         proc = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--child", str(spec_path),
+            [self.python, str(Path(__file__).resolve()), "--child", str(spec_path),
              str(out_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             timeout=timeout, check=False)
         if proc.returncode != 0 or not out_path.exists():
@@ -605,6 +621,8 @@ def machine(bench: Bench) -> dict[str, Any]:
         "os": platform.freedesktop_os_release().get("PRETTY_NAME", "")
         if hasattr(platform, "freedesktop_os_release") else "",
         "python": platform.python_version(),
+        "rollouts_run_by": str(Path(bench.python).relative_to(HERE.parent))
+        if Path(bench.python).is_relative_to(HERE.parent) else bench.python,
         "engine_version": version.get("Version"),
         "engine_api_version": version.get("ApiVersion"),
         "docker_cli_version": cli.stdout.strip(),
@@ -825,6 +843,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="where to write the raw results (default benchmarks/results.json)")
     parser.add_argument("--only", choices=["overhead", "recovery", "scale", "many"],
                         action="append", help="run only these parts (repeatable)")
+    parser.add_argument("--python", help="the Python that runs our rollouts (default: a "
+                        "virtual environment with only `pip install .`, benchmarks/.venv-lib)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.pairs < 1:

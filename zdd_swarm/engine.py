@@ -274,6 +274,9 @@ def _mapped_errors() -> Iterator[None]:
         if isinstance(exc.__context__, requests.exceptions.RequestException) or (
                 "Error while fetching server API version" in str(exc)):
             raise EngineUnavailable(f"cannot reach the Docker engine: {exc}") from exc
+        if "Install paramiko" in str(exc):
+            raise EngineAPIError("ssh:// engines need the docker SDK's SSH transport: "
+                                 "pip install 'zdd-swarm[ssh]'") from exc
         raise EngineAPIError(f"cannot use the Docker engine: {exc}") from exc
     except Exception as exc:
         # ssh:// goes through paramiko, whose errors (unknown host key,

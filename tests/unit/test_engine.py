@@ -1,0 +1,51 @@
+"""The engine adapter maps docker-py's errors to the project's own, without an engine."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import docker.errors
+import pytest
+import requests
+
+from zdd_swarm.engine import _mapped_errors
+from zdd_swarm.errors import EngineAPIError, EngineUnavailable, NotAManager, VersionConflict
+
+
+def _api_error(message: str, status: int) -> docker.errors.APIError:
+    response = requests.Response()
+    response.status_code = status
+    return docker.errors.APIError(message, response, explanation=message)
+
+
+@pytest.mark.parametrize("raised, expected", [
+    (_api_error("rpc error: code = Unknown desc = update out of sequence", 500), VersionConflict),
+    (_api_error("This node is not a swarm manager.", 503), NotAManager),
+    (_api_error("invalid mount config", 400), EngineAPIError),
+    (requests.exceptions.ConnectionError("refused"), EngineUnavailable),
+    (docker.errors.DockerException("Error while fetching server API version: x"),
+     EngineUnavailable),
+    (docker.errors.TLSParameterError("bad cert path"), EngineAPIError),
+])
+def test_docker_errors_map_to_ours(raised: Exception, expected: type[Exception]) -> None:
+    with pytest.raises(expected), _mapped_errors():
+        raise raised
+
+
+def test_ssh_host_without_the_ssh_extra_says_what_to_install() -> None:
+    # docker-py's own message when paramiko is not installed, in a process
+    # where it cannot be imported
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["paramiko"] = None
+        from zdd_swarm import DockerEngine, EngineAPIError
+        try:
+            DockerEngine("ssh://deploy@127.0.0.1:1").info()
+        except EngineAPIError as exc:
+            print(exc)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert "pip install 'zdd-swarm[ssh]'" in out
