@@ -160,6 +160,10 @@ class Plan:
         return not self.changed
 
 
+#: How often the node list is refreshed while watching (seconds).
+_NODE_REFRESH = 10.0
+
+
 class _TaskCadence:
     """When to list the tasks again. The service is inspected on every poll
     (its ``UpdateStatus`` and version move with every step of the engine's
@@ -421,6 +425,8 @@ class Controller:
             image_after=after_image, version=target.version,
             total=tracker.total, parallelism=update.parallelism, order=update.order.value))
         nodes: dict[str, str] = {}
+        down: set[str] = set()
+        nodes_listed = -math.inf
         poll = opts.poll_interval.total_seconds()
         gate_interval = poll
         last_gate = -math.inf
@@ -435,8 +441,14 @@ class Controller:
                 if cadence.due(now, service):
                     tasks = self.engine.list_tasks(before.id)
                     cadence.listed(now, tasks)
-                if any(t.node_id and t.node_id not in nodes for t in tasks):
-                    nodes = {n.id: n.hostname for n in self.engine.list_nodes()}
+                # node names for the report, and which nodes are down: a new
+                # task on a down node never starts and the engine waits for it
+                if (now - nodes_listed >= _NODE_REFRESH
+                        or any(t.node_id and t.node_id not in nodes for t in tasks)):
+                    listed = self.engine.list_nodes()
+                    nodes = {n.id: n.hostname for n in listed}
+                    down = {n.id for n in listed if n.state == "down"}
+                    nodes_listed = now
                 outage_since = None
             except ServiceNotFound:
                 return self._finish(tracker, before, service, tasks, nodes, Finish(
@@ -458,7 +470,7 @@ class Controller:
                 for gate in opts.gates:
                     sample = gate.sample()
                     tracker.add_gate_sample(now, gate.name, sample.ok, sample.detail)
-            step = tracker.observe(now, service, tasks, nodes)
+            step = tracker.observe(now, service, tasks, nodes, down)
             for event in step.events:
                 self._emit(name, event)
             action = step.action

@@ -130,6 +130,9 @@ class FakeEngine:
         #: while clock < this, every call raises EngineUnavailable
         self.down_until = -1.0
         self.manager = True
+        #: nodes the manager reports down: their tasks that do not run yet stay
+        #: ASSIGNED, and Swarm's updater waits for them (it has no timeout)
+        self.down_nodes: set[str] = set()
 
     # -- scripting -------------------------------------------------------------
 
@@ -195,7 +198,8 @@ class FakeEngine:
 
     def list_nodes(self) -> list[NodeView]:
         self._api()
-        return [NodeView(n, n, "ready", "active", "worker") for n in self.nodes]
+        return [NodeView(n, n, "down" if n in self.down_nodes else "ready", "active", "worker")
+                for n in self.nodes]
 
     def update_service(self, service: ServiceView, spec: Mapping[str, Any], *,
                        rollback: bool = False) -> list[str]:
@@ -233,7 +237,9 @@ class FakeEngine:
         raise ServiceNotFound(name)
 
     def _new_task(self, service: _Service, slot: int, spec: Mapping[str, Any]) -> _Task:
-        task = _Task(next(self.ids), slot, self.nodes[(slot - 1) % len(self.nodes)],
+        # by slot, round the nodes; the scheduler places nothing on a down node
+        up = [n for n in self.nodes if n not in self.down_nodes] or self.nodes
+        task = _Task(next(self.ids), slot, up[(slot - 1) % len(up)],
                      copy.deepcopy(dict(spec["TaskTemplate"])), self.clock.t, "starting")
         self.tasks[service.id].append(task)
         return task
@@ -272,6 +278,10 @@ class FakeEngine:
         key = canonical(service.spec["TaskTemplate"])
         for task in list(tasks):
             if task.desired != "running" or task.state in ("failed", "rejected", "shutdown"):
+                continue
+            if task.node in self.down_nodes and task.state != "running":
+                if task.state != "assigned":
+                    task.state, changed = "assigned", True
                 continue
             b = self._behaviour(task)
             age = now - task.created

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -46,6 +47,8 @@ __all__ = ["Finish", "RequestRollback", "Step", "Tracker", "TrackerSettings"]
 #: that never got a node waits out this timeout, so rollback tasks get it on
 #: top of ``task_deadline``.
 OLD_TASK_TIMEOUT = timedelta(minutes=1)
+#: States of a task that has not reached RUNNING yet and has not ended.
+_NOT_STARTED = frozenset(s.value for s in TaskState if s.rank < TaskState.RUNNING.rank)
 
 
 @dataclass(frozen=True)
@@ -264,7 +267,9 @@ class Tracker:
         return step
 
     def observe(self, now: float, service: ServiceView, tasks: Sequence[TaskView],
-                nodes: Mapping[str, str]) -> Step:
+                nodes: Mapping[str, str], down_nodes: AbstractSet[str] = frozenset()) -> Step:
+        """One observation. ``nodes`` maps node IDs to hostnames;
+        ``down_nodes`` holds the IDs of the nodes the manager reports down."""
         step = Step()
         # Tasks seen before this observation: if the engine has just started
         # a rollback, the tasks it already created for it are not among them.
@@ -290,7 +295,7 @@ class Tracker:
             return self._superseded(step, service)
 
         phase = self.phase
-        self._follow_tasks(step, now, phase, tasks, nodes)
+        self._follow_tasks(step, now, phase, tasks, nodes, down_nodes)
         self._close_windows(step, now, phase)
         self._progress(step, now, phase, tasks)
 
@@ -326,7 +331,7 @@ class Tracker:
         return self.original_spec if self.rollback_phase else self.target_spec
 
     def _follow_tasks(self, step: Step, now: float, phase: _Phase, tasks: Sequence[TaskView],
-                      nodes: Mapping[str, str]) -> None:
+                      nodes: Mapping[str, str], down_nodes: AbstractSet[str]) -> None:
         deadline = self.settings.task_deadline
         if deadline is not None and phase.name == "rollback":
             deadline += OLD_TASK_TIMEOUT
@@ -373,6 +378,11 @@ class Tracker:
                 started = tracked.running_at
                 if started is None or now - started <= phase.monitor + 1.0:
                     cause = "failed"
+            elif (tracked.running_at is None and not task.state.terminal
+                  and task.node_id in down_nodes):
+                # it cannot start, and Swarm's updater waits for it regardless
+                cause = "node_down"
+                report.error = f"node {node} is down (task {task.state.value})"
             elif (deadline is not None and tracked.running_at is None
                   and now - tracked.seen > deadline.total_seconds()):
                 cause = "task_deadline"
@@ -444,6 +454,18 @@ class Tracker:
         return sum(1 for t in tasks if t.spec_key == phase.task_key and t.running
                    and t.desired_state is TaskState.RUNNING)
 
+    @staticmethod
+    def _waiting_on_down_node(phase: _Phase) -> TaskReport | None:
+        """A new task on a down node that never ran and has not ended: the
+        engine's updater waits for it (swarmkit ``updater.go``, ``updateTask``:
+        "TODO(aluzzardi): Consider adding a timeout here")."""
+        for tracked in phase.tasks.values():
+            report = tracked.report
+            if (report.failure == "node_down" and tracked.running_at is None
+                    and report.state in _NOT_STARTED):
+                return report
+        return None
+
     def _gates_failed(self, phase: _Phase) -> GateReport | None:
         for window in phase.windows:
             for report in window.reports.values():
@@ -464,11 +486,18 @@ class Tracker:
         elif phase.failures and ratio > self.update_config.max_failure_ratio:
             failed = [t.report for t in phase.tasks.values() if t.report.failure]
             last = failed[-1]
-            code = "task_deadline" if last.failure == "task_deadline" else "task_failed"
+            code = {"task_deadline": "task_deadline", "node_down": "node_down"}.get(
+                last.failure or "", "task_failed")
             limit = self.update_config.max_failure_ratio
             crossed = Reason(code, f"{phase.failures} of {phase.total} new tasks failed "
                                    f"(max_failure_ratio {limit:g}); task {last.id[:12]} "
                                    f"on {last.node}: {last.error or last.state}")
+        elif (stuck := self._waiting_on_down_node(phase)) is not None:
+            crossed = Reason("node_down", (
+                f"the engine's update waits for task {stuck.id[:12]} on {stuck.node}, which "
+                f"is down: Swarm's updater has no timeout for a task that never starts and "
+                f"goes on only if the node comes back (the failure itself is within "
+                f"max_failure_ratio {self.update_config.max_failure_ratio:g})"))
         elif state is UpdateState.PAUSED:
             crossed = Reason("engine_paused", f"the engine paused the update: {message}")
         elif gate is not None:

@@ -23,7 +23,7 @@ from zdd_swarm.model import ServiceView
 
 from .support import create_service, wait_running
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 SLOW = UpdateConfig(parallelism=1, delay="2s", monitor="2s", max_failure_ratio=0.5)
 
@@ -65,6 +65,13 @@ def test_worker_lost_mid_rollout(lab: Any, docker_client: Any, service_name: str
         lab.start_node(3)
     assert result.outcome in (Outcome.COMPLETED, Outcome.ROLLED_BACK), result.summary()
     assert engine.sent.count("update") == 1 and engine.sent.count("rollback") <= 1
+    # a new task caught on the lost node is named with it, and not waited for
+    # (Swarm's updater would wait until the node comes back)
+    failed = [t for b in result.batches for t in b.tasks if t.failure]
+    assert all(t.node == lab.node_name(3) and t.failure == "node_down" for t in failed), failed
+    if result.outcome is Outcome.ROLLED_BACK:
+        assert result.code == "node_down" and lab.node_name(3) in result.reason.message
+    assert result.duration_s < 150, result.summary()
     wait_running(docker_client, service_name, 6)
 
 

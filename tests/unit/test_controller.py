@@ -176,6 +176,32 @@ def test_watch_follows_the_engines_own_rollback(engine: FakeEngine, clock: FakeC
     assert engine.inspect_service("web").image == "app:1"
 
 
+@pytest.mark.parametrize("ratio", [0.0, 0.5])
+def test_new_task_on_a_node_that_goes_down_is_not_waited_for(
+    engine: FakeEngine, clock: FakeClock, ratio: float
+) -> None:
+    # Swarm's updater waits forever for a task on a down node; we must not.
+    engine.add_service("web", "app:1", replicas=6, update_config=UpdateConfig(
+        parallelism=1, max_failure_ratio=ratio))
+    engine.behave("app:2", ImageBehaviour(start=3.0))
+
+    def lose_node(event: Any) -> None:
+        if isinstance(event, events.BatchStarted) and event.batch == 2 and event.phase == "update":
+            engine.down_nodes.add("node-3")
+
+    controller = Controller(engine, clock=clock, hooks=[lose_node],
+                            options=RolloutOptions(task_deadline="120s"))
+    start = clock.t
+    result = controller.update("web", ServiceChange(image="app:2"))
+    assert result.outcome is Outcome.ROLLED_BACK, result.reason
+    assert result.code == "node_down"
+    assert "node-3" in result.reason.message and "down" in result.reason.message
+    assert clock.t - start < 60  # neither the task deadline nor the progress deadline
+    failed = [t for b in result.batches for t in b.tasks if t.failure]
+    assert [(t.node, t.failure) for t in failed] == [("node-3", "node_down")]
+    assert engine.inspect_service("web").image == "app:1"
+
+
 def test_never_ready_task_hits_task_deadline_then_rollback(
     engine: FakeEngine, clock: FakeClock
 ) -> None:
