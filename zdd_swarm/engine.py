@@ -148,6 +148,7 @@ class DockerEngine:
                         environment["DOCKER_HOST"] = self.host
                     self._client = docker.from_env(
                         environment=environment, timeout=int(self._timeout))
+                    _keep_engine_ca(self._client.api)
             return self._client
 
     @property
@@ -246,6 +247,27 @@ class DockerEngine:
         if not check or check.get("Test") in (None, [], ["NONE"]):
             return False
         return dict(check)
+
+
+def _keep_engine_ca(api: Any) -> None:
+    """Verify a TLS engine against the CA of ``DOCKER_CERT_PATH``, as the
+    docker CLI does. docker-py sets it as the session's ``verify``, but
+    requests, for a request without its own ``verify``, takes
+    ``REQUESTS_CA_BUNDLE`` (or ``CURL_CA_BUNDLE``) from the environment
+    first, and the engine's certificate then fails to verify. Proxy settings
+    from the environment still apply."""
+    ca = api.verify
+    if not isinstance(ca, str):
+        return
+    merge = api.merge_environment_settings
+
+    def merge_keeping_ca(url: str, proxies: Any, stream: Any, verify: Any,
+                         cert: Any) -> dict[str, Any]:
+        settings: dict[str, Any] = merge(url, proxies, stream, verify, cert)
+        settings["verify"] = ca if verify is None else verify
+        return settings
+
+    api.merge_environment_settings = merge_keeping_ca
 
 
 @contextmanager

@@ -10,7 +10,7 @@ import docker.errors
 import pytest
 import requests
 
-from zdd_swarm.engine import _mapped_errors
+from zdd_swarm.engine import _keep_engine_ca, _mapped_errors
 from zdd_swarm.errors import EngineAPIError, EngineUnavailable, NotAManager, VersionConflict
 
 
@@ -49,3 +49,18 @@ def test_ssh_host_without_the_ssh_extra_says_what_to_install() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert "pip install 'zdd-swarm[ssh]'" in out
+
+
+def test_the_engine_ca_wins_over_requests_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
+    # docker-py puts DOCKER_CERT_PATH's ca.pem in the session's verify; requests
+    # would let REQUESTS_CA_BUNDLE override it for every request.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    session = requests.Session()
+    session.verify = "/certs/ca.pem"
+    url = "https://127.0.0.1:2376/v1.41/info"
+    assert session.merge_environment_settings(url, {}, False, None, None)["verify"] == (
+        "/etc/ssl/certs/ca-certificates.crt")
+    _keep_engine_ca(session)
+    assert session.merge_environment_settings(url, {}, False, None, None)["verify"] == (
+        "/certs/ca.pem")
+    assert session.merge_environment_settings(url, {}, False, False, None)["verify"] is False
