@@ -18,6 +18,8 @@ commands:
   status           what is up; exit 0 if the lab is fully up, 1 if not
   kill-node I      SIGKILL every process of node I (a lost machine)
   start-node I     start node I's dockerd again; it rejoins the swarm
+  stop-registry    stop the registry (pulls fail; images on the nodes still run)
+  start-registry   start the registry again
   env              print export lines (eval "$(python -m zdd_swarm.lab env)")
 
 exit status: 0 ok, 1 the lab reported an error (one line on stderr), 2 usage
@@ -53,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("kill-node", "start-node"):
         cmd = sub.add_parser(name, help=f"{name.replace('-', ' ')} I", parents=[common])
         cmd.add_argument("index", type=int, metavar="I", help="node number (1 is the manager)")
+    sub.add_parser("stop-registry", help="stop the registry", parents=[common])
+    sub.add_parser("start-registry", help="start the registry again", parents=[common])
     sub.add_parser("env", help="print export lines for the shell", parents=[common])
     return parser
 
@@ -94,6 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "start-node":
             lab.start_node(args.index)
             _say(f"node {args.index} answers")
+        elif args.command == "stop-registry":
+            lab.stop_registry()
+            _say("registry stopped")
+        elif args.command == "start-registry":
+            lab.start_registry()
+            _say(f"registry answers on {lab.registry}")
         elif args.command == "env":
             print(f"export DOCKER_HOST={lab.docker_host}")
             print(f"export ZDD_LAB_REGISTRY={lab.registry}")

@@ -451,6 +451,23 @@ class Lab:
         """Wait until the manager reports node ``i`` in ``state``."""
         return sysx.wait_for(lambda: self.node_state(i) == state, timeout, 0.5)
 
+    # -- registry failures -----------------------------------------------------
+
+    def stop_registry(self) -> None:
+        """Stop the registry: pulls fail until ``start_registry``. Images
+        the nodes already hold still run."""
+        self._require_root()
+        with self._errors("stopping the registry"):
+            self._stop_registry()
+
+    def start_registry(self) -> None:
+        """Start the registry again (its storage is kept) and wait until it
+        answers."""
+        self._require_root()
+        with self._errors("starting the registry"):
+            self._ensure_registry()
+            self._wait_registry()
+
     # -- helpers: guards -------------------------------------------------------
 
     def _require_root(self) -> None:
