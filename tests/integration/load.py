@@ -36,6 +36,8 @@ class LoadResult:
     connection_errors: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+    #: Unix time (seconds) of every failed request.
+    error_times: list[int] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -61,14 +63,17 @@ def ensure_compose() -> str:
 
 
 @contextmanager
-def load(client: Any, lab: Any, service: str, seconds: int, clients: int = 4
-         ) -> Iterator[LoadResult]:
+def load(client: Any, lab: Any, service: str, seconds: int, clients: int = 4,
+         request_timeout: int = 0) -> Iterator[LoadResult]:
     """Run the load clients for ``seconds`` while the body runs; the yielded
-    result is filled in when the clients have finished."""
+    result is filled in when the clients have finished. ``request_timeout``
+    (seconds; 0: none, busybox wget has no timeout of its own) bounds each
+    request, at the cost of one more process per request."""
     project = f"zddload{uuid.uuid4().hex[:8]}"
     env = {"DOCKER_HOST": lab.docker_host, "ZDD_LOAD_IMAGE": lab.image("v1"),
            "ZDD_LOAD_SERVICE": service, "ZDD_LOAD_SECONDS": str(seconds),
-           "ZDD_LOAD_CLIENTS": str(clients), "ZDD_LOAD_NETWORK": lab.network}
+           "ZDD_LOAD_CLIENTS": str(clients), "ZDD_LOAD_NETWORK": lab.network,
+           "ZDD_LOAD_TIMEOUT": str(request_timeout)}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     result = LoadResult()
@@ -94,7 +99,10 @@ def load(client: Any, lab: Any, service: str, seconds: int, clients: int = 4
                 result.ok += ok
                 result.non2xx += non2xx
                 result.connection_errors += conn
-                result.errors += [ln for ln in logs.splitlines() if ln.startswith("ERR")][:5]
+                failures = [ln for ln in logs.splitlines() if ln.startswith("ERR ")]
+                result.errors += failures[:5]
+                result.error_times += [int(ln.split()[1]) for ln in failures
+                                       if ln.split()[1].isdigit()]
             result.seconds = time.monotonic() - started
     finally:
         for key, value in saved.items():
