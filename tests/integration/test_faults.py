@@ -85,7 +85,13 @@ def test_ctrl_c_detaches_and_leaves_the_update_running(lab: Any, docker_client: 
     wait_updating(docker_client, service_name)
     time.sleep(1)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"no exit 60 s after SIGINT; stdout: {out[-2000:]} "
+                             f"stderr: {err[-3000:]}") from None
     assert proc.returncode == 3, (out, err)
     assert f"zdd-swarm watch {service_name}" in err
     assert f"zdd-swarm rollback {service_name}" in err

@@ -113,6 +113,7 @@ def test_three_ready_nodes_with_distinct_hostnames(lab: Lab, docker_client: Any)
     assert workers == {"zdd-n2": "10.88.0.12", "zdd-n3": "10.88.0.13"}
 
 
+@pytest.mark.serial
 def test_up_again_is_fast_and_changes_nothing(lab: Lab) -> None:
     started = time.monotonic()
     info = lab.up()
@@ -292,6 +293,7 @@ def test_unhealthy_image_never_runs(lab: Lab, docker_client: Any, service_name: 
 # -- losing a node (last: it disturbs the swarm) ---------------------------------
 
 
+@pytest.mark.serial
 def test_killed_node_goes_down_and_comes_back(lab: Lab) -> None:
     lab.kill_node(3)
     try:
