@@ -89,6 +89,8 @@ class _Task:
     error: str = ""
     exit_code: int | None = None
     restarted: bool = False
+    #: when the state last changed (the engine's Status.Timestamp); None: created
+    changed_at: float | None = None
 
 
 @dataclass
@@ -160,6 +162,7 @@ class FakeEngine:
         for slot in range(1, replicas + 1):
             task = self._new_task(service, slot, spec)
             task.state, task.running_at = "running", self.clock.t
+            task.changed_at = self.clock.t
         return service.id
 
     def change_spec(self, name: str, mutate: Any) -> None:
@@ -281,24 +284,27 @@ class FakeEngine:
                 continue
             if task.node in self.down_nodes and task.state != "running":
                 if task.state != "assigned":
-                    task.state, changed = "assigned", True
+                    task.state, task.changed_at, changed = "assigned", now, True
                 continue
             b = self._behaviour(task)
             age = now - task.created
             if b.reject and task.state != "rejected":
                 task.state, task.error = "rejected", "No such image: " + str(
                     task.spec["ContainerSpec"]["Image"])
+                task.changed_at = now
                 changed = True
             elif b.fail_after is not None and age >= b.fail_after:
                 task.state, task.error, task.exit_code = "failed", b.error, 1
+                task.changed_at = task.created + b.fail_after
                 changed = True
             elif b.pending:
                 if task.state != "pending":
-                    task.state = "pending"
+                    task.state, task.changed_at = "pending", now
                     task.error = "no suitable node (scheduling constraints not satisfied)"
                     changed = True
             elif task.state == "starting" and not b.never_ready and age >= b.start:
                 task.state, task.running_at = "running", task.created + b.start
+                task.changed_at = task.running_at
                 changed = True
             if task.state in ("failed", "rejected"):
                 self._on_failure(service, task, now)
@@ -316,7 +322,7 @@ class FakeEngine:
             if task.desired == "running" and canonical(task.spec) != key and any(
                     t.slot == task.slot and t.state == "running" and t.desired == "running"
                     and canonical(t.spec) == key for t in tasks):
-                task.desired, task.state = "shutdown", "shutdown"
+                task.desired, task.state, task.changed_at = "shutdown", "shutdown", now
                 changed = True
         updater = service.updater
         if updater is None or service.status is None:
@@ -335,7 +341,7 @@ class FakeEngine:
                 if order == "stop-first":
                     for old in tasks:
                         if old.slot == slot and old.desired == "running":
-                            old.desired, old.state = "shutdown", "shutdown"
+                            old.desired, old.state, old.changed_at = "shutdown", "shutdown", now
                 created = self._new_task(service, slot, service.spec)
                 updater.created[created.id] = now
                 updater.workers[i] = (slot, now)
@@ -391,6 +397,7 @@ class FakeEngine:
             "CreatedAt": created.isoformat(), "Spec": copy.deepcopy(task.spec),
             "DesiredState": task.desired,
             "Status": {"State": task.state, "Err": task.error, "Message": task.state,
-                       "Timestamp": self.clock.now().isoformat(),
+                       "Timestamp": (_EPOCH + timedelta(seconds=task.created if task.changed_at
+                                                        is None else task.changed_at)).isoformat(),
                        "ContainerStatus": {"ExitCode": task.exit_code}},
         }

@@ -21,7 +21,7 @@ import math
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from .config import FailureAction, RollbackConfig, UpdateConfig
@@ -93,6 +93,8 @@ class _Tracked:
     batch: int
     seen: float
     running_at: float | None = None
+    #: the engine's timestamp of the RUNNING status we saw
+    running_status_at: datetime | None = None
     counted: bool = False
 
 
@@ -170,6 +172,18 @@ def rollback_reason(by: str, message: str) -> Reason:
     if by == "engine":
         return Reason("engine_rolled_back", f"the engine rolled back: {message}")
     return Reason("rolled_back_by_other", f"a rollback was requested by another client: {message}")
+
+
+def _within_monitor(tracked: _Tracked, task: TaskView, now: float, monitor: float) -> bool:
+    """Whether a task that ended badly failed within ``monitor`` of reaching
+    RUNNING (Swarm's rule), or never ran. By the engine's own timestamps when
+    both are known, as a failure may be seen a few polls after it happened;
+    else by when we saw each (one second of polling slack)."""
+    if tracked.running_at is None:
+        return True
+    if tracked.running_status_at is not None and task.status_at is not None:
+        return (task.status_at - tracked.running_status_at).total_seconds() <= monitor + 1.0
+    return now - tracked.running_at <= monitor + 1.0
 
 
 class Tracker:
@@ -366,6 +380,7 @@ class Tracker:
             report.error, report.exit_code = task.error, task.exit_code
             if task.running and tracked.running_at is None:
                 tracked.running_at = now
+                tracked.running_status_at = task.status_at
                 report.running_at = self._elapsed(now)
                 phase.last_progress = now
                 step.events.append(TaskRunning(self.service, self._elapsed(now), tracked.batch,
@@ -375,8 +390,7 @@ class Tracker:
                 continue
             cause: str | None = None
             if task.failed or (task.state is TaskState.SHUTDOWN and task.error):
-                started = tracked.running_at
-                if started is None or now - started <= phase.monitor + 1.0:
+                if _within_monitor(tracked, task, now, phase.monitor):
                     cause = "failed"
             elif (tracked.running_at is None and not task.state.terminal
                   and task.node_id in down_nodes):
