@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 import docker
 import docker.auth
+import docker.constants
 import docker.errors
 import requests.exceptions
 import structlog
@@ -146,9 +147,15 @@ class DockerEngine:
                     environment = dict(os.environ)
                     if self.host is not None:
                         environment["DOCKER_HOST"] = self.host
-                    self._client = docker.from_env(
-                        environment=environment, timeout=int(self._timeout))
-                    _keep_engine_ca(self._client.api)
+                    # the API version is asked of the engine only once the
+                    # CA is settled (docker-py would ask while constructing)
+                    client = docker.from_env(
+                        environment=environment, timeout=int(self._timeout),
+                        version=docker.constants.MINIMUM_DOCKER_API_VERSION)
+                    api: Any = client.api  # private members, untyped in the stubs
+                    _keep_engine_ca(api)
+                    api._version = api._retrieve_server_version()
+                    self._client = client
             return self._client
 
     @property
