@@ -110,7 +110,7 @@ def test_rollback_that_cannot_start_is_rollback_failed_exit_4(
 
 
 @pytest.mark.serial
-def test_node_drained_mid_rollout_completes_on_the_other_nodes(
+def test_node_drained_mid_rollout_ends_stated_on_the_other_nodes(
     lab: Any, docker_client: Any, service_name: str
 ) -> None:
     create_service(docker_client, lab, service_name, "v1", replicas=6)
@@ -129,16 +129,23 @@ def test_node_drained_mid_rollout_completes_on_the_other_nodes(
         result = Controller(DockerEngine(lab.docker_host), hooks=[drain]).update(
             service_name, ServiceChange(image=lab.image("v2")))
         assert drained.is_set()
-        assert result.outcome is Outcome.COMPLETED, result.summary()
+        # Swarm's updater counts a new task ended within monitor as a failure,
+        # and the drain ends the new tasks on that node: the engine pauses
+        # the update (its failure_action) if one of them was in its window,
+        # and zdd_swarm then rolls back. Either way: stated, and off the node.
+        assert result.outcome in (Outcome.COMPLETED, Outcome.ROLLED_BACK), result.summary()
+        if result.outcome is Outcome.ROLLED_BACK:
+            assert result.code == "engine_paused", result.summary()
+        image = lab.image("v2" if result.outcome is Outcome.COMPLETED else "v1")
         wait_running(docker_client, service_name, 6)
         tasks = running_tasks(docker_client, service_name)
         assert node.id not in {t["NodeID"] for t in tasks}
-        assert images_running(docker_client, service_name) == {lab.image("v2")}
+        assert images_running(docker_client, service_name) == {image}
     finally:
         node.reload()
         node.update({**node.attrs["Spec"], "Availability": "active"})
     after = spec_of(docker_client, service_name)
-    assert after["TaskTemplate"]["ContainerSpec"].pop("Image") == lab.image("v2")
+    assert after["TaskTemplate"]["ContainerSpec"].pop("Image") == image
     before["TaskTemplate"]["ContainerSpec"].pop("Image")
     assert after == before
 
