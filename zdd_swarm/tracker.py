@@ -310,6 +310,14 @@ class Tracker:
 
         phase = self.phase
         self._follow_tasks(step, now, phase, tasks, nodes, down_nodes)
+        if (state in (UpdateState.COMPLETED, UpdateState.ROLLBACK_COMPLETED)
+                and not self.settings.gate_names):
+            # The engine completes only after waiting out monitor on the last
+            # task it started, by its own clock; without gates to sample,
+            # our windows (opened when we saw each task RUNNING, up to a few
+            # polls late) have nothing left to watch.
+            for window in phase.windows:
+                window.end = min(window.end, now)
         self._close_windows(step, now, phase)
         self._progress(step, now, phase, tasks)
 

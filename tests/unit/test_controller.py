@@ -84,6 +84,20 @@ def test_watching_costs_at_most_two_requests_per_second(
     assert 1.0 < rate <= 2.0, (engine.requests, clock.t - start)
 
 
+def test_result_follows_the_engines_completion_within_a_poll(
+    engine: FakeEngine, clock: FakeClock
+) -> None:
+    engine.add_service("web", "app:1", replicas=4, update_config=UpdateConfig(
+        parallelism=2, delay="1s", monitor="5s"))
+    engine.behave("app:2", ImageBehaviour(start=4.5))
+    controller, _seen = make(engine, clock)
+    result = controller.update("web", ServiceChange(image="app:2"))
+    assert result.outcome is Outcome.COMPLETED
+    completed_at = engine.inspect_service("web").update_status.completed_at
+    assert completed_at is not None
+    assert (clock.now() - completed_at).total_seconds() <= 1.0
+
+
 def test_crashing_image_is_rolled_back_and_reported_as_such(
     engine: FakeEngine, clock: FakeClock
 ) -> None:
