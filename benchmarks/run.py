@@ -363,6 +363,9 @@ class Observer:
         self.stale_started = stale_started
         self.timeout = timeout
         self.started_at: float | None = None  # engine UpdateStatus.StartedAt of the bad update
+        # a fast update may pass from updating to a rollback between two looks:
+        # then everything after this moment counts
+        self.begun = time.time()
         self.healthy_at: float | None = None  # observer clock
         self.rollback_completed_at: float | None = None  # engine CompletedAt of the rollback
         self.rollback_seen_at: float | None = None  # observer clock: state rollback_*
@@ -404,7 +407,8 @@ class Observer:
                 tasks = [t for t in client.api.tasks(filters={"service": svc["ID"]})
                          if t.get("ServiceID") == svc["ID"] and t["DesiredState"] == "running"]
                 spec_old = _image(svc["Spec"]["TaskTemplate"]) == self.old_image
-                healthy = (self.started_at is not None and spec_old
+                moved = self.started_at is not None or self.rollback_seen_at is not None
+                healthy = (moved and spec_old
                            and len(tasks) == self.replicas
                            and all(t["Status"]["State"] == "running"
                                    and _image(t["Spec"]) == self.old_image for t in tasks))
@@ -412,7 +416,7 @@ class Observer:
                     self.healthy_at = now
                 completed = _engine_ts(status.get("CompletedAt"))
                 if (state == "rollback_completed" and completed is not None
-                        and self.started_at is not None and completed > self.started_at):
+                        and completed > (self.started_at or self.begun)):
                     # not the status a previous run left behind
                     self.rollback_completed_at = completed
                 if self.healthy_at is not None and self.rollback_completed_at is not None:
@@ -537,8 +541,10 @@ def _recovery_run(bench: Bench, name: str, old_image: str, bad: str, tool: str,
         run["result_s"] = round(run["wall_end"] - start, 3)
         rollback = next((e for e in run["events"] if e["name"] == "rollback_started"), None)
         svc_id = bench.service(name)["ID"]
+        # this run's failed tasks only (earlier runs of the same image left theirs)
         failed = [t for t in bench.tasks(svc_id) if _image(t["Spec"]) == image
-                  and t["Status"]["State"] in ("failed", "rejected", "complete")]
+                  and t["Status"]["State"] in ("failed", "rejected", "complete")
+                  and (_engine_ts(t.get("CreatedAt")) or 0.0) >= client_start - 1.0]
         first = min((_engine_ts(t["Status"].get("Timestamp")) or 0.0 for t in failed),
                     default=None)
         if rollback is not None and first:
