@@ -401,8 +401,9 @@ class Observer:
                 if (self.started_at is None and state == "updating"
                         and status.get("StartedAt") != self.stale_started):
                     self.started_at = _engine_ts(status.get("StartedAt"))
-                if self.rollback_seen_at is None and state in ("rollback_started",
-                                                               "rollback_completed"):
+                if (self.rollback_seen_at is None and state in ("rollback_started",
+                                                                "rollback_completed")
+                        and status.get("StartedAt") != self.stale_started):
                     self.rollback_seen_at = now
                 tasks = [t for t in client.api.tasks(filters={"service": svc["ID"]})
                          if t.get("ServiceID") == svc["ID"] and t["DesiredState"] == "running"]
