@@ -221,7 +221,7 @@ class Bench:
         return f"{PREFIX}{self.run_id}-{what}"
 
     def create(self, what: str, replicas: int, tag: str = "v1",
-               update: Mapping[str, Any] | None = None) -> str:
+               update: Mapping[str, Any] | None = None, healthcheck: Any = None) -> str:
         from docker.types import EndpointSpec, RestartPolicy, ServiceMode
 
         from zdd_swarm import UpdateConfig
@@ -234,6 +234,7 @@ class Bench:
             endpoint_spec=EndpointSpec(mode="dnsrr"),
             restart_policy=RestartPolicy(condition="any", delay=SECOND),
             update_config=config, labels={"zdd.bench": self.run_id},
+            **({"healthcheck": healthcheck} if healthcheck is not None else {}),
         )
         self.created.append(name)
         return name
@@ -565,8 +566,14 @@ def _recovery_run(bench: Bench, name: str, old_image: str, bad: str, tool: str,
 
 
 def bench_scale(bench: Bench, replicas: int, parallelism: int) -> dict[str, Any]:
+    from docker.types import Healthcheck
+
     update = dict(UPDATE, parallelism=parallelism)
-    name = bench.create(f"scale{replicas}", replicas, update=update)
+    # the test image checks its health every second: 60 replicas of that on
+    # 2 cores would measure the healthchecks, not the rollout; every 5 s here
+    slower = Healthcheck(test=["CMD", "/bin/sh", "/health.sh"], interval=5 * SECOND,
+                         timeout=5 * SECOND, retries=3, start_period=10 * SECOND)
+    name = bench.create(f"scale{replicas}", replicas, update=update, healthcheck=slower)
     created = time.monotonic()
     bench.settle(name, replicas, timeout=600)
     log(f"scale: {replicas} replicas running after {time.monotonic() - created:.0f}s")
