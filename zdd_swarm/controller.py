@@ -245,6 +245,9 @@ class Controller:
         for warning in plan.warnings:
             log.warning("lint", service=current.name, warning=warning)
         stale = current.update_status.started_at if current.update_status else None
+        # tasks of an earlier attempt at the same spec (Swarm keeps a few per
+        # slot) are not failures of this one
+        earlier = {t.id for t in self.engine.list_tasks(current.id)}
         sent = self._send_update(current, new_spec, change)
         target = self.engine.inspect_service(current.id)
         if task_template_key(target.spec.get("TaskTemplate") or {}) == current.task_key:
@@ -256,6 +259,7 @@ class Controller:
         tracker = Tracker(current.name, original_spec=current.spec, target_spec=target.spec,
                           total=plan.total, settings=opts.tracker_settings(), start=start,
                           stale_update_status=stale)
+        tracker.phase.preexisting = earlier
         return self._follow(tracker, current, target, opts, "update", plan.warnings + sent)
 
     def watch(self, service: str, options: RolloutOptions | None = None) -> RolloutResult:
@@ -395,6 +399,13 @@ class Controller:
             assert current.previous_spec is not None
             tracker = Tracker(current.name, original_spec=current.previous_spec,
                               target_spec=current.spec, **common)  # type: ignore[arg-type]
+            # tasks created before this update began (an earlier attempt at
+            # the same spec) are not its failures; both times are the engine's
+            begun = current.update_status.started_at if current.update_status else None
+            if begun is not None:
+                tracker.phase.preexisting = {
+                    t.id for t in self.engine.list_tasks(current.id)
+                    if t.created_at is not None and t.created_at < begun}
         return self._follow(tracker, current, current, opts, "watch", [])
 
     def _noop(self, current: ServiceView, start: float, code: str, message: str,

@@ -207,3 +207,18 @@ def test_attach_with_watch_follows_an_update_started_elsewhere(
     result = controller(engine).watch(service_name)
     assert result.outcome is Outcome.COMPLETED, result.summary()
     assert images_running(docker_client, service_name) == {lab.image("v2")}
+
+
+def test_retrying_a_failed_release_judges_only_its_own_tasks(
+    lab: Any, docker_client: Any, service_name: str, engine: Any
+) -> None:
+    # Swarm keeps the failed tasks of the first attempt; their spec is the
+    # same as the retry's, and they must not count against it.
+    create_service(docker_client, lab, service_name, "v1", replicas=3)
+    first = controller(engine).update(service_name, ServiceChange(image=lab.image("crash")))
+    assert first.outcome is Outcome.ROLLED_BACK, first.summary()
+    earlier = {t["ID"] for t in docker_client.api.tasks(filters={"service": service_name})}
+    again = controller(engine).update(service_name, ServiceChange(image=lab.image("crash")))
+    assert again.outcome is Outcome.ROLLED_BACK, again.summary()
+    failed = [t.id for b in again.batches for t in b.tasks if t.failure]
+    assert failed and not set(failed) & earlier, (failed, earlier)
