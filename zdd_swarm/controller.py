@@ -272,8 +272,7 @@ class Controller:
         current = self._prepare(service)
         if current.previous_spec is None:
             raise InputError(f"service {current.name!r} has no previous spec to roll back to")
-        if current.state in (UpdateState.ROLLBACK_STARTED, UpdateState.ROLLBACK_COMPLETED,
-                             UpdateState.ROLLBACK_PAUSED):
+        if current.state is not None and current.state.rollback:
             raise InputError(
                 f"service {current.name!r}: its last update was already rolled back "
                 f"({current.state.value}); rolling back again would redeploy "
@@ -376,13 +375,11 @@ class Controller:
     def _watch_current(self, current: ServiceView, opts: RolloutOptions) -> RolloutResult:
         start = self.clock.monotonic()
         state = current.state
-        in_rollback = state in (UpdateState.ROLLBACK_STARTED, UpdateState.ROLLBACK_COMPLETED,
-                                UpdateState.ROLLBACK_PAUSED)
-        if state is None or (current.previous_spec is None and not in_rollback):
+        if state is None or (current.previous_spec is None and not state.rollback):
             return self._noop(current, start, "no_update_in_progress",
                               "no update is in progress on this service")
         common = dict(total=self._total(current), settings=opts.tracker_settings(), start=start)
-        if in_rollback:
+        if state.rollback:
             # after the engine's own rollback PreviousSpec is gone: the spec
             # rolled back from is no longer known
             by = rollback_initiator(current)

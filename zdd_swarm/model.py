@@ -78,6 +78,11 @@ class UpdateState(enum.StrEnum):
     ROLLBACK_PAUSED = "rollback_paused"
     ROLLBACK_COMPLETED = "rollback_completed"
 
+    @property
+    def rollback(self) -> bool:
+        """A rollback started, paused or completed."""
+        return self.value.startswith("rollback_")
+
 
 @dataclass(frozen=True)
 class UpdateStatus:

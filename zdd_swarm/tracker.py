@@ -296,8 +296,7 @@ class Tracker:
         current_key = spec_key(service.spec)
 
         if self.rollback_phase is None:
-            if state in (UpdateState.ROLLBACK_STARTED, UpdateState.ROLLBACK_COMPLETED,
-                         UpdateState.ROLLBACK_PAUSED) and current_key == self.rollback_key:
+            if state is not None and state.rollback and current_key == self.rollback_key:
                 by = rollback_initiator(service)
                 reason = rollback_reason(by, message)
                 step.events += self.begin_rollback(now, by, reason).events
@@ -508,8 +507,8 @@ class Tracker:
         elif phase.failures and ratio > self.update_config.max_failure_ratio:
             failed = [t.report for t in phase.tasks.values() if t.report.failure]
             last = failed[-1]
-            code = {"task_deadline": "task_deadline", "node_down": "node_down"}.get(
-                last.failure or "", "task_failed")
+            code = (last.failure if last.failure in ("task_deadline", "node_down")
+                    else "task_failed")
             limit = self.update_config.max_failure_ratio
             crossed = Reason(code, f"{phase.failures} of {phase.total} new tasks failed "
                                    f"(max_failure_ratio {limit:g}); task {last.id[:12]} "
