@@ -158,13 +158,11 @@ def rollback_initiator(service: ServiceView) -> str:
     clearing ``PreviousSpec`` (swarmkit ``updater.go``, ``rollbackUpdate``);
     a rollback requested through the API swaps the two, so ``PreviousSpec``
     then holds the spec that was rolled back (``controlapi/service.go``,
-    "manually requested rollback"). The status message cannot tell once the
-    rollback is over: both end as "rollback completed".
+    "manually requested rollback"). The status message cannot tell: both end
+    as "rollback completed", and a requested rollback that Swarm pauses says
+    "rollback paused due to failure".
     """
-    message = service.update_status.message if service.update_status else ""
-    if service.previous_spec is None or "due to failure" in message:
-        return "engine"
-    return "other"
+    return "engine" if service.previous_spec is None else "other"
 
 
 def rollback_reason(by: str, message: str) -> Reason:

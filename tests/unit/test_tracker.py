@@ -51,3 +51,20 @@ def test_a_failure_after_monitor_does_not_count() -> None:
     step = tracker.observe(9.0, service(NEW), [task("failed", 8.5, "exit 1")], {"n1": "node-1"})
     assert step.action is None
     assert tracker.failures == 0
+
+
+def test_a_requested_rollback_that_swarm_paused_is_not_the_engines() -> None:
+    from zdd_swarm.tracker import rollback_initiator
+
+    paused = ServiceView.from_api({
+        "ID": "s1", "Version": {"Index": 3}, "Spec": OLD, "PreviousSpec": NEW,
+        "UpdateStatus": {"State": "rollback_paused", "StartedAt": T0.isoformat(),
+                         "Message": "rollback paused due to failure or early termination "
+                                    "of task t1"}})
+    assert rollback_initiator(paused) == "other"
+    engine_own = ServiceView.from_api({
+        "ID": "s1", "Version": {"Index": 3}, "Spec": OLD,
+        "UpdateStatus": {"State": "rollback_started", "StartedAt": T0.isoformat(),
+                         "Message": "update rolled back due to failure or early "
+                                    "termination of task t1"}})
+    assert rollback_initiator(engine_own) == "engine"
