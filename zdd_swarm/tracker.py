@@ -18,6 +18,7 @@ for ``progress_deadline`` or runs past ``timeout`` fails, and gates.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ __all__ = ["Finish", "RequestRollback", "Step", "Tracker", "TrackerSettings"]
 #: top of ``task_deadline``.
 OLD_TASK_TIMEOUT = timedelta(minutes=1)
 #: States of a task that has not reached RUNNING yet and has not ended.
+_PAUSED_BY_TASK = re.compile(r"paused due to failure or early termination of task (\w+)")
 _NOT_STARTED = frozenset(s.value for s in TaskState if s.rank < TaskState.RUNNING.rank)
 
 
@@ -485,6 +487,24 @@ class Tracker:
                 return report
         return None
 
+    def _stale_pause(self, message: str) -> bool:
+        """A pause written over our rollback by the update it replaced.
+
+        The engine cancels the update's updater only once our rollback is in
+        its store; if that updater takes a failure of one of *its* tasks off
+        its queue while stopping, its ``pauseUpdate`` turns ROLLBACK_STARTED
+        into ROLLBACK_PAUSED ("update paused due to failure or early
+        termination of task <update's task>"), while the rollback's own
+        updater, already started, goes on and ends the status as "update
+        completed" (swarmkit ``updater.go``: ``pauseUpdate``, ``completeUpdate``).
+        """
+        found = _PAUSED_BY_TASK.search(message)
+        if found is None or self.rollback_phase is None:
+            return False
+        task_id = found.group(1)
+        return (task_id in self.update_phase.tasks
+                or task_id in self.rollback_phase.preexisting)
+
     def _gates_failed(self, phase: _Phase) -> GateReport | None:
         for window in phase.windows:
             for report in window.reports.values():
@@ -560,13 +580,15 @@ class Tracker:
                          tasks: Sequence[TaskView]) -> Action | None:
         phase = self.phase
         why = self.rollback_reason.message if self.rollback_reason else ""
-        if state in (UpdateState.ROLLBACK_PAUSED, UpdateState.PAUSED):
+        paused = state in (UpdateState.ROLLBACK_PAUSED, UpdateState.PAUSED)
+        if paused and not self._stale_pause(message):
             return Finish(Outcome.ROLLBACK_FAILED, Reason(
                 "rollback_paused", f"the rollback stopped: {message} (rolled back because: {why})"))
         limit = self.settings.rollback_timeout.total_seconds()
         if now - phase.start > limit:
+            stalled = f"; the engine says: {message}" if paused else ""
             return Finish(Outcome.ROLLBACK_FAILED, Reason(
-                "rollback_deadline", f"the rollback did not finish within {limit:g}s "
+                "rollback_deadline", f"the rollback did not finish within {limit:g}s{stalled} "
                                      f"(rolled back because: {why})"))
         rollback = RollbackConfig.from_api(self.original_spec.get("RollbackConfig"))
         if phase.failures / max(phase.total, 1) > rollback.max_failure_ratio:

@@ -68,3 +68,77 @@ def test_a_requested_rollback_that_swarm_paused_is_not_the_engines() -> None:
                          "Message": "update rolled back due to failure or early "
                                     "termination of task t1"}})
     assert rollback_initiator(engine_own) == "engine"
+
+
+def old_task(task_id: str, state: str, at: float, error: str = "") -> TaskView:
+    return TaskView.from_api({
+        "ID": task_id, "ServiceID": "s1", "Slot": 1, "NodeID": "n1",
+        "CreatedAt": (T0 + timedelta(seconds=at)).isoformat(), "Spec": OLD["TaskTemplate"],
+        "DesiredState": "running",
+        "Status": {"State": state, "Err": error,
+                   "Timestamp": (T0 + timedelta(seconds=at)).isoformat()}})
+
+
+def rolling_back(state: str, message: str) -> ServiceView:
+    return ServiceView.from_api({
+        "ID": "s1", "Version": {"Index": 4}, "Spec": OLD, "PreviousSpec": NEW,
+        "UpdateStatus": {"State": state, "StartedAt": T0.isoformat(), "Message": message}})
+
+
+def _rolled_back_after_failure() -> Tracker:
+    tracker = Tracker("web", original_spec=OLD, target_spec=NEW, total=1,
+                      settings=RolloutOptions().tracker_settings(), start=0.0)
+    tracker.observe(1.0, service(NEW), [task("running", 1.0)], {"n1": "node-1"})
+    step = tracker.observe(2.0, service(NEW), [task("failed", 1.5, "exit 1")], {"n1": "node-1"})
+    assert isinstance(step.action, RequestRollback)
+    tracker.begin_rollback(2.1, "zdd_swarm", step.action.reason)
+    return tracker
+
+
+def test_the_replaced_updates_late_pause_does_not_end_our_rollback() -> None:
+    # swarmkit's update updater, cancelled by our rollback, may still pause
+    # the service for its own task: the rollback goes on regardless
+    from zdd_swarm import Outcome
+    from zdd_swarm.tracker import Finish
+
+    tracker = _rolled_back_after_failure()
+    stale = rolling_back("rollback_paused",
+                         "update paused due to failure or early termination of task t1")
+    failed = task("failed", 1.5, "exit 1")
+    step = tracker.observe(3.0, stale, [failed, old_task("t2", "starting", 2.5)], {})
+    assert step.action is None
+    step = tracker.observe(4.0, stale, [failed, old_task("t2", "running", 3.5)], {})
+    assert step.action is None
+    done = rolling_back("completed", "update completed")
+    step = tracker.observe(9.0, done, [failed, old_task("t2", "running", 3.5)], {})
+    assert isinstance(step.action, Finish)
+    assert step.action.outcome is Outcome.ROLLED_BACK
+
+
+def test_a_pause_for_the_rollbacks_own_task_ends_it_as_failed() -> None:
+    from zdd_swarm import Outcome
+    from zdd_swarm.tracker import Finish
+
+    tracker = _rolled_back_after_failure()
+    own = rolling_back("rollback_paused",
+                       "update paused due to failure or early termination of task t2")
+    step = tracker.observe(4.0, own, [old_task("t2", "failed", 3.5, "exit 1")], {})
+    assert isinstance(step.action, Finish)
+    assert step.action.outcome is Outcome.ROLLBACK_FAILED
+    assert step.action.reason.code == "rollback_paused"
+
+
+def test_a_stale_pause_that_never_clears_ends_at_the_rollback_deadline() -> None:
+    from zdd_swarm import Outcome
+    from zdd_swarm.tracker import Finish
+
+    tracker = _rolled_back_after_failure()
+    stale = rolling_back("rollback_paused",
+                         "update paused due to failure or early termination of task t1")
+    step = tracker.observe(3.0, stale, [], {})
+    assert step.action is None
+    step = tracker.observe(2.1 + 301, stale, [], {})
+    assert isinstance(step.action, Finish)
+    assert step.action.outcome is Outcome.ROLLBACK_FAILED
+    assert step.action.reason.code == "rollback_deadline"
+    assert "task t1" in step.action.reason.message
