@@ -87,7 +87,29 @@ def test_watching_costs_at_most_two_requests_per_second(
     assert sum(len(b.tasks) for b in result.batches) == 6
     requests, since = watching[0]
     rate = (engine.requests - requests) / (clock.t - since)
-    assert 1.0 < rate <= 2.0, (engine.requests - requests, clock.t - since)
+    assert 1.0 < rate <= 1.6, (engine.requests - requests, clock.t - since)
+
+
+def test_tasks_changing_on_every_poll_cost_one_and_a_half_requests_per_poll(
+    engine: FakeEngine, clock: FakeClock
+) -> None:
+    # one task replaced every second: the task list changes on every poll
+    engine.add_service("web", "app:1", replicas=30, update_config=UpdateConfig(
+        parallelism=1, monitor="2s"))
+    engine.behave("app:2", ImageBehaviour(start=1.0))
+    polls: list[tuple[int, float]] = []
+
+    def mark(event: Any) -> None:
+        if isinstance(event, events.TaskRunning):
+            polls.append((engine.requests, clock.t))
+
+    controller = Controller(engine, clock=clock, hooks=[mark])
+    result = controller.update("web", ServiceChange(image="app:2"))
+    assert result.outcome is Outcome.COMPLETED
+    (first, since), (last, until) = polls[0], polls[-1]
+    assert until - since >= 25
+    rate = (last - first) / (until - since)  # 1.5, and the node list every 10 s
+    assert rate <= 1.65, (last - first, until - since)
 
 
 def test_result_follows_the_engines_completion_within_a_poll(
