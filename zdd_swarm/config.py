@@ -45,9 +45,9 @@ __all__ = [
     "to_nanoseconds",
 ]
 
-#: What a duration may be given as: a timedelta, seconds as a number, or a
-#: Go / compose duration string (``"10s"``, ``"1m30s"``, ``"500ms"``).
 DurationLike: TypeAlias = timedelta | int | float | str
+"""What a duration may be given as: a timedelta, seconds as a number, or a
+Go / compose duration string (``"10s"``, ``"1m30s"``, ``"500ms"``)."""
 
 
 class Order(enum.StrEnum):

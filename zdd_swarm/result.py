@@ -20,23 +20,22 @@ __all__ = [
 class Outcome(enum.StrEnum):
     """How a rollout ended. Each maps to one CLI exit code."""
 
-    #: The new spec runs everywhere (or there was nothing to do).
     COMPLETED = "completed"
-    #: The release did not go out: the service runs its previous spec again.
+    """The new spec runs everywhere (or there was nothing to do)."""
     ROLLED_BACK = "rolled_back"
-    #: The engine paused the update, or a threshold was crossed with
-    #: failure_action pause: we stopped watching and changed nothing more.
-    #: Swarm has no pause call, so its own updater may still be going (stuck,
-    #: typically). A human is needed.
+    """The release did not go out: the service runs its previous spec again."""
     PAUSED = "paused"
-    #: Another client changed the service during the rollout; we stopped
-    #: watching and did not overwrite their change.
+    """The engine paused the update, or a threshold was crossed with failure_action pause:
+    we stopped watching and changed nothing more. Swarm has no pause call, so its own
+    updater may still be going (stuck, typically). A human is needed."""
     SUPERSEDED = "superseded"
-    #: A rollback was needed and did not reach a healthy previous spec.
+    """Another client changed the service during the rollout; we stopped watching and did
+    not overwrite their change."""
     ROLLBACK_FAILED = "rollback_failed"
-    #: A threshold was crossed and, per configuration, nothing was undone
-    #: (failure_action continue), or the overall timeout ran out.
+    """A rollback was needed and did not reach a healthy previous spec."""
     FAILED = "failed"
+    """A threshold was crossed and, per configuration, nothing was undone (failure_action
+    continue), or the overall timeout ran out."""
 
     @property
     def exit_code(self) -> int:
