@@ -442,6 +442,8 @@ class Controller:
             total=tracker.total, parallelism=update.parallelism, order=update.order.value))
         nodes: dict[str, str] = {}
         down: set[str] = set()
+        drained: set[str] = set()
+        state_seen: object = None
         nodes_listed = -math.inf
         poll = opts.poll_interval.total_seconds()
         gate_interval = poll
@@ -459,14 +461,19 @@ class Controller:
                 if cadence.tasks_due(now, service):
                     tasks = self.engine.list_tasks(before.id)
                     cadence.listed(now, tasks)
-                # node names for the report, and which nodes are down: a new
-                # task on a down node never starts and the engine waits for it
-                if (now - nodes_listed >= _NODE_REFRESH
+                # node names for the report, and which nodes are down (a new
+                # task on a down node never starts and the engine waits for
+                # it) or drained (read again when the engine's state moves,
+                # so that a pause can be told to be a drain's doing)
+                status = service.update_status
+                state = status.state if status is not None else None
+                if (now - nodes_listed >= _NODE_REFRESH or state != state_seen
                         or any(t.node_id and t.node_id not in nodes for t in tasks)):
                     listed = self.engine.list_nodes()
                     nodes = {n.id: n.hostname for n in listed}
                     down = {n.id for n in listed if n.state == "down"}
-                    nodes_listed = now
+                    drained = {n.id for n in listed if n.availability == "drain"}
+                    nodes_listed, state_seen = now, state
                 outage_since = None
             except ServiceNotFound:
                 return self._finish(tracker, before, service, tasks, nodes, Finish(
@@ -488,7 +495,7 @@ class Controller:
                 for gate in opts.gates:
                     sample = gate.sample()
                     tracker.add_gate_sample(now, gate.name, sample.ok, sample.detail)
-            step = tracker.observe(now, service, tasks, nodes, down)
+            step = tracker.observe(now, service, tasks, nodes, down, drained)
             for event in step.events:
                 self._emit(name, event)
             action = step.action

@@ -281,9 +281,11 @@ class Tracker:
         return step
 
     def observe(self, now: float, service: ServiceView, tasks: Sequence[TaskView],
-                nodes: Mapping[str, str], down_nodes: AbstractSet[str] = frozenset()) -> Step:
+                nodes: Mapping[str, str], down_nodes: AbstractSet[str] = frozenset(),
+                drained_nodes: AbstractSet[str] = frozenset()) -> Step:
         """One observation. ``nodes`` maps node IDs to hostnames;
-        ``down_nodes`` holds the IDs of the nodes the manager reports down."""
+        ``down_nodes`` and ``drained_nodes`` hold the IDs of the nodes the
+        manager reports down, and drained."""
         step = Step()
         # Tasks seen before this observation: if the engine has just started
         # a rollback, the tasks it already created for it are not among them.
@@ -321,6 +323,8 @@ class Tracker:
         self._progress(step, now, phase, tasks)
 
         if phase.name == "update":
+            if state is UpdateState.PAUSED:
+                message += self._drain_note(message, tasks, nodes, drained_nodes)
             step.action = self._decide_update(step, now, state, message, tasks)
         else:
             step.action = self._decide_rollback(step, now, state, message, tasks)
@@ -486,6 +490,19 @@ class Tracker:
                     and report.state in _NOT_STARTED):
                 return report
         return None
+
+    @staticmethod
+    def _drain_note(message: str, tasks: Sequence[TaskView], nodes: Mapping[str, str],
+                    drained_nodes: AbstractSet[str]) -> str:
+        """Swarm counts a new task that ended within monitor as a failure,
+        whatever ended it: a drain of its node too."""
+        found = _PAUSED_BY_TASK.search(message)
+        task = next((t for t in tasks if found and t.id == found.group(1)), None)
+        if task is None or task.node_id not in drained_nodes or task.failed:
+            return ""
+        node = nodes.get(task.node_id, task.node_id[:12])
+        return (f" (task {task.id[:12]} was shut down by the drain of node {node}: Swarm "
+                f"counts a new task that ends within monitor as a failure, whatever ended it)")
 
     def _stale_pause(self, message: str) -> bool:
         """A pause written over our rollback by the update it replaced.

@@ -136,6 +136,7 @@ def test_node_drained_mid_rollout_ends_stated_on_the_other_nodes(
         assert result.outcome in (Outcome.COMPLETED, Outcome.ROLLED_BACK), result.summary()
         if result.outcome is Outcome.ROLLED_BACK:
             assert result.code == "engine_paused", result.summary()
+            assert f"drain of node {lab.node_name(3)}" in result.reason.message
         image = lab.image("v2" if result.outcome is Outcome.COMPLETED else "v1")
         wait_running(docker_client, service_name, 6)
         tasks = running_tasks(docker_client, service_name)

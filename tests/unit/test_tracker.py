@@ -142,3 +142,26 @@ def test_a_stale_pause_that_never_clears_ends_at_the_rollback_deadline() -> None
     assert step.action.outcome is Outcome.ROLLBACK_FAILED
     assert step.action.reason.code == "rollback_deadline"
     assert "task t1" in step.action.reason.message
+
+
+def test_a_pause_for_a_task_ended_by_a_drain_says_so() -> None:
+    tracker = Tracker("web", original_spec=OLD, target_spec=NEW, total=1,
+                      settings=RolloutOptions().tracker_settings(), start=0.0)
+    tracker.observe(1.0, service(NEW), [task("running", 1.0)], {"n1": "node-1"})
+    paused = ServiceView.from_api({
+        "ID": "s1", "Version": {"Index": 3}, "Spec": NEW, "PreviousSpec": OLD,
+        "UpdateStatus": {"State": "paused", "StartedAt": T0.isoformat(),
+                         "Message": "update paused due to failure or early termination "
+                                    "of task t1"}})
+    ended = TaskView.from_api({**task("shutdown", 2.0).raw, "DesiredState": "shutdown"})
+    step = tracker.observe(3.0, paused, [ended], {"n1": "node-1"}, drained_nodes={"n1"})
+    assert isinstance(step.action, RequestRollback)
+    assert step.action.reason.code == "engine_paused"
+    assert "shut down by the drain of node node-1" in step.action.reason.message
+    # the same pause on a node that is not drained is the engine's message alone
+    other = Tracker("web", original_spec=OLD, target_spec=NEW, total=1,
+                    settings=RolloutOptions().tracker_settings(), start=0.0)
+    other.observe(1.0, service(NEW), [task("running", 1.0)], {"n1": "node-1"})
+    step = other.observe(3.0, paused, [ended], {"n1": "node-1"})
+    assert isinstance(step.action, RequestRollback)
+    assert "drain" not in step.action.reason.message
