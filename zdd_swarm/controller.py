@@ -452,6 +452,8 @@ class Controller:
         service = target
         tasks: list[TaskView] = []
         cadence = _TaskCadence(poll)
+        removed = Finish(Outcome.SUPERSEDED, Reason(
+            "service_removed", "the service was removed while we watched it"))
         while True:
             now = self.clock.monotonic()
             try:
@@ -476,10 +478,8 @@ class Controller:
                     nodes_listed, state_seen = now, state
                 outage_since = None
             except ServiceNotFound:
-                return self._finish(tracker, before, service, tasks, nodes, Finish(
-                    Outcome.SUPERSEDED, Reason("service_removed",
-                                               "the service was removed while we watched it")),
-                    started_at, warnings)
+                return self._finish(tracker, before, service, tasks, nodes, removed,
+                                    started_at, warnings)
             except EngineUnavailable as exc:
                 outage_since = outage_since if outage_since is not None else now
                 down_for = now - outage_since
@@ -500,11 +500,14 @@ class Controller:
                 self._emit(name, event)
             action = step.action
             if isinstance(action, RequestRollback):
-                if not inspected:  # the rollback is guarded by the current version
-                    service = self.engine.inspect_service(before.id)
-                self._request_rollback(tracker, action, service)
+                try:
+                    if not inspected:  # the rollback is guarded by the current version
+                        service = self.engine.inspect_service(before.id)
+                    self._request_rollback(tracker, action, service)
+                except ServiceNotFound:
+                    action = removed
                 cadence.service_skipped = True  # what we hold predates our rollback
-            elif isinstance(action, Finish):
+            if isinstance(action, Finish):
                 return self._finish(tracker, before, service, tasks, nodes, action, started_at,
                                     warnings)
             self.clock.sleep(max(0.0, poll - (self.clock.monotonic() - now)))

@@ -189,16 +189,14 @@ class DockerEngine:
         )
 
     def inspect_service(self, service: str) -> ServiceView:
-        try:
+        with _service_not_found(service):
             data = self._call(lambda: self._api.inspect_service(service))
-        except EngineAPIError as exc:
-            if exc.status_code == 404:
-                raise ServiceNotFound(service) from exc
-            raise
         return ServiceView.from_api(data)
 
     def list_tasks(self, service_id: str) -> list[TaskView]:
-        data = self._call(lambda: self._api.tasks(filters={"service": service_id}))
+        # the engine answers 404 for a service filter naming a removed service
+        with _service_not_found(service_id):
+            data = self._call(lambda: self._api.tasks(filters={"service": service_id}))
         return [TaskView.from_api(t) for t in data if t.get("ServiceID") == service_id]
 
     def list_nodes(self) -> list[NodeView]:
@@ -275,6 +273,16 @@ def _keep_engine_ca(api: Any) -> None:
         return settings
 
     api.merge_environment_settings = merge_keeping_ca
+
+
+@contextmanager
+def _service_not_found(service: str) -> Iterator[None]:
+    try:
+        yield
+    except EngineAPIError as exc:
+        if exc.status_code == 404:
+            raise ServiceNotFound(service) from exc
+        raise
 
 
 @contextmanager

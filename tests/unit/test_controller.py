@@ -112,6 +112,20 @@ def test_tasks_changing_on_every_poll_cost_one_and_a_half_requests_per_poll(
     assert rate <= 1.65, (last - first, until - since)
 
 
+def test_service_removed_between_polls_is_superseded(engine: FakeEngine, clock: FakeClock) -> None:
+    engine.add_service("web", "app:1", replicas=4)
+    engine.behave("app:2", ImageBehaviour(start=1.0))
+
+    def remove(event: Any) -> None:
+        if isinstance(event, events.TaskRunning):
+            engine.services.clear()
+
+    result = Controller(engine, clock=clock, hooks=[remove]).update(
+        "web", ServiceChange(image="app:2"))
+    assert result.outcome is Outcome.SUPERSEDED
+    assert result.code == "service_removed"
+
+
 def test_result_follows_the_engines_completion_within_a_poll(
     engine: FakeEngine, clock: FakeClock
 ) -> None:

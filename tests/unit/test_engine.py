@@ -64,3 +64,14 @@ def test_the_engine_ca_wins_over_requests_ca_bundle(monkeypatch: pytest.MonkeyPa
     assert session.merge_environment_settings(url, {}, False, None, None)["verify"] == (
         "/certs/ca.pem")
     assert session.merge_environment_settings(url, {}, False, False, None)["verify"] is False
+
+
+def test_a_removed_service_is_not_found_for_its_tasks_too() -> None:
+    # engine 20.10 answers the task list of a removed service with a 404
+    from zdd_swarm.engine import _service_not_found
+    from zdd_swarm.errors import ServiceNotFound
+
+    with pytest.raises(ServiceNotFound), _service_not_found("web"), _mapped_errors():
+        raise _api_error("service lu1pwph6d31q not found", 404)
+    with pytest.raises(EngineAPIError), _service_not_found("web"), _mapped_errors():
+        raise _api_error("invalid filter", 400)
