@@ -48,8 +48,9 @@ __all__ = ["Finish", "RequestRollback", "Step", "Tracker", "TrackerSettings"]
 #: that never got a node waits out this timeout, so rollback tasks get it on
 #: top of ``task_deadline``.
 OLD_TASK_TIMEOUT = timedelta(minutes=1)
-#: States of a task that has not reached RUNNING yet and has not ended.
+#: The engine's pause message, naming the task that made its updater pause.
 _PAUSED_BY_TASK = re.compile(r"paused due to failure or early termination of task (\w+)")
+#: States of a task that has not reached RUNNING yet and has not ended.
 _NOT_STARTED = frozenset(s.value for s in TaskState if s.rank < TaskState.RUNNING.rank)
 
 
