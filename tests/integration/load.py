@@ -64,16 +64,19 @@ def ensure_compose() -> str:
 
 @contextmanager
 def load(client: Any, lab: Any, service: str, seconds: int, clients: int = 4,
-         request_timeout: int = 0) -> Iterator[LoadResult]:
+         request_timeout: int = 0, rate: int = 320) -> Iterator[LoadResult]:
     """Run the load clients for ``seconds`` while the body runs; the yielded
     result is filled in when the clients have finished. ``request_timeout``
     (seconds; 0: none, busybox wget has no timeout of its own) bounds each
-    request, at the cost of one more process per request."""
+    request, at the cost of one more process per request. ``rate`` caps the
+    requests per second of all clients together: unthrottled, they take
+    every cycle of 2 cores, and the nodes' daemons then lag (a healthy new
+    task in a node's DNS before that node's overlay can reach it)."""
     project = f"zddload{uuid.uuid4().hex[:8]}"
     env = {"DOCKER_HOST": lab.docker_host, "ZDD_LOAD_IMAGE": lab.image("v1"),
            "ZDD_LOAD_SERVICE": service, "ZDD_LOAD_SECONDS": str(seconds),
            "ZDD_LOAD_CLIENTS": str(clients), "ZDD_LOAD_NETWORK": lab.network,
-           "ZDD_LOAD_TIMEOUT": str(request_timeout)}
+           "ZDD_LOAD_TIMEOUT": str(request_timeout), "ZDD_LOAD_RATE": str(rate // clients)}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     result = LoadResult()
