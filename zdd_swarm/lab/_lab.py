@@ -53,6 +53,11 @@ REGISTRY_PORT = 5000
 REGISTRY = f"{HOST_ADDRESS}:{REGISTRY_PORT}"
 NETWORK = "zdd-lab"
 ADDR_POOL = "10.201.0.0/16"
+#: The lab network's own subnet, wide (4094 addresses) so that a test run does
+#: not reuse task addresses: on a /24, healthy new tasks were unreachable from
+#: other nodes for seconds ("No route to host"), reused addresses the likely
+#: cause (docs/lab.md).
+NETWORK_SUBNET = "10.201.16.0/20"
 SWARM_PORT = 2377
 RULE_COMMENT = "zdd-lab"
 CGROUP_ROOT = "zdd-lab"
@@ -1087,6 +1092,8 @@ class Lab:
                     and net.get("Driver") == "overlay"
                     and net.get("Attachable")
                     and net.get("Scope") == "swarm"
+                    and [c.get("Subnet") for c in (net.get("IPAM") or {}).get("Config") or []]
+                    == [NETWORK_SUBNET]
                 ):
                     return True
         finally:
@@ -1103,7 +1110,9 @@ class Lab:
                     client.api.remove_network(net["Id"])
             self._progress(f"creating the overlay network {NETWORK}")
             client.api.create_network(
-                NETWORK, driver="overlay", attachable=True, labels={"zdd.lab": "1"}
+                NETWORK, driver="overlay", attachable=True, labels={"zdd.lab": "1"},
+                ipam=docker.types.IPAMConfig(
+                    pool_configs=[docker.types.IPAMPool(subnet=NETWORK_SUBNET)]),
             )
         finally:
             client.close()
