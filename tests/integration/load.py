@@ -70,8 +70,7 @@ def load(client: Any, lab: Any, service: str, seconds: int, clients: int = 4,
     (seconds; 0: none, busybox wget has no timeout of its own) bounds each
     request, at the cost of one more process per request. ``rate`` caps the
     requests per second of all clients together: unthrottled, they take
-    every cycle of 2 cores, and the nodes' daemons then lag (a healthy new
-    task in a node's DNS before that node's overlay can reach it)."""
+    every cycle of 2 cores, which the nodes' daemons need too."""
     project = f"zddload{uuid.uuid4().hex[:8]}"
     env = {"DOCKER_HOST": lab.docker_host, "ZDD_LOAD_IMAGE": lab.image("v1"),
            "ZDD_LOAD_SERVICE": service, "ZDD_LOAD_SECONDS": str(seconds),
