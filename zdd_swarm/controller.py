@@ -185,9 +185,13 @@ class _TaskCadence:
         self.service_skipped = True
 
     def service_due(self) -> bool:
-        due = self.interval > self.poll or self.service_skipped or self.tasks_seen is None
+        due = self.interval > self.poll or self.service_skipped
         self.service_skipped = not due
         return due
+
+    def service_changed(self) -> None:
+        """We changed the service: inspect it on the next poll."""
+        self.service_skipped = True
 
     def tasks_due(self, now: float, service: ServiceView) -> bool:
         seen = (service.version, service.update_status)
@@ -506,7 +510,7 @@ class Controller:
                     self._request_rollback(tracker, action, service)
                 except ServiceNotFound:
                     action = removed
-                cadence.service_skipped = True  # what we hold predates our rollback
+                cadence.service_changed()  # what we hold predates our rollback
             if isinstance(action, Finish):
                 return self._finish(tracker, before, service, tasks, nodes, action, started_at,
                                     warnings)

@@ -175,6 +175,12 @@ def rollback_reason(by: str, message: str) -> Reason:
     return Reason("rolled_back_by_other", f"a rollback was requested by another client: {message}")
 
 
+def _paused_by(message: str) -> str | None:
+    """The ID of the task an engine pause message names, if it names one."""
+    found = _PAUSED_BY_TASK.search(message)
+    return found.group(1) if found else None
+
+
 def _within_monitor(tracked: _Tracked, task: TaskView, now: float, monitor: float) -> bool:
     """Whether a task that ended badly failed within ``monitor`` of reaching
     RUNNING (Swarm's rule), or never ran. By the engine's own timestamps when
@@ -497,8 +503,8 @@ class Tracker:
                     drained_nodes: AbstractSet[str]) -> str:
         """Swarm counts a new task that ended within monitor as a failure,
         whatever ended it: a drain of its node too."""
-        found = _PAUSED_BY_TASK.search(message)
-        task = next((t for t in tasks if found and t.id == found.group(1)), None)
+        paused_by = _paused_by(message)
+        task = next((t for t in tasks if t.id == paused_by), None)
         if task is None or task.node_id not in drained_nodes or task.failed:
             return ""
         node = nodes.get(task.node_id, task.node_id[:12])
@@ -516,10 +522,9 @@ class Tracker:
         updater, already started, goes on and ends the status as "update
         completed" (swarmkit ``updater.go``: ``pauseUpdate``, ``completeUpdate``).
         """
-        found = _PAUSED_BY_TASK.search(message)
-        if found is None or self.rollback_phase is None:
+        task_id = _paused_by(message)
+        if task_id is None or self.rollback_phase is None:
             return False
-        task_id = found.group(1)
         return (task_id in self.update_phase.tasks
                 or task_id in self.rollback_phase.preexisting)
 
