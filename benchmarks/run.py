@@ -81,16 +81,23 @@ def child_main(spec_path: str, out_path: str) -> None:
     )
 
     spec = json.loads(Path(spec_path).read_text())
-    out: dict[str, Any] = {"rss_before_import_mb": rss_start, "rss_after_import_mb": _peak_rss_mb(),
-                           "cpu_import_s": round(time.process_time() - cpu_start, 3)}
+    out: dict[str, Any] = {
+        "rss_before_import_mb": rss_start,
+        "rss_after_import_mb": _peak_rss_mb(),
+        "cpu_import_s": round(time.process_time() - cpu_start, 3),
+    }
 
     def one(service: str, image: str, record: dict[str, Any]) -> None:
         engine = DockerEngine(spec["host"])
         seen: list[dict[str, Any]] = []
 
         def hook(event: Any) -> None:
-            item = {"name": event.name, "t": time.time(), "elapsed": event.elapsed,
-                    "requests": engine.requests}
+            item = {
+                "name": event.name,
+                "t": time.time(),
+                "elapsed": event.elapsed,
+                "requests": engine.requests,
+            }
             if isinstance(event, events.RollbackStarted):
                 item.update(by=event.by, reason=event.reason, method=event.method)
             if isinstance(event, events.TaskFailed):
@@ -114,8 +121,9 @@ def child_main(spec_path: str, out_path: str) -> None:
         record["batches"] = len(result.batches)
         record["failures"] = result.failures
         record["events"] = [e for e in seen if e["name"] not in ("progress", "task_running")]
-        record["event_counts"] = {n: sum(e["name"] == n for e in seen)
-                                  for n in sorted({e["name"] for e in seen})}
+        record["event_counts"] = {
+            n: sum(e["name"] == n for e in seen) for n in sorted({e["name"] for e in seen})
+        }
         started = next((e for e in seen if e["name"] == "rollout_started"), None)
         if started is not None:
             record["watch_requests"] = engine.requests - started["requests"]
@@ -192,8 +200,18 @@ def library_python() -> str:
     if not python.exists():
         log(f"creating {venv.relative_to(HERE.parent)} (pip install .)")
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    str(HERE.parent)], check=True)
+    subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            str(HERE.parent),
+        ],
+        check=True,
+    )
     return str(python)
 
 
@@ -220,8 +238,14 @@ class Bench:
     def name(self, what: str) -> str:
         return f"{PREFIX}{self.run_id}-{what}"
 
-    def create(self, what: str, replicas: int, tag: str = "v1",
-               update: Mapping[str, Any] | None = None, healthcheck: Any = None) -> str:
+    def create(
+        self,
+        what: str,
+        replicas: int,
+        tag: str = "v1",
+        update: Mapping[str, Any] | None = None,
+        healthcheck: Any = None,
+    ) -> str:
         from docker.types import EndpointSpec, RestartPolicy, ServiceMode
 
         from zdd_swarm import UpdateConfig
@@ -229,11 +253,14 @@ class Bench:
         name = self.name(what)
         config = UpdateConfig(**(update or UPDATE)).to_api()
         self.client.services.create(
-            self.lab.image(tag), name=name, networks=[self.lab.network],
+            self.lab.image(tag),
+            name=name,
+            networks=[self.lab.network],
             mode=ServiceMode("replicated", replicas=replicas),
             endpoint_spec=EndpointSpec(mode="dnsrr"),
             restart_policy=RestartPolicy(condition="any", delay=SECOND),
-            update_config=config, labels={"zdd.bench": self.run_id},
+            update_config=config,
+            labels={"zdd.bench": self.run_id},
             **({"healthcheck": healthcheck} if healthcheck is not None else {}),
         )
         self.created.append(name)
@@ -258,8 +285,11 @@ class Bench:
         return self.client.api.inspect_service(name)  # type: ignore[no-any-return]
 
     def tasks(self, service_id: str) -> list[Mapping[str, Any]]:
-        return [t for t in self.client.api.tasks(filters={"service": service_id})
-                if t.get("ServiceID") == service_id]
+        return [
+            t
+            for t in self.client.api.tasks(filters={"service": service_id})
+            if t.get("ServiceID") == service_id
+        ]
 
     def settle(self, name: str, replicas: int, timeout: float = 240) -> float:
         """Wait until no update runs, ``replicas`` tasks of the current spec run
@@ -270,17 +300,26 @@ class Bench:
             state = (svc.get("UpdateStatus") or {}).get("State")
             image = _image(svc["Spec"]["TaskTemplate"])
             tasks = self.tasks(svc["ID"])
-            good = [t for t in tasks if t["DesiredState"] == "running"
-                    and t["Status"]["State"] == "running" and _image(t["Spec"]) == image]
-            busy = [t for t in tasks if (t["DesiredState"] == "running"
-                                         and t["Status"]["State"] != "running")
-                    or (t["DesiredState"] != "running" and t["Status"]["State"] not in TERMINAL)]
-            if (state not in ("updating", "rollback_started") and len(good) == replicas
-                    and not busy):
+            good = [
+                t
+                for t in tasks
+                if t["DesiredState"] == "running"
+                and t["Status"]["State"] == "running"
+                and _image(t["Spec"]) == image
+            ]
+            busy = [
+                t
+                for t in tasks
+                if (t["DesiredState"] == "running" and t["Status"]["State"] != "running")
+                or (t["DesiredState"] != "running" and t["Status"]["State"] not in TERMINAL)
+            ]
+            if state not in ("updating", "rollback_started") and len(good) == replicas and not busy:
                 return round(time.monotonic() - start, 3)
             if time.monotonic() - start > timeout:
-                raise RuntimeError(f"{name}: not settled after {timeout}s (state {state}, "
-                                   f"{len(good)}/{replicas} running, {len(busy)} busy)")
+                raise RuntimeError(
+                    f"{name}: not settled after {timeout}s (state {state}, "
+                    f"{len(good)}/{replicas} running, {len(busy)} busy)"
+                )
             time.sleep(0.5)
 
     def prepull(self) -> None:
@@ -296,27 +335,49 @@ class Bench:
 
     def noise(self) -> dict[str, Any]:
         """What else was going on: load average and the lab's other services."""
-        others = [s for s in self.client.api.services()
-                  if not s["Spec"]["Name"].startswith(PREFIX + self.run_id)]
+        others = [
+            s
+            for s in self.client.api.services()
+            if not s["Spec"]["Name"].startswith(PREFIX + self.run_id)
+        ]
         return {"loadavg": [round(x, 2) for x in os.getloadavg()], "other_services": len(others)}
 
     # -- ours: one rollout in a fresh process --------------------------------------
 
-    def ours(self, service: str, image: str, options: Mapping[str, Any] | None = None,
-             kind: str = "update", services: Sequence[str] = (),
-             update_config: Mapping[str, Any] | None = None,
-             timeout: float = 600) -> dict[str, Any]:
+    def ours(
+        self,
+        service: str,
+        image: str,
+        options: Mapping[str, Any] | None = None,
+        kind: str = "update",
+        services: Sequence[str] = (),
+        update_config: Mapping[str, Any] | None = None,
+        timeout: float = 600,
+    ) -> dict[str, Any]:
         token = uuid.uuid4().hex[:8]
         spec_path, out_path = self.tmp / f"{token}.spec.json", self.tmp / f"{token}.out.json"
-        spec_path.write_text(json.dumps({
-            "kind": kind, "host": self.lab.docker_host, "service": service, "image": image,
-            "services": list(services), "options": dict(options or {}),
-            "update_config": dict(update_config) if update_config else None}))
+        spec_path.write_text(
+            json.dumps(
+                {
+                    "kind": kind,
+                    "host": self.lab.docker_host,
+                    "service": service,
+                    "image": image,
+                    "services": list(services),
+                    "options": dict(options or {}),
+                    "update_config": dict(update_config) if update_config else None,
+                }
+            )
+        )
         launched = time.time()
         proc = subprocess.run(
-            [self.python, str(Path(__file__).resolve()), "--child", str(spec_path),
-             str(out_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            timeout=timeout, check=False)
+            [self.python, str(Path(__file__).resolve()), "--child", str(spec_path), str(out_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if proc.returncode != 0 or not out_path.exists():
             raise RuntimeError(f"child failed ({proc.returncode}): {proc.stderr[-2000:]}")
         out: dict[str, Any] = json.loads(out_path.read_text())
@@ -328,16 +389,31 @@ class Bench:
     def cli(self, *argv: str, timeout: float = 600) -> dict[str, Any]:
         start = time.time()
         t0 = time.monotonic()
-        proc = subprocess.run([self.docker, *argv], env=self.env, capture_output=True,
-                              text=True, timeout=timeout, check=False)
-        return {"wall_start": start, "wall_end": time.time(),
-                "duration_s": round(time.monotonic() - t0, 3), "exit_code": proc.returncode,
-                "output_tail": (proc.stdout + proc.stderr).strip().splitlines()[-3:]}
+        proc = subprocess.run(
+            [self.docker, *argv],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        return {
+            "wall_start": start,
+            "wall_end": time.time(),
+            "duration_s": round(time.monotonic() - t0, 3),
+            "exit_code": proc.returncode,
+            "output_tail": (proc.stdout + proc.stderr).strip().splitlines()[-3:],
+        }
 
     def cli_background(self, *argv: str) -> tuple[subprocess.Popen[str], float]:
         start = time.time()
-        proc = subprocess.Popen([self.docker, *argv], env=self.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [self.docker, *argv],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         return proc, start
 
 
@@ -358,8 +434,15 @@ class Observer:
     on the old image with ``replicas`` tasks of it running (healthy) and nothing
     else desired running."""
 
-    def __init__(self, bench: Bench, name: str, old_image: str, replicas: int,
-                 stale_started: str | None, timeout: float = 240) -> None:
+    def __init__(
+        self,
+        bench: Bench,
+        name: str,
+        old_image: str,
+        replicas: int,
+        stale_started: str | None,
+        timeout: float = 240,
+    ) -> None:
         self.bench, self.name, self.old_image, self.replicas = bench, name, old_image, replicas
         self.stale_started = stale_started
         self.timeout = timeout
@@ -399,26 +482,42 @@ class Observer:
                 state = status.get("State")
                 if state and (not self.states or self.states[-1] != state):
                     self.states.append(state)
-                if (self.started_at is None and state == "updating"
-                        and status.get("StartedAt") != self.stale_started):
+                if (
+                    self.started_at is None
+                    and state == "updating"
+                    and status.get("StartedAt") != self.stale_started
+                ):
                     self.started_at = _engine_ts(status.get("StartedAt"))
-                if (self.rollback_seen_at is None and state in ("rollback_started",
-                                                                "rollback_completed")
-                        and status.get("StartedAt") != self.stale_started):
+                if (
+                    self.rollback_seen_at is None
+                    and state in ("rollback_started", "rollback_completed")
+                    and status.get("StartedAt") != self.stale_started
+                ):
                     self.rollback_seen_at = now
-                tasks = [t for t in client.api.tasks(filters={"service": svc["ID"]})
-                         if t.get("ServiceID") == svc["ID"] and t["DesiredState"] == "running"]
+                tasks = [
+                    t
+                    for t in client.api.tasks(filters={"service": svc["ID"]})
+                    if t.get("ServiceID") == svc["ID"] and t["DesiredState"] == "running"
+                ]
                 spec_old = _image(svc["Spec"]["TaskTemplate"]) == self.old_image
                 moved = self.started_at is not None or self.rollback_seen_at is not None
-                healthy = (moved and spec_old
-                           and len(tasks) == self.replicas
-                           and all(t["Status"]["State"] == "running"
-                                   and _image(t["Spec"]) == self.old_image for t in tasks))
+                healthy = (
+                    moved
+                    and spec_old
+                    and len(tasks) == self.replicas
+                    and all(
+                        t["Status"]["State"] == "running" and _image(t["Spec"]) == self.old_image
+                        for t in tasks
+                    )
+                )
                 if healthy and self.healthy_at is None:
                     self.healthy_at = now
                 completed = _engine_ts(status.get("CompletedAt"))
-                if (state == "rollback_completed" and completed is not None
-                        and completed > (self.started_at or self.begun)):
+                if (
+                    state == "rollback_completed"
+                    and completed is not None
+                    and completed > (self.started_at or self.begun)
+                ):
                     # not the status a previous run left behind
                     self.rollback_completed_at = completed
                 if self.healthy_at is not None and self.rollback_completed_at is not None:
@@ -464,10 +563,16 @@ def bench_overhead(bench: Bench, pairs: int) -> list[dict[str, Any]]:
                 ok = run["exit_code"] == 0
             svc = bench.service(name)
             status = svc.get("UpdateStatus") or {}
-            run.update(tool=tool, pair=pair, image=tag, ok=ok, noise=noise,
-                       engine_state_after=status.get("State"),
-                       engine_started_at=_engine_ts(status.get("StartedAt")),
-                       engine_completed_at=_engine_ts(status.get("CompletedAt")))
+            run.update(
+                tool=tool,
+                pair=pair,
+                image=tag,
+                ok=ok,
+                noise=noise,
+                engine_state_after=status.get("State"),
+                engine_started_at=_engine_ts(status.get("StartedAt")),
+                engine_completed_at=_engine_ts(status.get("CompletedAt")),
+            )
             run["settle_s"] = bench.settle(name, REPLICAS)
             # the engine's verdict may come after the CLI returned: re-read it
             status = bench.service(name).get("UpdateStatus") or {}
@@ -478,11 +583,14 @@ def bench_overhead(bench: Bench, pairs: int) -> list[dict[str, Any]]:
                 run["after_engine_completed_s"] = round(ended - run["engine_completed_at"], 3)
                 if run["engine_started_at"] is not None:
                     run["engine_update_s"] = round(
-                        run["engine_completed_at"] - run["engine_started_at"], 3)
+                        run["engine_completed_at"] - run["engine_started_at"], 3
+                    )
             runs.append(run)
-            log(f"overhead pair {pair} {tool:6} {tag}: {run['duration_s']:.2f}s "
+            log(
+                f"overhead pair {pair} {tool:6} {tag}: {run['duration_s']:.2f}s "
                 f"(engine {run.get('engine_update_s')}s, after CompletedAt "
-                f"{run.get('after_engine_completed_s')}s) ok={ok}")
+                f"{run.get('after_engine_completed_s')}s) ok={ok}"
+            )
     bench.remove(name)
     return runs
 
@@ -503,8 +611,9 @@ def bench_recovery(bench: Bench, runs_each: int, bad_tags: Sequence[str]) -> lis
     return results
 
 
-def _recovery_run(bench: Bench, name: str, old_image: str, bad: str, tool: str,
-                  index: int) -> dict[str, Any]:
+def _recovery_run(
+    bench: Bench, name: str, old_image: str, bad: str, tool: str, index: int
+) -> dict[str, Any]:
     image = bench.lab.image(bad)
     svc = bench.service(name)
     stale = (svc.get("UpdateStatus") or {}).get("StartedAt")
@@ -518,19 +627,35 @@ def _recovery_run(bench: Bench, name: str, old_image: str, bad: str, tool: str,
             observer.wait()
         else:
             proc, client_start = bench.cli_background(
-                "service", "update", "--update-failure-action", "rollback", "--image", image,
-                "--detach=false", name)
+                "service",
+                "update",
+                "--update-failure-action",
+                "rollback",
+                "--image",
+                image,
+                "--detach=false",
+                name,
+            )
             try:
                 output, _ = proc.communicate(timeout=240)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 output, _ = proc.communicate()
-            run = {"wall_start": client_start, "wall_end": time.time(),
-                   "exit_code": proc.returncode,
-                   "output_tail": output.strip().splitlines()[-2:]}
+            run = {
+                "wall_start": client_start,
+                "wall_end": time.time(),
+                "exit_code": proc.returncode,
+                "output_tail": output.strip().splitlines()[-2:],
+            }
             observer.wait()
-    run.update(tool=tool, bad=bad, index=index, noise=noise, states=observer.states,
-               observer_error=observer.error)
+    run.update(
+        tool=tool,
+        bad=bad,
+        index=index,
+        noise=noise,
+        states=observer.states,
+        observer_error=observer.error,
+    )
     start = observer.started_at or client_start
     run["start_source"] = "engine StartedAt" if observer.started_at else "client"
     if observer.healthy_at is not None:
@@ -544,24 +669,32 @@ def _recovery_run(bench: Bench, name: str, old_image: str, bad: str, tool: str,
         rollback = next((e for e in run["events"] if e["name"] == "rollback_started"), None)
         svc_id = bench.service(name)["ID"]
         # this run's failed tasks only (earlier runs of the same image left theirs)
-        failed = [t for t in bench.tasks(svc_id) if _image(t["Spec"]) == image
-                  and t["Status"]["State"] in ("failed", "rejected", "complete")
-                  and (_engine_ts(t.get("CreatedAt")) or 0.0) >= client_start - 1.0]
-        first = min((_engine_ts(t["Status"].get("Timestamp")) or 0.0 for t in failed),
-                    default=None)
+        failed = [
+            t
+            for t in bench.tasks(svc_id)
+            if _image(t["Spec"]) == image
+            and t["Status"]["State"] in ("failed", "rejected", "complete")
+            and (_engine_ts(t.get("CreatedAt")) or 0.0) >= client_start - 1.0
+        ]
+        first = min((_engine_ts(t["Status"].get("Timestamp")) or 0.0 for t in failed), default=None)
         if rollback is not None and first:
             run["first_failed_at"] = first
             run["rollback_requested_at"] = rollback["t"]
             run["verdict_latency_s"] = round(rollback["t"] - first, 3)
     run["settle_s"] = bench.settle(name, REPLICAS)
-    log(f"recovery {bad:9} {tool:5} #{index}: healthy {run.get('healthy_s')}s, "
+    log(
+        f"recovery {bad:9} {tool:5} #{index}: healthy {run.get('healthy_s')}s, "
         f"rollback completed {run.get('rollback_completed_s')}s, "
         f"{'result' if tool == 'ours' else 'cli'} "
         f"{run.get('result_s', run.get('cli_returned_s'))}s"
-        + (f", outcome {run.get('outcome')} ({run.get('code')}), verdict latency "
-           f"{run.get('verdict_latency_s')}s" if tool == "ours" else
-           f", exit {run.get('exit_code')}")
-        + (f" ERROR {observer.error}" if observer.error else ""))
+        + (
+            f", outcome {run.get('outcome')} ({run.get('code')}), verdict latency "
+            f"{run.get('verdict_latency_s')}s"
+            if tool == "ours"
+            else f", exit {run.get('exit_code')}"
+        )
+        + (f" ERROR {observer.error}" if observer.error else "")
+    )
     return run
 
 
@@ -571,19 +704,25 @@ def bench_scale(bench: Bench, replicas: int, parallelism: int) -> dict[str, Any]
     update = dict(UPDATE, parallelism=parallelism)
     # the test image checks its health every second: 60 replicas of that on
     # 2 cores would measure the healthchecks, not the rollout; every 5 s here
-    slower = Healthcheck(test=["CMD", "/bin/sh", "/health.sh"], interval=5 * SECOND,
-                         timeout=5 * SECOND, retries=3, start_period=10 * SECOND)
+    slower = Healthcheck(
+        test=["CMD", "/bin/sh", "/health.sh"],
+        interval=5 * SECOND,
+        timeout=5 * SECOND,
+        retries=3,
+        start_period=10 * SECOND,
+    )
     name = bench.create(f"scale{replicas}", replicas, update=update, healthcheck=slower)
     created = time.monotonic()
     bench.settle(name, replicas, timeout=600)
     log(f"scale: {replicas} replicas running after {time.monotonic() - created:.0f}s")
     noise = bench.noise()
     run = bench.ours(name, bench.lab.image("v2"))
-    run.update(replicas=replicas, parallelism=parallelism, noise=noise,
-               noise_after=bench.noise())
-    log(f"scale: {replicas} replicas at parallelism {parallelism}: {run['outcome']} in "
+    run.update(replicas=replicas, parallelism=parallelism, noise=noise, noise_after=bench.noise())
+    log(
+        f"scale: {replicas} replicas at parallelism {parallelism}: {run['outcome']} in "
         f"{run['duration_s']:.1f}s, {run['requests']} requests, "
-        f"peak RSS {run['peak_rss_mb']} MB")
+        f"peak RSS {run['peak_rss_mb']} MB"
+    )
     bench.remove(name)
     return run
 
@@ -597,8 +736,10 @@ def bench_many(bench: Bench, count: int, replicas: int) -> dict[str, Any]:
     run.update(count=count, replicas=replicas, noise=noise)
     outcomes = [s.get("outcome") for s in run["services"]]
     run["all_completed"] = all(o == "completed" for o in outcomes)
-    log(f"many: {count} services x {replicas}: {run['duration_s']:.1f}s, outcomes "
-        f"{sorted(set(map(str, outcomes)))}, {run['requests']} requests")
+    log(
+        f"many: {count} services x {replicas}: {run['duration_s']:.1f}s, outcomes "
+        f"{sorted(set(map(str, outcomes)))}, {run['requests']} requests"
+    )
     for name in names:
         bench.remove(name)
     return run
@@ -623,20 +764,32 @@ def machine(bench: Bench) -> dict[str, Any]:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 mem_kb = int(line.split()[1])
-    cli = subprocess.run([bench.docker, "version", "--format", "{{.Client.Version}}"],
-                         env=bench.env, capture_output=True, text=True, check=False)
-    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE.parent,
-                            capture_output=True, text=True, check=False).stdout.strip()
+    cli = subprocess.run(
+        [bench.docker, "version", "--format", "{{.Client.Version}}"],
+        env=bench.env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty"],
+        cwd=HERE.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     return {
         "nproc": os.cpu_count(),
         "cpu_model": cpu_model,
         "memory_gib": round(mem_kb / 1024 / 1024, 1),
         "kernel": platform.release(),
         "os": platform.freedesktop_os_release().get("PRETTY_NAME", "")
-        if hasattr(platform, "freedesktop_os_release") else "",
+        if hasattr(platform, "freedesktop_os_release")
+        else "",
         "python": platform.python_version(),
         "rollouts_run_by": str(Path(bench.python).relative_to(HERE.parent))
-        if Path(bench.python).is_relative_to(HERE.parent) else bench.python,
+        if Path(bench.python).is_relative_to(HERE.parent)
+        else bench.python,
         "engine_version": version.get("Version"),
         "engine_api_version": version.get("ApiVersion"),
         "docker_cli_version": cli.stdout.strip(),
@@ -675,9 +828,11 @@ def summarise(results: Mapping[str, Any]) -> dict[str, Any]:
         "ratio_median": _median(ratios),
         "ratios": [round(r, 3) for r in ratios],
         "ours_after_engine_completed_median_s": _median(
-            [r.get("after_engine_completed_s") for r in ours]),
+            [r.get("after_engine_completed_s") for r in ours]
+        ),
         "docker_after_engine_completed_median_s": _median(
-            [r.get("after_engine_completed_s") for r in native]),
+            [r.get("after_engine_completed_s") for r in native]
+        ),
         "engine_update_median_s": _median([r.get("engine_update_s") for r in overhead]),
         "all_ok": all(r["ok"] for r in overhead),
     }
@@ -692,16 +847,19 @@ def summarise(results: Mapping[str, Any]) -> dict[str, Any]:
         mine = [r for r in rows if r["tool"] == "ours"]
         swarm = [r for r in rows if r["tool"] == "swarm"]
         s["verdict_latency"][f"{bad}_median_s"] = _median(
-            [r.get("verdict_latency_s") for r in mine])
+            [r.get("verdict_latency_s") for r in mine]
+        )
         s["verdict_latency"][f"{bad}_max_s"] = _max([r.get("verdict_latency_s") for r in mine])
         s["recovery"][bad] = {
             "runs": len(mine),
             "ours_healthy_median_s": _median([r.get("healthy_s") for r in mine]),
             "swarm_healthy_median_s": _median([r.get("healthy_s") for r in swarm]),
             "ours_rollback_completed_median_s": _median(
-                [r.get("rollback_completed_s") for r in mine]),
+                [r.get("rollback_completed_s") for r in mine]
+            ),
             "swarm_rollback_completed_median_s": _median(
-                [r.get("rollback_completed_s") for r in swarm]),
+                [r.get("rollback_completed_s") for r in swarm]
+            ),
             "ours_result_median_s": _median([r.get("result_s") for r in mine]),
             "swarm_cli_returned_median_s": _median([r.get("cli_returned_s") for r in swarm]),
             "ours_outcomes": sorted({f"{r.get('outcome')}/{r.get('code')}" for r in mine}),
@@ -719,7 +877,8 @@ def summarise(results: Mapping[str, Any]) -> dict[str, Any]:
         "rollouts": len(measured),
         "requests_per_good_rollout_median": _median([r["requests"] for r in ours]),
         "requests_per_bad_rollout_median": _median(
-            [r["requests"] for r in recovery if r["tool"] == "ours"]),
+            [r["requests"] for r in recovery if r["tool"] == "ours"]
+        ),
         "requests_per_s_median": _median(rate),
         "requests_per_s_max": _max(rate),
         "requests_per_min_median": _median([60 * x for x in rate]),
@@ -734,25 +893,31 @@ def summarise(results: Mapping[str, Any]) -> dict[str, Any]:
     scale = results.get("scale")
     if scale:
         s["scale"] = {
-            "replicas": scale["replicas"], "parallelism": scale["parallelism"],
-            "outcome": scale["outcome"], "duration_s": scale["duration_s"],
+            "replicas": scale["replicas"],
+            "parallelism": scale["parallelism"],
+            "outcome": scale["outcome"],
+            "duration_s": scale["duration_s"],
             "requests": scale["requests"],
             "requests_per_s": round(scale["requests"] / scale["duration_s"], 2),
             "cpu_percent": round(100 * scale["cpu_s"] / scale["wall_s"], 2),
             "peak_rss_mb": scale["peak_rss_mb"],
-            "after_engine_completed_s": round(
-                scale["wall_end"] - scale["engine_completed_at"], 3)
-            if scale.get("engine_completed_at") else None,
+            "after_engine_completed_s": round(scale["wall_end"] - scale["engine_completed_at"], 3)
+            if scale.get("engine_completed_at")
+            else None,
         }
     many = results.get("many")
     if many:
         s["many"] = {
-            "services": many["count"], "replicas": many["replicas"],
-            "all_completed": many["all_completed"], "errors": many["errors"],
-            "total_s": many["duration_s"], "requests": many["requests"],
+            "services": many["count"],
+            "replicas": many["replicas"],
+            "all_completed": many["all_completed"],
+            "errors": many["errors"],
+            "total_s": many["duration_s"],
+            "requests": many["requests"],
             "requests_per_s": round(many["requests"] / many["duration_s"], 2),
             "requests_per_s_per_service": round(
-                many["requests"] / many["duration_s"] / many["count"], 2),
+                many["requests"] / many["duration_s"] / many["count"], 2
+            ),
             "cpu_percent": round(100 * many["cpu_s"] / many["wall_s"], 2),
             "peak_rss_mb": many["peak_rss_mb"],
             "slowest_service_s": _max([r.get("duration_s") for r in many["services"]]),
@@ -777,67 +942,124 @@ def _verdict(value: float | None, limit: float) -> str:
 def table(summary: Mapping[str, Any], pairs: int) -> str:
     o, v, c = summary["overhead"], summary["verdict_latency"], summary["cost"]
     rows = [
-        ("Good rollout wall time, median (6 replicas, par. 2, start-first)",
-         _fmt(o["ours_median_s"], " s"), _fmt(o["docker_median_s"], " s"
-                                              ) + " (`--detach=false`)", ""),
-        (f"Overhead: median of per-pair ratios ours/docker ({o['pairs']} pairs)",
-         _fmt(o["ratio_median"]), "1.00", f"<= 1.05: {_verdict(o['ratio_median'], 1.05)}"),
-        ("Returned after the engine's `CompletedAt`, median",
-         _fmt(o["ours_after_engine_completed_median_s"], " s"),
-         _fmt(o["docker_after_engine_completed_median_s"], " s"), ""),
-        ("Verdict latency, good: `CompletedAt` -> result, median (max)",
-         f"{_fmt(v['good_median_s'], ' s')} ({_fmt(v['good_max_s'], ' s')})", "",
-         f"<= 1 s: {_verdict(v['good_median_s'], 1.0)}"),
+        (
+            "Good rollout wall time, median (6 replicas, par. 2, start-first)",
+            _fmt(o["ours_median_s"], " s"),
+            _fmt(o["docker_median_s"], " s") + " (`--detach=false`)",
+            "",
+        ),
+        (
+            f"Overhead: median of per-pair ratios ours/docker ({o['pairs']} pairs)",
+            _fmt(o["ratio_median"]),
+            "1.00",
+            f"<= 1.05: {_verdict(o['ratio_median'], 1.05)}",
+        ),
+        (
+            "Returned after the engine's `CompletedAt`, median",
+            _fmt(o["ours_after_engine_completed_median_s"], " s"),
+            _fmt(o["docker_after_engine_completed_median_s"], " s"),
+            "",
+        ),
+        (
+            "Verdict latency, good: `CompletedAt` -> result, median (max)",
+            f"{_fmt(v['good_median_s'], ' s')} ({_fmt(v['good_max_s'], ' s')})",
+            "",
+            f"<= 1 s: {_verdict(v['good_median_s'], 1.0)}",
+        ),
     ]
     for bad in sorted(summary["recovery"]):
-        rows.append((f"Verdict latency, {bad}: first failed task -> rollback request, median "
-                     "(max)", f"{_fmt(v.get(f'{bad}_median_s'), ' s')} "
-                     f"({_fmt(v.get(f'{bad}_max_s'), ' s')})", "",
-                     f"<= 1 s: {_verdict(v.get(f'{bad}_median_s'), 1.0)}"))
+        rows.append(
+            (
+                f"Verdict latency, {bad}: first failed task -> rollback request, median (max)",
+                f"{_fmt(v.get(f'{bad}_median_s'), ' s')} ({_fmt(v.get(f'{bad}_max_s'), ' s')})",
+                "",
+                f"<= 1 s: {_verdict(v.get(f'{bad}_median_s'), 1.0)}",
+            )
+        )
     for bad, r in sorted(summary["recovery"].items()):
-        rows.append((f"Recovery, {bad}: start -> all healthy on the old spec, median",
-                     _fmt(r["ours_healthy_median_s"], " s"),
-                     _fmt(r["swarm_healthy_median_s"], " s") + " (`failure_action=rollback`)",
-                     ""))
-        rows.append((f"Recovery, {bad}: start -> engine `rollback_completed`, median",
-                     _fmt(r["ours_rollback_completed_median_s"], " s"),
-                     _fmt(r["swarm_rollback_completed_median_s"], " s"), ""))
-        rows.append((f"Recovery, {bad}: start -> caller told, median",
-                     _fmt(r["ours_result_median_s"], " s") + f" ({', '.join(r['ours_outcomes'])})",
-                     _fmt(r["swarm_cli_returned_median_s"], " s")
-                     + f" (CLI exit {', '.join(map(str, r['swarm_cli_exit_codes']))})", ""))
+        rows.append(
+            (
+                f"Recovery, {bad}: start -> all healthy on the old spec, median",
+                _fmt(r["ours_healthy_median_s"], " s"),
+                _fmt(r["swarm_healthy_median_s"], " s") + " (`failure_action=rollback`)",
+                "",
+            )
+        )
+        rows.append(
+            (
+                f"Recovery, {bad}: start -> engine `rollback_completed`, median",
+                _fmt(r["ours_rollback_completed_median_s"], " s"),
+                _fmt(r["swarm_rollback_completed_median_s"], " s"),
+                "",
+            )
+        )
+        rows.append(
+            (
+                f"Recovery, {bad}: start -> caller told, median",
+                _fmt(r["ours_result_median_s"], " s") + f" ({', '.join(r['ours_outcomes'])})",
+                _fmt(r["swarm_cli_returned_median_s"], " s")
+                + f" (CLI exit {', '.join(map(str, r['swarm_cli_exit_codes']))})",
+                "",
+            )
+        )
     rows += [
-        ("Engine API requests per rollout, median (good / bad)",
-         f"{_fmt(c['requests_per_good_rollout_median'])} / "
-         f"{_fmt(c['requests_per_bad_rollout_median'])}", "", ""),
-        ("Requests/s over the whole call, median (max)",
-         f"{_fmt(c['requests_per_s_median'])} ({_fmt(c['requests_per_s_max'])})", "",
-         f"<= 2/s: {_verdict(c['requests_per_s_max'], 2.0)}"),
-        ("Requests/s while watching (poll loop), median (max)",
-         f"{_fmt(c['watch_requests_per_s_median'])} ({_fmt(c['watch_requests_per_s_max'])})",
-         "", f"<= 2/s: {_verdict(c['watch_requests_per_s_max'], 2.0)}"),
-        ("Controller CPU, % of wall time, median (max)",
-         f"{_fmt(c['cpu_percent_median'], ' %')} ({_fmt(c['cpu_percent_max'], ' %')})", "",
-         f"<= 2 %: {_verdict(c['cpu_percent_max'], 2.0)}"),
-        ("Peak RSS per rollout process, median (max)",
-         f"{_fmt(c['peak_rss_mb_median'], ' MB')} ({_fmt(c['peak_rss_mb_max'], ' MB')})", "",
-         f"<= 60 MB: {_verdict(c['peak_rss_mb_max'], 60.0)}"),
+        (
+            "Engine API requests per rollout, median (good / bad)",
+            f"{_fmt(c['requests_per_good_rollout_median'])} / "
+            f"{_fmt(c['requests_per_bad_rollout_median'])}",
+            "",
+            "",
+        ),
+        (
+            "Requests/s over the whole call, median (max)",
+            f"{_fmt(c['requests_per_s_median'])} ({_fmt(c['requests_per_s_max'])})",
+            "",
+            f"<= 2/s: {_verdict(c['requests_per_s_max'], 2.0)}",
+        ),
+        (
+            "Requests/s while watching (poll loop), median (max)",
+            f"{_fmt(c['watch_requests_per_s_median'])} ({_fmt(c['watch_requests_per_s_max'])})",
+            "",
+            f"<= 2/s: {_verdict(c['watch_requests_per_s_max'], 2.0)}",
+        ),
+        (
+            "Controller CPU, % of wall time, median (max)",
+            f"{_fmt(c['cpu_percent_median'], ' %')} ({_fmt(c['cpu_percent_max'], ' %')})",
+            "",
+            f"<= 2 %: {_verdict(c['cpu_percent_max'], 2.0)}",
+        ),
+        (
+            "Peak RSS per rollout process, median (max)",
+            f"{_fmt(c['peak_rss_mb_median'], ' MB')} ({_fmt(c['peak_rss_mb_max'], ' MB')})",
+            "",
+            f"<= 60 MB: {_verdict(c['peak_rss_mb_max'], 60.0)}",
+        ),
     ]
     sc = summary.get("scale")
     if sc:
-        rows.append((f"Scale: {sc['replicas']} replicas, parallelism {sc['parallelism']}",
-                     f"{sc['outcome']} in {_fmt(sc['duration_s'], ' s')}; "
-                     f"{_fmt(sc['requests_per_s'])} req/s; CPU {_fmt(sc['cpu_percent'], ' %')}; "
-                     f"RSS {_fmt(sc['peak_rss_mb'], ' MB')}", "", ""))
+        rows.append(
+            (
+                f"Scale: {sc['replicas']} replicas, parallelism {sc['parallelism']}",
+                f"{sc['outcome']} in {_fmt(sc['duration_s'], ' s')}; "
+                f"{_fmt(sc['requests_per_s'])} req/s; CPU {_fmt(sc['cpu_percent'], ' %')}; "
+                f"RSS {_fmt(sc['peak_rss_mb'], ' MB')}",
+                "",
+                "",
+            )
+        )
     m = summary.get("many")
     if m:
-        rows.append((f"Scale: {m['services']} services x {m['replicas']} replicas at once, "
-                     "one process",
-                     f"{'all completed' if m['all_completed'] else 'NOT all completed'} in "
-                     f"{_fmt(m['total_s'], ' s')}; {_fmt(m['requests_per_s'])} req/s "
-                     f"({_fmt(m['requests_per_s_per_service'])} per service); "
-                     f"CPU {_fmt(m['cpu_percent'], ' %')}; RSS {_fmt(m['peak_rss_mb'], ' MB')}",
-                     "", ""))
+        rows.append(
+            (
+                f"Scale: {m['services']} services x {m['replicas']} replicas at once, one process",
+                f"{'all completed' if m['all_completed'] else 'NOT all completed'} in "
+                f"{_fmt(m['total_s'], ' s')}; {_fmt(m['requests_per_s'])} req/s "
+                f"({_fmt(m['requests_per_s_per_service'])} per service); "
+                f"CPU {_fmt(m['cpu_percent'], ' %')}; RSS {_fmt(m['peak_rss_mb'], ' MB')}",
+                "",
+                "",
+            )
+        )
     lines = ["| Measure | zdd_swarm | Swarm / docker CLI | Target |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c_} | {d} |" for a, b, c_, d in rows]
     return "\n".join(lines)
@@ -847,18 +1069,32 @@ def table(summary: Mapping[str, Any], pairs: int) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pairs", type=int, default=5,
-                        help="pairs of runs per comparison (default 5)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a short smoke run: 1 pair, small scale tests")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
-                        help="where to write the raw results (default benchmarks/results.json)")
-    parser.add_argument("--only", choices=["overhead", "recovery", "scale", "many"],
-                        action="append", help="run only these parts (repeatable)")
-    parser.add_argument("--python", help="the Python that runs our rollouts (default: a "
-                        "virtual environment with only `pip install .`, benchmarks/.venv-lib)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--pairs", type=int, default=5, help="pairs of runs per comparison (default 5)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a short smoke run: 1 pair, small scale tests"
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=DEFAULT_OUTPUT,
+        help="where to write the raw results (default benchmarks/results.json)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=["overhead", "recovery", "scale", "many"],
+        action="append",
+        help="run only these parts (repeatable)",
+    )
+    parser.add_argument(
+        "--python",
+        help="the Python that runs our rollouts (default: a "
+        "virtual environment with only `pip install .`, benchmarks/.venv-lib)",
+    )
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.pairs < 1:
@@ -879,10 +1115,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": {"pairs": pairs, "quick": args.quick, "replicas": REPLICAS,
-                   "update_config": UPDATE, "poll_interval_s": 1.0,
-                   "recovery_task_deadline": "20s", "scale": [scale_replicas, scale_parallelism],
-                   "many": list(many), "parts": sorted(parts)},
+        "config": {
+            "pairs": pairs,
+            "quick": args.quick,
+            "replicas": REPLICAS,
+            "update_config": UPDATE,
+            "poll_interval_s": 1.0,
+            "recovery_task_deadline": "20s",
+            "scale": [scale_replicas, scale_parallelism],
+            "many": list(many),
+            "parts": sorted(parts),
+        },
     }
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("overhead", lambda: bench_overhead(bench, pairs)),

@@ -22,8 +22,11 @@ from zdd_swarm import UpdateConfig, events
 def post_outcome(event: events.Event) -> None:
     """A hook: called with every event; acts on the final one."""
     if isinstance(event, events.RolloutFinished):
-        print(f"[notify] {event.service}: {event.outcome} ({event.code}) after "
-              f"{event.elapsed:.0f}s: {event.reason}", flush=True)
+        print(
+            f"[notify] {event.service}: {event.outcome} ({event.code}) after "
+            f"{event.elapsed:.0f}s: {event.reason}",
+            flush=True,
+        )
     elif isinstance(event, events.RollbackStarted):
         print(f"[notify] {event.service}: rolling back ({event.reason})", flush=True)
 
@@ -49,8 +52,9 @@ def main() -> int:
         result = zdd_swarm.update(
             args.service,
             image=args.image,
-            update_config=UpdateConfig(parallelism=args.parallelism, order="start-first",
-                                       monitor="3s"),
+            update_config=UpdateConfig(
+                parallelism=args.parallelism, order="start-first", monitor="3s"
+            ),
             task_deadline=args.task_deadline,
             hooks=[post_outcome],
         )

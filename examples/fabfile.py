@@ -56,8 +56,11 @@ T = TypeVar("T")
 
 EXIT_INPUT = 2
 EXIT_ENGINE = 5
-ROLLED_BACK = (UpdateState.ROLLBACK_STARTED, UpdateState.ROLLBACK_PAUSED,
-               UpdateState.ROLLBACK_COMPLETED)
+ROLLED_BACK = (
+    UpdateState.ROLLBACK_STARTED,
+    UpdateState.ROLLBACK_PAUSED,
+    UpdateState.ROLLBACK_COMPLETED,
+)
 
 structlog.configure(
     wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
@@ -73,14 +76,16 @@ def docker_host(c: Context) -> str:
     host = f"[{c.host}]" if ":" in c.host else c.host
     where = f"{c.user}@{host}:{c.port}"
     try:
-        probe = c.run("docker version --format '{{.Server.Version}}'", hide=True, warn=True,
-                      in_stream=False)
+        probe = c.run(
+            "docker version --format '{{.Server.Version}}'", hide=True, warn=True, in_stream=False
+        )
     except (paramiko.SSHException, OSError) as exc:
         raise Exit(f"{where}: SSH failed: {exc}", code=EXIT_ENGINE) from exc
     if not probe.ok:
         lines = (probe.stderr or probe.stdout).strip().splitlines() or ["no output"]
-        raise Exit(f"{where}: `docker version` failed (exit {probe.exited}): {lines[-1]}",
-                   code=EXIT_ENGINE)
+        raise Exit(
+            f"{where}: `docker version` failed (exit {probe.exited}): {lines[-1]}", code=EXIT_ENGINE
+        )
     return f"ssh://{where}"
 
 
@@ -94,16 +99,21 @@ def engine_call(action: Callable[[], T]) -> T:
     except zdd_swarm.EngineError as exc:
         raise Exit(f"engine error: {exc}", code=EXIT_ENGINE) from exc
     except (paramiko.SSHException, OSError) as exc:
-        raise Exit(f"SSH to the manager failed (docker SDK, see ~/.ssh/config and "
-                   f"~/.ssh/known_hosts): {type(exc).__name__}: {exc}",
-                   code=EXIT_ENGINE) from exc
+        raise Exit(
+            f"SSH to the manager failed (docker SDK, see ~/.ssh/config and "
+            f"~/.ssh/known_hosts): {type(exc).__name__}: {exc}",
+            code=EXIT_ENGINE,
+        ) from exc
 
 
 def progress(event: events.Event) -> None:
     """A hook: one line per batch (the library logs failures as warnings)."""
     if isinstance(event, events.BatchStarted):
-        print(f"{event.service}: {event.phase} batch {event.batch + 1}: "
-              f"slot {', '.join(event.slots)}", flush=True)
+        print(
+            f"{event.service}: {event.phase} batch {event.batch + 1}: "
+            f"slot {', '.join(event.slots)}",
+            flush=True,
+        )
 
 
 def finish(result: RolloutResult) -> None:
@@ -112,14 +122,23 @@ def finish(result: RolloutResult) -> None:
         raise Exit(code=result.exit_code)
 
 
-@task(help={"service": "the service to update",
-            "image": "the new image reference",
-            "task-deadline": "a new task not running (healthy) by then counts as failed"})
+@task(
+    help={
+        "service": "the service to update",
+        "image": "the new image reference",
+        "task-deadline": "a new task not running (healthy) by then counts as failed",
+    }
+)
 def deploy(c: Context, service: str, image: str, task_deadline: str = "60s") -> None:
     """Roll SERVICE out to IMAGE, rolled back automatically if the release is bad."""
     host = docker_host(c)
-    finish(engine_call(lambda: zdd_swarm.update(
-        service, image=image, host=host, task_deadline=task_deadline, hooks=[progress])))
+    finish(
+        engine_call(
+            lambda: zdd_swarm.update(
+                service, image=image, host=host, task_deadline=task_deadline, hooks=[progress]
+            )
+        )
+    )
 
 
 @task(help={"service": "the service to roll back"})
@@ -129,10 +148,13 @@ def rollback(c: Context, service: str) -> None:
     try:
         view = engine_call(lambda: engine.inspect_service(service))
         if view.update_status and view.update_status.state in ROLLED_BACK:
-            raise Exit(f"{view.name}: not rolling back: its last update was rolled back "
-                       f"({view.update_status.state.value}), so its previous spec is the "
-                       f"release that failed ({view.previous_image}); deploy the image you "
-                       f"want instead", code=EXIT_INPUT)
+            raise Exit(
+                f"{view.name}: not rolling back: its last update was rolled back "
+                f"({view.update_status.state.value}), so its previous spec is the "
+                f"release that failed ({view.previous_image}); deploy the image you "
+                f"want instead",
+                code=EXIT_INPUT,
+            )
         print(f"{view.name}: rolling back {view.image} -> {view.previous_image}", flush=True)
         controller = zdd_swarm.Controller(engine, hooks=[progress])
         result = engine_call(lambda: controller.rollback(service))
@@ -155,12 +177,14 @@ def status(c: Context, service: str) -> None:
     update = view.update_status
     last = f"{update.state.value} ({update.message})" if update else "none"
     total = view.replicas if view.replicas is not None else len(wanted)
-    print(f"{view.name}: {view.image} (version {view.version}), {len(running)}/{total} "
-          f"running{f' (also {others})' if others else ''}; last update: {last}; "
-          f"previous: {view.previous_image or 'none'}", flush=True)
+    print(
+        f"{view.name}: {view.image} (version {view.version}), {len(running)}/{total} "
+        f"running{f' (also {others})' if others else ''}; last update: {last}; "
+        f"previous: {view.previous_image or 'none'}",
+        flush=True,
+    )
 
 
-def service_and_tasks(engine: zdd_swarm.Engine, service: str) -> tuple[ServiceView,
-                                                                       list[TaskView]]:
+def service_and_tasks(engine: zdd_swarm.Engine, service: str) -> tuple[ServiceView, list[TaskView]]:
     view = engine.inspect_service(service)
     return view, engine.list_tasks(view.id)

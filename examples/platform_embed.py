@@ -32,14 +32,21 @@ class EventLog:
 
 def roll_out(releases: list[tuple[str, str]]) -> dict[str, Any]:
     log = EventLog()
-    controller = Controller(DockerEngine(), hooks=[log],
-                            options=RolloutOptions(task_deadline="60s"))
+    controller = Controller(
+        DockerEngine(), hooks=[log], options=RolloutOptions(task_deadline="60s")
+    )
     report: dict[str, Any] = {"services": [], "stopped_early": False}
     for service, image in releases:
         result = controller.update(service, ServiceChange(image=image))
-        report["services"].append({"service": service, "image": image,
-                                   "outcome": result.outcome.value, "code": result.code,
-                                   "duration_s": result.duration_s})
+        report["services"].append(
+            {
+                "service": service,
+                "image": image,
+                "outcome": result.outcome.value,
+                "code": result.code,
+                "duration_s": result.duration_s,
+            }
+        )
         if result.outcome is not Outcome.COMPLETED:
             report["stopped_early"] = True
             break

@@ -87,8 +87,12 @@ __all__ = [
 ]
 
 
-def _controller(host: str | None, hooks: Sequence[Hook], options: RolloutOptions | None,
-                option_kwargs: Mapping[str, Any]) -> Controller:
+def _controller(
+    host: str | None,
+    hooks: Sequence[Hook],
+    options: RolloutOptions | None,
+    option_kwargs: Mapping[str, Any],
+) -> Controller:
     if options is None:
         options = RolloutOptions(**option_kwargs)
     elif option_kwargs:
@@ -117,21 +121,37 @@ def update(
     defaults to ``DOCKER_HOST``.
     """
     if change is None:
-        change = ServiceChange(image=image, update_config=update_config,
-                               rollback_config=rollback_config)
+        change = ServiceChange(
+            image=image, update_config=update_config, rollback_config=rollback_config
+        )
     elif image or update_config or rollback_config:
-        raise ConfigError("change", "change plus shortcuts",
-                          "either change= or image/update_config/rollback_config")
+        raise ConfigError(
+            "change",
+            "change plus shortcuts",
+            "either change= or image/update_config/rollback_config",
+        )
     return _controller(host, hooks, options, option_kwargs).update(service, change)
 
 
-def watch(service: str, *, host: str | None = None, hooks: Sequence[Hook] = (),
-          options: RolloutOptions | None = None, **option_kwargs: Any) -> RolloutResult:
+def watch(
+    service: str,
+    *,
+    host: str | None = None,
+    hooks: Sequence[Hook] = (),
+    options: RolloutOptions | None = None,
+    **option_kwargs: Any,
+) -> RolloutResult:
     """Attach to an update in progress and follow it to its outcome."""
     return _controller(host, hooks, options, option_kwargs).watch(service)
 
 
-def rollback(service: str, *, host: str | None = None, hooks: Sequence[Hook] = (),
-             options: RolloutOptions | None = None, **option_kwargs: Any) -> RolloutResult:
+def rollback(
+    service: str,
+    *,
+    host: str | None = None,
+    hooks: Sequence[Hook] = (),
+    options: RolloutOptions | None = None,
+    **option_kwargs: Any,
+) -> RolloutResult:
     """Roll ``service`` back to its previous spec and watch the rollback."""
     return _controller(host, hooks, options, option_kwargs).rollback(service)

@@ -42,16 +42,18 @@ __all__ = ["main"]
 
 EXIT_OK, EXIT_ROLLED_BACK, EXIT_INPUT, EXIT_HALTED, EXIT_ROLLBACK_FAILED, EXIT_ENGINE = range(6)
 F = TypeVar("F", bound=Callable[..., Any])
-_CONFIG_FIELDS = ("parallelism", "delay", "order", "failure_action", "monitor",
-                  "max_failure_ratio")
+_CONFIG_FIELDS = ("parallelism", "delay", "order", "failure_action", "monitor", "max_failure_ratio")
 
 
 class _Obj:
     """Per-invocation state; tests pass their own ``engine_factory`` and clock."""
 
-    def __init__(self, host: str | None = None,
-                 engine_factory: Callable[[str | None], Engine] = DockerEngine,
-                 clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        host: str | None = None,
+        engine_factory: Callable[[str | None], Engine] = DockerEngine,
+        clock: Clock | None = None,
+    ) -> None:
         self.host = host
         self.engine_factory = engine_factory
         self.clock = clock
@@ -60,11 +62,17 @@ class _Obj:
 def configure_logging(fmt: str, level: int) -> None:
     """Send structlog events at ``level`` and above to stderr (the CLI's job,
     never the library's)."""
-    renderer: Any = (structlog.processors.JSONRenderer() if fmt == "json"
-                     else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
     structlog.configure(
-        processors=[structlog.processors.add_log_level,
-                    structlog.processors.TimeStamper(fmt="iso"), renderer],
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            renderer,
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
@@ -72,18 +80,33 @@ def configure_logging(fmt: str, level: int) -> None:
 
 
 def output_options(fn: F) -> F:
-    fn = click.option("--json", "as_json", is_flag=True,
-                      help="Print one JSON object on stdout instead of human output.")(fn)
-    fn = click.option("--log-format", type=click.Choice(["console", "json"]), default="console",
-                      show_default=True, help="Format of the event log on stderr.")(fn)
-    fn = click.option("-v", "--verbose", count=True,
-                      help="Log more events on stderr (-v info, -vv debug).")(fn)
+    fn = click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Print one JSON object on stdout instead of human output.",
+    )(fn)
+    fn = click.option(
+        "--log-format",
+        type=click.Choice(["console", "json"]),
+        default="console",
+        show_default=True,
+        help="Format of the event log on stderr.",
+    )(fn)
+    fn = click.option(
+        "-v", "--verbose", count=True, help="Log more events on stderr (-v info, -vv debug)."
+    )(fn)
     return fn
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-H", "--host", envvar="DOCKER_HOST", default=None,
-              help="Docker host of a swarm manager (default: $DOCKER_HOST, as the docker CLI).")
+@click.option(
+    "-H",
+    "--host",
+    envvar="DOCKER_HOST",
+    default=None,
+    help="Docker host of a swarm manager (default: $DOCKER_HOST, as the docker CLI).",
+)
 @click.pass_context
 def cli(ctx: click.Context, host: str | None) -> None:
     """Safe Docker Swarm rolling updates: watched batch by batch, rolled back when bad."""
@@ -98,25 +121,34 @@ def _config_options(prefix: str) -> Callable[[F], F]:
         doing = "updated" if prefix == "update" else "rolled back"
         actions = ["continue", "pause", "rollback"] if what == "update" else ["continue", "pause"]
         opts = [
-            click.option(f"--{prefix}-parallelism", type=int,
-                         help=f"Tasks {doing} at once (0 = all)."),
+            click.option(
+                f"--{prefix}-parallelism", type=int, help=f"Tasks {doing} at once (0 = all)."
+            ),
             click.option(f"--{prefix}-delay", help=f"Delay between {what}s (e.g. 10s)."),
             click.option(f"--{prefix}-order", type=click.Choice(["start-first", "stop-first"])),
-            click.option(f"--{prefix}-failure-action", type=click.Choice(actions),
-                         help=f"Action on {what} failure."),
+            click.option(
+                f"--{prefix}-failure-action",
+                type=click.Choice(actions),
+                help=f"Action on {what} failure.",
+            ),
             click.option(f"--{prefix}-monitor", help="Time to watch each task after it starts."),
-            click.option(f"--{prefix}-max-failure-ratio", type=float,
-                         help="Failure rate to tolerate (0..1)."),
+            click.option(
+                f"--{prefix}-max-failure-ratio", type=float, help="Failure rate to tolerate (0..1)."
+            ),
         ]
         for opt in reversed(opts):
             fn = opt(fn)
         return fn
+
     return decorate
 
 
 def _config_flags(prefix: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    return {f: params[f"{prefix}_{f}"] for f in _CONFIG_FIELDS
-            if params.get(f"{prefix}_{f}") is not None}
+    return {
+        f: params[f"{prefix}_{f}"]
+        for f in _CONFIG_FIELDS
+        if params.get(f"{prefix}_{f}") is not None
+    }
 
 
 def _parse_gate(spec: str) -> Gate:
@@ -125,11 +157,15 @@ def _parse_gate(spec: str) -> Gate:
     kwargs: dict[str, Any] = {}
     for item in rest:
         key, sep, value = item.partition("=")
-        names = {"status": ("expect_status", int), "ratio": ("min_success_ratio", float),
-                 "timeout": ("timeout", float)}
+        names = {
+            "status": ("expect_status", int),
+            "ratio": ("min_success_ratio", float),
+            "timeout": ("timeout", float),
+        }
         if not sep or key not in names:
-            raise ConfigError("--gate-http", spec,
-                              "URL[,status=CODE][,ratio=0..1][,timeout=SECONDS]")
+            raise ConfigError(
+                "--gate-http", spec, "URL[,status=CODE][,ratio=0..1][,timeout=SECONDS]"
+            )
         name, kind = names[key]
         try:
             kwargs[name] = kind(value)
@@ -164,9 +200,12 @@ def _load_compose(path: str, service: str) -> tuple[str | None, UpdateConfig, Ro
             update, rollback = configs_from_compose(entry)
             image = entry.get("image")
             return (str(image) if image else None), update, rollback
-    raise ConfigError("--compose", path,
-                      f"a compose file with a service named {service!r} "
-                      f"(it has: {', '.join(map(str, services)) or 'none'})")
+    raise ConfigError(
+        "--compose",
+        path,
+        f"a compose file with a service named {service!r} "
+        f"(it has: {', '.join(map(str, services)) or 'none'})",
+    )
 
 
 def _emit_json(payload: Mapping[str, Any]) -> None:
@@ -179,8 +218,14 @@ def _result_payload(result: RolloutResult) -> dict[str, Any]:
     return data
 
 
-def _run(obj: _Obj, as_json: bool, log_format: str, verbose: int,
-         action: Callable[[Controller], Any], service: str) -> None:
+def _run(
+    obj: _Obj,
+    as_json: bool,
+    log_format: str,
+    verbose: int,
+    action: Callable[[Controller], Any],
+    service: str,
+) -> None:
     """Run one command, mapping every outcome and error to an exit code."""
     configure_logging(log_format, logging.WARNING - 10 * min(verbose, 2))
     display = None if as_json else ProgressDisplay()
@@ -191,12 +236,15 @@ def _run(obj: _Obj, as_json: bool, log_format: str, verbose: int,
     except KeyboardInterrupt:
         if display:
             display.close()
-        hint = (f"stopped watching; the engine's update of {service!r} goes on.\n"
-                f"  attach again: zdd-swarm watch {service}\n"
-                f"  roll back:    zdd-swarm rollback {service}")
+        hint = (
+            f"stopped watching; the engine's update of {service!r} goes on.\n"
+            f"  attach again: zdd-swarm watch {service}\n"
+            f"  roll back:    zdd-swarm rollback {service}"
+        )
         if as_json:
-            _emit_json({"outcome": "detached", "code": "interrupted", "reason": hint,
-                        "service": service})
+            _emit_json(
+                {"outcome": "detached", "code": "interrupted", "reason": hint, "service": service}
+            )
         else:
             click.echo(hint, err=True)
         sys.exit(EXIT_HALTED)
@@ -219,8 +267,15 @@ def _run(obj: _Obj, as_json: bool, log_format: str, verbose: int,
 
 def _fail(as_json: bool, service: str, code: str, exc: Exception, exit_code: int) -> None:
     if as_json:
-        _emit_json({"outcome": "error", "code": code, "reason": str(exc), "service": service,
-                    "error": type(exc).__name__})
+        _emit_json(
+            {
+                "outcome": "error",
+                "code": code,
+                "reason": str(exc),
+                "service": service,
+                "error": type(exc).__name__,
+            }
+        )
     else:
         click.echo(f"zdd-swarm: error: {exc}", err=True)
     sys.exit(exit_code)
@@ -239,14 +294,19 @@ def _options(params: Mapping[str, Any], failure_action: str | None) -> RolloutOp
 
 
 def _deadline_options(fn: F) -> F:
-    for opt in reversed([
-        click.option("--task-deadline", help="A new task not RUNNING within this fails "
-                                             "(default 120s)."),
-        click.option("--progress-deadline", help="No task reached RUNNING for this long: "
-                                                 "fail (default 300s)."),
-        click.option("--timeout", help="Overall limit of the update (default 30m)."),
-        click.option("--rollback-timeout", help="Limit of a rollback (default 5m)."),
-    ]):
+    for opt in reversed(
+        [
+            click.option(
+                "--task-deadline", help="A new task not RUNNING within this fails (default 120s)."
+            ),
+            click.option(
+                "--progress-deadline",
+                help="No task reached RUNNING for this long: fail (default 300s).",
+            ),
+            click.option("--timeout", help="Overall limit of the update (default 30m)."),
+            click.option("--rollback-timeout", help="Limit of a rollback (default 5m)."),
+        ]
+    ):
         fn = opt(fn)
     return fn
 
@@ -254,8 +314,11 @@ def _deadline_options(fn: F) -> F:
 @cli.command()
 @click.argument("service")
 @click.option("--image", help="New image reference.")
-@click.option("--pin-digest/--no-pin-digest", default=False,
-              help="Resolve the image to its registry digest and pin it.")
+@click.option(
+    "--pin-digest/--no-pin-digest",
+    default=False,
+    help="Resolve the image to its registry digest and pin it.",
+)
 @click.option("--env-add", multiple=True, metavar="K=V", help="Add or update an env variable.")
 @click.option("--env-rm", multiple=True, metavar="K", help="Remove an env variable.")
 @click.option("--label-add", multiple=True, metavar="K=V", help="Add or update a service label.")
@@ -264,17 +327,26 @@ def _deadline_options(fn: F) -> F:
 @_config_options("update")
 @_config_options("rollback")
 @_deadline_options
-@click.option("--gate-http", multiple=True, metavar="URL[,status=N][,ratio=R][,timeout=S]",
-              help="HTTP check run through each batch's monitor window (repeatable).")
+@click.option(
+    "--gate-http",
+    multiple=True,
+    metavar="URL[,status=N][,ratio=R][,timeout=S]",
+    help="HTTP check run through each batch's monitor window (repeatable).",
+)
 @click.option("--gate-tcp", multiple=True, metavar="HOST:PORT", help="TCP check (repeatable).")
-@click.option("--compose", "compose_file", type=click.Path(dir_okay=False),
-              help="Take image and deploy.update_config/rollback_config from this compose "
-                   "file's service of the same name (flags win).")
+@click.option(
+    "--compose",
+    "compose_file",
+    type=click.Path(dir_okay=False),
+    help="Take image and deploy.update_config/rollback_config from this compose "
+    "file's service of the same name (flags win).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @output_options
 @click.pass_obj
-def update(obj: _Obj, /, service: str, as_json: bool, log_format: str, verbose: int,
-           **params: Any) -> None:
+def update(
+    obj: _Obj, /, service: str, as_json: bool, log_format: str, verbose: int, **params: Any
+) -> None:
     """Update SERVICE and follow the rollout; roll back if it goes bad."""
 
     def action(controller: Controller) -> Any:
@@ -282,8 +354,7 @@ def update(obj: _Obj, /, service: str, as_json: bool, log_format: str, verbose: 
         update_cfg: UpdateConfig | None = None
         rollback_cfg: RollbackConfig | None = None
         if params["compose_file"]:
-            compose_image, update_cfg, rollback_cfg = _load_compose(params["compose_file"],
-                                                                    service)
+            compose_image, update_cfg, rollback_cfg = _load_compose(params["compose_file"], service)
             image = image or compose_image
         update_flags = _config_flags("update", params)
         rollback_flags = _config_flags("rollback", params)
@@ -297,26 +368,47 @@ def update(obj: _Obj, /, service: str, as_json: bool, log_format: str, verbose: 
 
         def merge_flags(spec: dict[str, Any]) -> None:
             if update_cfg is None and update_flags:
-                spec["UpdateConfig"] = UpdateConfig.from_api(
-                    spec.get("UpdateConfig")).replace(**update_flags).to_api()
+                spec["UpdateConfig"] = (
+                    UpdateConfig.from_api(spec.get("UpdateConfig")).replace(**update_flags).to_api()
+                )
             if rollback_cfg is None and rollback_flags:
-                spec["RollbackConfig"] = RollbackConfig.from_api(
-                    spec.get("RollbackConfig")).replace(**rollback_flags).to_api()
+                spec["RollbackConfig"] = (
+                    RollbackConfig.from_api(spec.get("RollbackConfig"))
+                    .replace(**rollback_flags)
+                    .to_api()
+                )
 
         change = ServiceChange(
-            image=image, pin_digest=params["pin_digest"], env_add=params["env_add"],
-            env_rm=params["env_rm"], labels_add=params["label_add"],
-            labels_rm=params["label_rm"], force=params["force"], update_config=update_cfg,
+            image=image,
+            pin_digest=params["pin_digest"],
+            env_add=params["env_add"],
+            env_rm=params["env_rm"],
+            labels_add=params["label_add"],
+            labels_rm=params["label_rm"],
+            force=params["force"],
+            update_config=update_cfg,
             rollback_config=rollback_cfg,
-            patch=merge_flags if (update_flags or rollback_flags) else None)
+            patch=merge_flags if (update_flags or rollback_flags) else None,
+        )
         # Only the flag changes what *we* do on failure (default: roll back); a
         # compose file's failure_action is Swarm's own, in the spec.
         options = _options(params, params["update_failure_action"])
-        if not (image or change.env_add or change.env_rm or change.labels_add
-                or change.labels_rm or change.force or update_flags or rollback_flags
-                or update_cfg):
-            raise ConfigError("update", service, "at least one change (--image, --env-add, "
-                                                  "--label-add, --force, --update-*, ...)")
+        if not (
+            image
+            or change.env_add
+            or change.env_rm
+            or change.labels_add
+            or change.labels_rm
+            or change.force
+            or update_flags
+            or rollback_flags
+            or update_cfg
+        ):
+            raise ConfigError(
+                "update",
+                service,
+                "at least one change (--image, --env-add, --label-add, --force, --update-*, ...)",
+            )
         if params["dry_run"]:
             plan = controller.plan(service, change)
             return _plan_payload(plan) if as_json else _print_plan(plan)
@@ -326,12 +418,20 @@ def update(obj: _Obj, /, service: str, as_json: bool, log_format: str, verbose: 
 
 
 def _plan_payload(plan: Any) -> dict[str, Any]:
-    return {"outcome": "planned", "code": "dry_run",
-            "reason": "nothing was changed (--dry-run)", "service": plan.service,
-            "image_before": plan.image_before, "image_after": plan.image_after,
-            "changes": plan.changed, "total": plan.total, "batches": plan.batches,
-            "update_config": plan.update_config.to_compose(),
-            "estimated_seconds": plan.estimated_seconds, "warnings": plan.warnings}
+    return {
+        "outcome": "planned",
+        "code": "dry_run",
+        "reason": "nothing was changed (--dry-run)",
+        "service": plan.service,
+        "image_before": plan.image_before,
+        "image_after": plan.image_after,
+        "changes": plan.changed,
+        "total": plan.total,
+        "batches": plan.batches,
+        "update_config": plan.update_config.to_compose(),
+        "estimated_seconds": plan.estimated_seconds,
+        "warnings": plan.warnings,
+    }
 
 
 def _print_plan(plan: Any) -> dict[str, Any]:
@@ -341,9 +441,11 @@ def _print_plan(plan: Any) -> dict[str, Any]:
         click.echo(f"{plan.service}: would change {', '.join(plan.changed)}")
         click.echo(f"  image: {plan.image_before} -> {plan.image_after}")
         cfg = plan.update_config
-        click.echo(f"  {plan.total} tasks in {plan.batches} batches (parallelism "
-                   f"{cfg.parallelism or 'all'}, {cfg.order.value}, delay "
-                   f"{cfg.delay.total_seconds():g}s, monitor {cfg.monitor.total_seconds():g}s)")
+        click.echo(
+            f"  {plan.total} tasks in {plan.batches} batches (parallelism "
+            f"{cfg.parallelism or 'all'}, {cfg.order.value}, delay "
+            f"{cfg.delay.total_seconds():g}s, monitor {cfg.monitor.total_seconds():g}s)"
+        )
         click.echo(f"  estimated duration: about {plan.estimated_seconds:.0f}s")
     for warning in plan.warnings:
         click.echo(f"  warning: {warning}")
@@ -354,15 +456,25 @@ def _print_plan(plan: Any) -> dict[str, Any]:
 @cli.command()
 @click.argument("service")
 @_deadline_options
-@click.option("--failure-action", type=click.Choice(["continue", "pause", "rollback"]),
-              help="What to do when a threshold is crossed (default rollback).")
+@click.option(
+    "--failure-action",
+    type=click.Choice(["continue", "pause", "rollback"]),
+    help="What to do when a threshold is crossed (default rollback).",
+)
 @output_options
 @click.pass_obj
-def watch(obj: _Obj, /, service: str, as_json: bool, log_format: str, verbose: int,
-          **params: Any) -> None:
+def watch(
+    obj: _Obj, /, service: str, as_json: bool, log_format: str, verbose: int, **params: Any
+) -> None:
     """Attach to an update of SERVICE in progress and follow it to its outcome."""
-    _run(obj, as_json, log_format, verbose,
-         lambda c: c.watch(service, _options(params, params["failure_action"])), service)
+    _run(
+        obj,
+        as_json,
+        log_format,
+        verbose,
+        lambda c: c.watch(service, _options(params, params["failure_action"])),
+        service,
+    )
 
 
 @cli.command()
@@ -370,11 +482,18 @@ def watch(obj: _Obj, /, service: str, as_json: bool, log_format: str, verbose: i
 @click.option("--rollback-timeout", help="Limit of the rollback (default 5m).")
 @output_options
 @click.pass_obj
-def rollback(obj: _Obj, /, service: str, as_json: bool, log_format: str, verbose: int,
-             **params: Any) -> None:
+def rollback(
+    obj: _Obj, /, service: str, as_json: bool, log_format: str, verbose: int, **params: Any
+) -> None:
     """Roll SERVICE back to its previous spec and watch the rollback."""
-    _run(obj, as_json, log_format, verbose,
-         lambda c: c.rollback(service, _options(params, None)), service)
+    _run(
+        obj,
+        as_json,
+        log_format,
+        verbose,
+        lambda c: c.rollback(service, _options(params, None)),
+        service,
+    )
 
 
 @cli.command()
@@ -395,9 +514,14 @@ def status(obj: _Obj, service: str, as_json: bool, log_format: str, verbose: int
     _run(obj, as_json, log_format, verbose, action, service)
 
 
-_LAST_OUTCOME = {"completed": "completed", "rollback_completed": "rolled_back",
-                 "paused": "paused", "rollback_paused": "rollback_failed",
-                 "updating": "in_progress", "rollback_started": "rolling_back"}
+_LAST_OUTCOME = {
+    "completed": "completed",
+    "rollback_completed": "rolled_back",
+    "paused": "paused",
+    "rollback_paused": "rollback_failed",
+    "updating": "in_progress",
+    "rollback_started": "rolling_back",
+}
 
 
 def _status_payload(controller: Controller, view: ServiceView) -> dict[str, Any]:
@@ -407,27 +531,38 @@ def _status_payload(controller: Controller, view: ServiceView) -> dict[str, Any]
     for task in tasks:
         if task.desired_state.value != "running" and not task.running:
             continue
-        per_node.setdefault(nodes.get(task.node_id, task.node_id[:12] or "unassigned"),
-                            []).append({"id": task.id, "state": task.state.value,
-                                        "image": task.image, "error": task.error})
+        per_node.setdefault(nodes.get(task.node_id, task.node_id[:12] or "unassigned"), []).append(
+            {"id": task.id, "state": task.state.value, "image": task.image, "error": task.error}
+        )
     status = view.update_status
     return {
-        "outcome": "status", "code": "status", "reason": "", "service": view.name,
-        "image": view.image, "version": view.version, "replicas": view.replicas,
+        "outcome": "status",
+        "code": "status",
+        "reason": "",
+        "service": view.name,
+        "image": view.image,
+        "version": view.version,
+        "replicas": view.replicas,
         "update_config": UpdateConfig.from_api(view.spec.get("UpdateConfig")).to_compose(),
-        "rollback_config": RollbackConfig.from_api(
-            view.spec.get("RollbackConfig")).to_compose(),
-        "update_status": None if status is None else {
-            "state": status.state.value, "message": status.message,
-            "started_at": status.started_at, "completed_at": status.completed_at},
+        "rollback_config": RollbackConfig.from_api(view.spec.get("RollbackConfig")).to_compose(),
+        "update_status": None
+        if status is None
+        else {
+            "state": status.state.value,
+            "message": status.message,
+            "started_at": status.started_at,
+            "completed_at": status.completed_at,
+        },
         "last_rollout": _LAST_OUTCOME.get(status.state.value) if status else None,
         "tasks": per_node,
     }
 
 
 def _print_status(payload: Mapping[str, Any]) -> None:
-    click.echo(f"{payload['service']}: {payload['image']} (version {payload['version']}, "
-               f"replicas {payload['replicas']})")
+    click.echo(
+        f"{payload['service']}: {payload['image']} (version {payload['version']}, "
+        f"replicas {payload['replicas']})"
+    )
     status = payload["update_status"]
     if status:
         click.echo(f"  last rollout: {payload['last_rollout']} ({status['message']})")

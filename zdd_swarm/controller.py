@@ -54,8 +54,13 @@ __all__ = ["ConcurrentChange", "Controller", "Plan", "RolloutOptions", "UpdateIn
 
 log = structlog.get_logger("zdd_swarm")
 
-_WARN_EVENTS = {"task_failed", "gate_failed", "threshold_crossed", "rollback_started",
-                "engine_unreachable"}
+_WARN_EVENTS = {
+    "task_failed",
+    "gate_failed",
+    "threshold_crossed",
+    "rollback_started",
+    "engine_unreachable",
+}
 
 
 class UpdateInProgress(InputError):
@@ -118,11 +123,17 @@ class RolloutOptions:
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         try:
-            set_(self, "failure_action", FailureAction(str(getattr(self.failure_action, "value",
-                                                                   self.failure_action)).lower()))
+            set_(
+                self,
+                "failure_action",
+                FailureAction(
+                    str(getattr(self.failure_action, "value", self.failure_action)).lower()
+                ),
+            )
         except ValueError:
-            raise ConfigError("failure_action", self.failure_action,
-                              "one of: continue, pause, rollback") from None
+            raise ConfigError(
+                "failure_action", self.failure_action, "one of: continue, pause, rollback"
+            ) from None
         for name in ("task_deadline", "progress_deadline", "timeout"):
             set_(self, name, _duration(name, getattr(self, name)))
         for name in ("rollback_timeout", "poll_interval", "engine_outage"):
@@ -236,8 +247,9 @@ class Controller:
         new_spec = change.apply(current.spec, image=self._image(change))
         return self._plan(current, new_spec)
 
-    def update(self, service: str, change: ServiceChange,
-               options: RolloutOptions | None = None) -> RolloutResult:
+    def update(
+        self, service: str, change: ServiceChange, options: RolloutOptions | None = None
+    ) -> RolloutResult:
         """Update ``service`` with ``change`` and follow it to an outcome."""
         opts = options or self.options
         current = self._prepare(service)
@@ -249,11 +261,16 @@ class Controller:
                 return self._watch_current(current, opts)
             raise UpdateInProgress(
                 f"service {current.name!r}: an update is already in progress "
-                f"({current.state.value}); use watch, or wait for it to end")
+                f"({current.state.value}); use watch, or wait for it to end"
+            )
         start = self.clock.monotonic()
         if plan.noop:
-            return self._noop(current, start, "no_change",
-                              "the service already has the requested spec; nothing to do")
+            return self._noop(
+                current,
+                start,
+                "no_change",
+                "the service already has the requested spec; nothing to do",
+            )
         for warning in plan.warnings:
             log.warning("lint", service=current.name, warning=warning)
         stale = current.update_status.started_at if current.update_status else None
@@ -263,14 +280,24 @@ class Controller:
         sent = self._send_update(current, new_spec, change)
         target = self.engine.inspect_service(current.id)
         if task_template_key(target.spec.get("TaskTemplate") or {}) == current.task_key:
-            result = self._noop(current, start, "spec_updated",
-                                "the service spec was updated; its tasks are unchanged",
-                                after=target)
+            result = self._noop(
+                current,
+                start,
+                "spec_updated",
+                "the service spec was updated; its tasks are unchanged",
+                after=target,
+            )
             result.warnings = plan.warnings + sent
             return result
-        tracker = Tracker(current.name, original_spec=current.spec, target_spec=target.spec,
-                          total=plan.total, settings=opts.tracker_settings(), start=start,
-                          stale_update_status=stale)
+        tracker = Tracker(
+            current.name,
+            original_spec=current.spec,
+            target_spec=target.spec,
+            total=plan.total,
+            settings=opts.tracker_settings(),
+            start=start,
+            stale_update_status=stale,
+        )
         tracker.phase.preexisting = earlier
         return self._follow(tracker, current, target, opts, "update", plan.warnings + sent)
 
@@ -288,16 +315,22 @@ class Controller:
             raise InputError(
                 f"service {current.name!r}: its last update was already rolled back "
                 f"({current.state.value}); rolling back again would redeploy "
-                f"{current.previous_image}. Use update to choose an image")
+                f"{current.previous_image}. Use update to choose an image"
+            )
         existing = {t.id for t in self.engine.list_tasks(current.id)}
         start = self.clock.monotonic()
         self.engine.update_service(current, current.spec, rollback=True)
-        tracker = Tracker(current.name, original_spec=current.previous_spec,
-                          target_spec=current.spec, total=self._total(current),
-                          settings=opts.tracker_settings(), start=start,
-                          stale_update_status=current.update_status.started_at
-                          if current.update_status else None,
-                          phase="rollback", rollback_by="zdd_swarm")
+        tracker = Tracker(
+            current.name,
+            original_spec=current.previous_spec,
+            target_spec=current.spec,
+            total=self._total(current),
+            settings=opts.tracker_settings(),
+            start=start,
+            stale_update_status=current.update_status.started_at if current.update_status else None,
+            phase="rollback",
+            rollback_by="zdd_swarm",
+        )
         tracker.rollback_reason = Reason("manual_rollback", "rollback requested")
         tracker.phase.preexisting = existing
         result = self._follow(tracker, current, current, opts, "rollback", [])
@@ -313,8 +346,10 @@ class Controller:
             raise ConfigError("service", service, "a service name or id")
         info = self.engine.info()
         if not info.is_manager:
-            raise NotAManager("the engine is not a swarm manager: service updates need one "
-                              "(point DOCKER_HOST / --host at a manager node)")
+            raise NotAManager(
+                "the engine is not a swarm manager: service updates need one "
+                "(point DOCKER_HOST / --host at a manager node)"
+            )
         return self.engine.inspect_service(service)
 
     def _image(self, change: ServiceChange) -> str | None:
@@ -327,8 +362,11 @@ class Controller:
         the nodes it runs on now."""
         if service.replicas is not None:
             return service.replicas
-        nodes = {t.node_id for t in self.engine.list_tasks(service.id)
-                 if t.desired_state is TaskState.RUNNING}
+        nodes = {
+            t.node_id
+            for t in self.engine.list_tasks(service.id)
+            if t.desired_state is TaskState.RUNNING
+        }
         return max(len(nodes), 1)
 
     def _plan(self, current: ServiceView, new_spec: Mapping[str, Any]) -> Plan:
@@ -337,7 +375,8 @@ class Controller:
         parallelism = update.effective_parallelism(total) or 1
         batches = max(1, math.ceil(total / parallelism))
         health = ((new_spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get(
-            "Healthcheck")
+            "Healthcheck"
+        )
         has_hc: bool | None
         interval = retries = start_period = None
         if health and health.get("Test") and health["Test"] != ["NONE"]:
@@ -353,19 +392,34 @@ class Controller:
             retries = int(health.get("Retries") or 3)
             start_period = timedelta(microseconds=int(health.get("StartPeriod") or 0) / 1000)
         ports = (new_spec.get("EndpointSpec") or {}).get("Ports") or []
-        warnings = [f"{w.code}: {w.message}" for w in lint(
-            update, has_healthcheck=has_hc,
-            host_mode_ports=any(p.get("PublishMode") == "host" for p in ports),
-            healthcheck_interval=interval, healthcheck_retries=retries,
-            healthcheck_start_period=start_period)]
+        warnings = [
+            f"{w.code}: {w.message}"
+            for w in lint(
+                update,
+                has_healthcheck=has_hc,
+                host_mode_ports=any(p.get("PublishMode") == "host" for p in ports),
+                healthcheck_interval=interval,
+                healthcheck_retries=retries,
+                healthcheck_start_period=start_period,
+            )
+        ]
         per_batch = 5.0 + update.delay.total_seconds()
         estimate = batches * per_batch + update.monitor.total_seconds()
-        return Plan(current.name, current.image, image_of(new_spec),
-                    diff_specs(current.spec, new_spec), total, batches, update,
-                    round(estimate, 1), warnings)
+        return Plan(
+            current.name,
+            current.image,
+            image_of(new_spec),
+            diff_specs(current.spec, new_spec),
+            total,
+            batches,
+            update,
+            round(estimate, 1),
+            warnings,
+        )
 
-    def _send_update(self, current: ServiceView, new_spec: Mapping[str, Any],
-                     change: ServiceChange) -> list[str]:
+    def _send_update(
+        self, current: ServiceView, new_spec: Mapping[str, Any], change: ServiceChange
+    ) -> list[str]:
         """Send the update at the version we inspected. On "update out of
         sequence" re-inspect: if only the version moved (the engine writes
         its own status), retry; if the spec moved, someone else changed it:
@@ -380,7 +434,8 @@ class Controller:
                     changed = ", ".join(diff_specs(current.spec, fresh.spec)[:8])
                     raise ConcurrentChange(
                         f"service {current.name!r} was changed by another client while we "
-                        f"prepared the update (changed: {changed}); nothing was sent") from None
+                        f"prepared the update (changed: {changed}); nothing was sent"
+                    ) from None
                 service = fresh
         raise VersionConflict(f"service {current.name!r}: update out of sequence, 5 times")
 
@@ -388,62 +443,105 @@ class Controller:
         start = self.clock.monotonic()
         state = current.state
         if state is None or (current.previous_spec is None and not state.rollback):
-            return self._noop(current, start, "no_update_in_progress",
-                              "no update is in progress on this service")
+            return self._noop(
+                current, start, "no_update_in_progress", "no update is in progress on this service"
+            )
         common = dict(total=self._total(current), settings=opts.tracker_settings(), start=start)
         if state.rollback:
             # after the engine's own rollback PreviousSpec is gone: the spec
             # rolled back from is no longer known
             by = rollback_initiator(current)
-            tracker = Tracker(current.name, original_spec=current.spec,
-                              target_spec=current.previous_spec or current.spec, phase="rollback",
-                              rollback_by=by,
-                              **common)  # type: ignore[arg-type]
-            tracker.rollback_reason = rollback_reason(
-                by, current.update_status.message)  # type: ignore[union-attr]
+            tracker = Tracker(
+                current.name,
+                original_spec=current.spec,
+                target_spec=current.previous_spec or current.spec,
+                phase="rollback",
+                rollback_by=by,
+                **common,
+            )  # type: ignore[arg-type]
+            tracker.rollback_reason = rollback_reason(by, current.update_status.message)  # type: ignore[union-attr]
             # tasks that already ended are not failures of this rollback
-            tracker.phase.preexisting = {t.id for t in self.engine.list_tasks(current.id)
-                                         if t.state.terminal}
+            tracker.phase.preexisting = {
+                t.id for t in self.engine.list_tasks(current.id) if t.state.terminal
+            }
         else:
             assert current.previous_spec is not None
-            tracker = Tracker(current.name, original_spec=current.previous_spec,
-                              target_spec=current.spec, **common)  # type: ignore[arg-type]
+            tracker = Tracker(
+                current.name,
+                original_spec=current.previous_spec,
+                target_spec=current.spec,
+                **common,
+            )  # type: ignore[arg-type]
             # tasks created before this update began (an earlier attempt at
             # the same spec) are not its failures; both times are the engine's
             begun = current.update_status.started_at if current.update_status else None
             if begun is not None:
                 tracker.phase.preexisting = {
-                    t.id for t in self.engine.list_tasks(current.id)
-                    if t.created_at is not None and t.created_at < begun}
+                    t.id
+                    for t in self.engine.list_tasks(current.id)
+                    if t.created_at is not None and t.created_at < begun
+                }
         return self._follow(tracker, current, current, opts, "watch", [])
 
-    def _noop(self, current: ServiceView, start: float, code: str, message: str,
-              after: ServiceView | None = None) -> RolloutResult:
+    def _noop(
+        self,
+        current: ServiceView,
+        start: float,
+        code: str,
+        message: str,
+        after: ServiceView | None = None,
+    ) -> RolloutResult:
         after = after or current
         result = RolloutResult(
-            service=current.name, outcome=Outcome.COMPLETED, reason=Reason(code, message),
-            started_at=self.clock.now(), duration_s=round(self.clock.monotonic() - start, 3),
-            image_before=current.image, image_target=after.image, image_after=after.image,
-            version_before=current.version, version_after=after.version,
-            total=self._total(current))
-        self._emit(current.name, RolloutFinished(current.name, result.duration_s, "completed",
-                                                 code, message, result))
+            service=current.name,
+            outcome=Outcome.COMPLETED,
+            reason=Reason(code, message),
+            started_at=self.clock.now(),
+            duration_s=round(self.clock.monotonic() - start, 3),
+            image_before=current.image,
+            image_target=after.image,
+            image_after=after.image,
+            version_before=current.version,
+            version_after=after.version,
+            total=self._total(current),
+        )
+        self._emit(
+            current.name,
+            RolloutFinished(current.name, result.duration_s, "completed", code, message, result),
+        )
         return result
 
     # -- the loop ---------------------------------------------------------------
 
-    def _follow(self, tracker: Tracker, before: ServiceView, target: ServiceView,
-                opts: RolloutOptions, phase: str, warnings: list[str]) -> RolloutResult:
+    def _follow(
+        self,
+        tracker: Tracker,
+        before: ServiceView,
+        target: ServiceView,
+        opts: RolloutOptions,
+        phase: str,
+        warnings: list[str],
+    ) -> RolloutResult:
         name = before.name
         started_at = self.clock.now()
         update = tracker.update_config
         before_image, after_image = image_of(tracker.original_spec), image_of(tracker.target_spec)
         if tracker.in_rollback:
             before_image, after_image = after_image, before_image
-        self._emit(name, RolloutStarted(
-            name, 0.0, phase, image_before=before_image,
-            image_after=after_image, version=target.version,
-            total=tracker.total, parallelism=update.parallelism, order=update.order.value))
+        self._emit(
+            name,
+            RolloutStarted(
+                name,
+                0.0,
+                phase,
+                image_before=before_image,
+                image_after=after_image,
+                version=target.version,
+                total=tracker.total,
+                parallelism=update.parallelism,
+                order=update.order.value,
+            ),
+        )
         nodes: dict[str, str] = {}
         down: set[str] = set()
         drained: set[str] = set()
@@ -456,8 +554,10 @@ class Controller:
         service = target
         tasks: list[TaskView] = []
         cadence = _TaskCadence(poll)
-        removed = Finish(Outcome.SUPERSEDED, Reason(
-            "service_removed", "the service was removed while we watched it"))
+        removed = Finish(
+            Outcome.SUPERSEDED,
+            Reason("service_removed", "the service was removed while we watched it"),
+        )
         while True:
             now = self.clock.monotonic()
             try:
@@ -473,8 +573,11 @@ class Controller:
                 # so that a pause can be told to be a drain's doing)
                 status = service.update_status
                 state = status.state if status is not None else None
-                if (now - nodes_listed >= _NODE_REFRESH or state != state_seen
-                        or any(t.node_id and t.node_id not in nodes for t in tasks)):
+                if (
+                    now - nodes_listed >= _NODE_REFRESH
+                    or state != state_seen
+                    or any(t.node_id and t.node_id not in nodes for t in tasks)
+                ):
                     listed = self.engine.list_nodes()
                     nodes = {n.id: n.hostname for n in listed}
                     down = {n.id for n in listed if n.state == "down"}
@@ -482,13 +585,18 @@ class Controller:
                     nodes_listed, state_seen = now, state
                 outage_since = None
             except ServiceNotFound:
-                return self._finish(tracker, before, service, tasks, nodes, removed,
-                                    started_at, warnings)
+                return self._finish(
+                    tracker, before, service, tasks, nodes, removed, started_at, warnings
+                )
             except EngineUnavailable as exc:
                 outage_since = outage_since if outage_since is not None else now
                 down_for = now - outage_since
-                self._emit(name, EngineUnreachable(name, round(now - tracker.start, 3), str(exc),
-                                                   round(down_for, 3)))
+                self._emit(
+                    name,
+                    EngineUnreachable(
+                        name, round(now - tracker.start, 3), str(exc), round(down_for, 3)
+                    ),
+                )
                 if down_for > opts.engine_outage.total_seconds():
                     raise
                 self.clock.sleep(poll)
@@ -512,12 +620,14 @@ class Controller:
                     action = removed
                 cadence.service_changed()  # what we hold predates our rollback
             if isinstance(action, Finish):
-                return self._finish(tracker, before, service, tasks, nodes, action, started_at,
-                                    warnings)
+                return self._finish(
+                    tracker, before, service, tasks, nodes, action, started_at, warnings
+                )
             self.clock.sleep(max(0.0, poll - (self.clock.monotonic() - now)))
 
-    def _request_rollback(self, tracker: Tracker, action: RequestRollback,
-                          service: ServiceView) -> None:
+    def _request_rollback(
+        self, tracker: Tracker, action: RequestRollback, service: ServiceView
+    ) -> None:
         """Send one rollback, guarded by the version we just saw. If the
         engine moved in between (its own rollback, or another client), we do
         not send anything: the next observation tells what happened."""
@@ -540,28 +650,54 @@ class Controller:
         for event in step.events:
             self._emit(tracker.service, event)
 
-    def _finish(self, tracker: Tracker, before: ServiceView, service: ServiceView,
-                tasks: Sequence[TaskView], nodes: Mapping[str, str], action: Finish,
-                started_at: Any, warnings: list[str]) -> RolloutResult:
+    def _finish(
+        self,
+        tracker: Tracker,
+        before: ServiceView,
+        service: ServiceView,
+        tasks: Sequence[TaskView],
+        nodes: Mapping[str, str],
+        action: Finish,
+        started_at: Any,
+        warnings: list[str],
+    ) -> RolloutResult:
         placement: dict[str, list[str]] = {}
         for task in tasks:
             if task.desired_state.value == "running" or task.running:
                 node = nodes.get(task.node_id, task.node_id[:12] or "unassigned")
                 placement.setdefault(node, []).append(
                     f"{task.id[:12]} {task.image} {task.state.value}"
-                    + (f" ({task.error})" if task.error else ""))
+                    + (f" ({task.error})" if task.error else "")
+                )
         result = RolloutResult(
-            service=before.name, outcome=action.outcome, reason=action.reason,
+            service=before.name,
+            outcome=action.outcome,
+            reason=action.reason,
             started_at=started_at,
             duration_s=round(self.clock.monotonic() - tracker.start, 3),
-            image_before=image_of(tracker.original_spec), image_target=image_of(
-                tracker.target_spec), image_after=service.image,
-            version_before=before.version, version_after=service.version,
-            batches=tracker.batches, failures=tracker.failures, total=tracker.total,
-            rollback_by=tracker.rollback_by, warnings=warnings, placement=placement)
-        self._emit(before.name, RolloutFinished(before.name, result.duration_s,
-                                                result.outcome.value, result.code,
-                                                result.reason.message, result))
+            image_before=image_of(tracker.original_spec),
+            image_target=image_of(tracker.target_spec),
+            image_after=service.image,
+            version_before=before.version,
+            version_after=service.version,
+            batches=tracker.batches,
+            failures=tracker.failures,
+            total=tracker.total,
+            rollback_by=tracker.rollback_by,
+            warnings=warnings,
+            placement=placement,
+        )
+        self._emit(
+            before.name,
+            RolloutFinished(
+                before.name,
+                result.duration_s,
+                result.outcome.value,
+                result.code,
+                result.reason.message,
+                result,
+            ),
+        )
         return result
 
     def _emit(self, service: str, event: Event) -> None:
@@ -580,5 +716,3 @@ class Controller:
                 hook(event)
             except Exception:
                 log.exception("hook_failed", service=service, hook=repr(hook))
-
-

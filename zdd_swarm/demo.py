@@ -41,13 +41,21 @@ def deploy_v1(client: Any, lab: Lab, replicas: int, console: Console) -> None:
             time.sleep(2)
     console.print(f"deploying {SERVICE} v1: {replicas} replicas")
     client.services.create(
-        lab.image("v1"), name=SERVICE, networks=[lab.network],
+        lab.image("v1"),
+        name=SERVICE,
+        networks=[lab.network],
         mode=ServiceMode("replicated", replicas=replicas),
         endpoint_spec=EndpointSpec(mode="dnsrr"),
-        labels={"app": "demo"}, env=["GREETING=hello"],
+        labels={"app": "demo"},
+        env=["GREETING=hello"],
         restart_policy=RestartPolicy(condition="any", delay=1_000_000_000),
-        update_config=UpdateConfig(parallelism=2, order="start-first", delay=1_000_000_000,
-                                   monitor=5_000_000_000, failure_action="pause"),
+        update_config=UpdateConfig(
+            parallelism=2,
+            order="start-first",
+            delay=1_000_000_000,
+            monitor=5_000_000_000,
+            failure_action="pause",
+        ),
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -72,19 +80,29 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     lab = Lab(nodes=args.nodes)
     info = lab.up()
-    console.print(f"lab up: {len(info.nodes)} nodes, registry {info.registry} "
-                  f"({time.monotonic() - started:.1f}s)")
+    console.print(
+        f"lab up: {len(info.nodes)} nodes, registry {info.registry} "
+        f"({time.monotonic() - started:.1f}s)"
+    )
     client: Any = docker.DockerClient(base_url=lab.docker_host)
     deploy_v1(client, lab, args.replicas, console)
 
-    controller = Controller(DockerEngine(lab.docker_host), hooks=[ProgressDisplay()],
-                            options=RolloutOptions(task_deadline="60s"))
+    controller = Controller(
+        DockerEngine(lab.docker_host),
+        hooks=[ProgressDisplay()],
+        options=RolloutOptions(task_deadline="60s"),
+    )
     results: list[tuple[str, RolloutResult]] = []
     console.rule("release v2 (good), start-first, parallelism 2")
-    good = controller.update(SERVICE, ServiceChange(
-        image=lab.image("v2"),
-        update_config=ZUpdateConfig(parallelism=2, order=Order.START_FIRST, delay="1s",
-                                    monitor="5s")))
+    good = controller.update(
+        SERVICE,
+        ServiceChange(
+            image=lab.image("v2"),
+            update_config=ZUpdateConfig(
+                parallelism=2, order=Order.START_FIRST, delay="1s", monitor="5s"
+            ),
+        ),
+    )
     results.append(("v2", good))
     render_result(good, console)
 
@@ -97,13 +115,21 @@ def main(argv: list[str] | None = None) -> int:
     for column in ("release", "outcome", "reason", "batches", "duration", "image now"):
         table.add_column(column)
     for release, result in results:
-        table.add_row(release, result.outcome.value, result.reason.code,
-                      str(len(result.batches)), f"{result.duration_s:.1f}s", result.image_after)
+        table.add_row(
+            release,
+            result.outcome.value,
+            result.reason.code,
+            str(len(result.batches)),
+            f"{result.duration_s:.1f}s",
+            result.image_after,
+        )
     console.print(table)
     ok = good.outcome is Outcome.COMPLETED and bad.outcome is Outcome.ROLLED_BACK
-    console.print(f"demo {'OK' if ok else 'NOT as expected'} in "
-                  f"{time.monotonic() - started:.0f}s; the lab stays up "
-                  f"(`python -m zdd_swarm.lab down` removes it)")
+    console.print(
+        f"demo {'OK' if ok else 'NOT as expected'} in "
+        f"{time.monotonic() - started:.0f}s; the lab stays up "
+        f"(`python -m zdd_swarm.lab down` removes it)"
+    )
     return 0 if ok else 1
 
 

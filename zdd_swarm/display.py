@@ -44,9 +44,14 @@ class ProgressDisplay:
             return
         if self._progress is None:
             self._progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
-                console=self.console, transient=False)
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[failed]} failed"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=False,
+            )
             self._progress.start()
         if phase not in self._bars:
             self._bars[phase] = self._progress.add_task(phase, total=total, failed=0)
@@ -60,9 +65,11 @@ class ProgressDisplay:
     def __call__(self, event: events.Event) -> None:
         t = f"[{event.elapsed:6.1f}s]"
         if isinstance(event, events.RolloutStarted):
-            self._line(f"{t} {event.service}: {event.phase} {event.image_before} -> "
-                       f"{event.image_after}, {event.total} tasks, parallelism "
-                       f"{event.parallelism or 'all'}, {event.order}")
+            self._line(
+                f"{t} {event.service}: {event.phase} {event.image_before} -> "
+                f"{event.image_after}, {event.total} tasks, parallelism "
+                f"{event.parallelism or 'all'}, {event.order}"
+            )
             self._bar(event.phase if event.phase != "watch" else "update", event.total)
         elif isinstance(event, events.BatchStarted):
             self._line(f"{t} {event.phase} batch {event.batch + 1} started")
@@ -70,13 +77,17 @@ class ProgressDisplay:
             took = f" after {event.seconds_to_running:.1f}s" if event.seconds_to_running else ""
             self._line(f"{t}   task {event.task_id[:12]} running on {event.node}{took}")
         elif isinstance(event, events.TaskFailed):
-            self._line(f"{t}   task {event.task_id[:12]} on {event.node} FAILED "
-                       f"({event.cause}): {event.error or event.state}")
+            self._line(
+                f"{t}   task {event.task_id[:12]} on {event.node} FAILED "
+                f"({event.cause}): {event.error or event.state}"
+            )
         elif isinstance(event, events.GateFailed):
             self._line(f"{t}   gate {event.gate} FAILED on batch {event.batch + 1}: {event.detail}")
         elif isinstance(event, events.BatchCompleted):
-            self._line(f"{t} batch {event.batch + 1} healthy through its monitor window "
-                       f"({event.seconds:.1f}s)")
+            self._line(
+                f"{t} batch {event.batch + 1} healthy through its monitor window "
+                f"({event.seconds:.1f}s)"
+            )
         elif isinstance(event, events.ThresholdCrossed):
             self._line(f"{t} THRESHOLD CROSSED ({event.code}): {event.reason} -> {event.action}")
         elif isinstance(event, events.RollbackStarted):
@@ -87,31 +98,41 @@ class ProgressDisplay:
         elif isinstance(event, events.Progress):
             if self._progress is not None:
                 self._bar(event.phase, event.total)
-                self._progress.update(self._bars[event.phase], completed=event.running,
-                                      total=event.total, failed=event.failed)
+                self._progress.update(
+                    self._bars[event.phase],
+                    completed=event.running,
+                    total=event.total,
+                    failed=event.failed,
+                )
         elif isinstance(event, events.RolloutFinished):
             self.close()
-            self._line(f"{t} {event.service}: {event.outcome.upper()} ({event.code}): "
-                       f"{event.reason}")
+            self._line(
+                f"{t} {event.service}: {event.outcome.upper()} ({event.code}): {event.reason}"
+            )
 
 
 def render_result(result: RolloutResult, console: Console) -> None:
     """A short summary: outcome, batches, durations."""
-    console.print(f"\n{result.service}: [bold]{result.outcome.value}[/bold] "
-                  f"(exit {result.exit_code}) in {result.duration_s:.1f}s")
+    console.print(
+        f"\n{result.service}: [bold]{result.outcome.value}[/bold] "
+        f"(exit {result.exit_code}) in {result.duration_s:.1f}s"
+    )
     console.print(f"  reason: {result.reason.message} [{result.reason.code}]", markup=False)
-    console.print(f"  image: {result.image_before} -> target {result.image_target}; "
-                  f"now {result.image_after}", markup=False)
+    console.print(
+        f"  image: {result.image_before} -> target {result.image_target}; now {result.image_after}",
+        markup=False,
+    )
     for batch in result.batches:
         took = ""
         if batch.running_at is not None:
             took = f", running after {batch.running_at - batch.started_at:.1f}s"
         state = "FAILED" if batch.failed else ("ok" if batch.completed_at is not None else "-")
-        console.print(f"  {batch.phase} batch {batch.index + 1}: {len(batch.tasks)} tasks, "
-                      f"{state}{took}", markup=False)
+        console.print(
+            f"  {batch.phase} batch {batch.index + 1}: {len(batch.tasks)} tasks, {state}{took}",
+            markup=False,
+        )
         for task in batch.tasks:
             extra = f" {task.failure}: {task.error}" if task.failure else ""
-            console.print(f"    {task.id[:12]} {task.node:<10} {task.state}{extra}",
-                          markup=False)
+            console.print(f"    {task.id[:12]} {task.node:<10} {task.state}{extra}", markup=False)
     for warning in result.warnings:
         console.print(f"  warning: {warning}", markup=False)

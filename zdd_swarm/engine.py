@@ -150,8 +150,10 @@ class DockerEngine:
                     # the API version is asked of the engine only once the
                     # CA is settled (docker-py would ask while constructing)
                     client = docker.from_env(
-                        environment=environment, timeout=int(self._timeout),
-                        version=docker.constants.MINIMUM_DOCKER_API_VERSION)
+                        environment=environment,
+                        timeout=int(self._timeout),
+                        version=docker.constants.MINIMUM_DOCKER_API_VERSION,
+                    )
                     api: Any = client.api  # private members, untyped in the stubs
                     _keep_engine_ca(api)
                     api._version = api._retrieve_server_version()
@@ -266,8 +268,9 @@ def _keep_engine_ca(api: Any) -> None:
         return
     merge = api.merge_environment_settings
 
-    def merge_keeping_ca(url: str, proxies: Any, stream: Any, verify: Any,
-                         cert: Any) -> dict[str, Any]:
+    def merge_keeping_ca(
+        url: str, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
         settings: dict[str, Any] = merge(url, proxies, stream, verify, cert)
         settings["verify"] = ca if verify is None else verify
         return settings
@@ -298,9 +301,7 @@ def _mapped_errors() -> Iterator[None]:
         if "update out of sequence" in message:
             raise VersionConflict(message) from exc
         if "not a swarm manager" in message or "swarm mode" in message.lower():
-            raise NotAManager(
-                f"the engine is not a swarm manager: {message}"
-            ) from exc
+            raise NotAManager(f"the engine is not a swarm manager: {message}") from exc
         raise EngineAPIError(message, status) from exc
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, OSError) as exc:
         raise EngineUnavailable(f"cannot reach the Docker engine: {exc}") from exc
@@ -309,11 +310,13 @@ def _mapped_errors() -> Iterator[None]:
         # version; anything else (bad TLS settings, no paramiko for ssh://)
         # is a configuration problem that no retry will fix.
         if isinstance(exc.__context__, requests.exceptions.RequestException) or (
-                "Error while fetching server API version" in str(exc)):
+            "Error while fetching server API version" in str(exc)
+        ):
             raise EngineUnavailable(f"cannot reach the Docker engine: {exc}") from exc
         if "Install paramiko" in str(exc):
-            raise EngineAPIError("ssh:// engines need the docker SDK's SSH transport: "
-                                 "pip install 'zdd-swarm[ssh]'") from exc
+            raise EngineAPIError(
+                "ssh:// engines need the docker SDK's SSH transport: pip install 'zdd-swarm[ssh]'"
+            ) from exc
         raise EngineAPIError(f"cannot use the Docker engine: {exc}") from exc
     except Exception as exc:
         # ssh:// goes through paramiko, whose errors (unknown host key,

@@ -147,5 +147,9 @@ class RolloutFinished(Event):
     result: RolloutResult | None = field(default=None, repr=False, compare=False)
 
     def fields(self) -> dict[str, Any]:
-        return {"outcome": self.outcome, "code": self.code, "reason": self.reason,
-                "elapsed": self.elapsed}
+        return {
+            "outcome": self.outcome,
+            "code": self.code,
+            "reason": self.reason,
+            "elapsed": self.elapsed,
+        }

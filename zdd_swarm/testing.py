@@ -141,15 +141,19 @@ class FakeEngine:
     def behave(self, image: str, behaviour: ImageBehaviour) -> None:
         self.behaviours[image] = behaviour
 
-    def add_service(self, name: str, image: str, replicas: int = 3,
-                    update_config: UpdateConfig | None = None,
-                    rollback_config: RollbackConfig | None = None,
-                    extra: Mapping[str, Any] | None = None) -> str:
+    def add_service(
+        self,
+        name: str,
+        image: str,
+        replicas: int = 3,
+        update_config: UpdateConfig | None = None,
+        rollback_config: RollbackConfig | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> str:
         spec: dict[str, Any] = {
             "Name": name,
             "Labels": {"team": "web"},
-            "TaskTemplate": {"ContainerSpec": {"Image": image, "Env": ["A=1"]},
-                             "ForceUpdate": 0},
+            "TaskTemplate": {"ContainerSpec": {"Image": image, "Env": ["A=1"]}, "ForceUpdate": 0},
             "Mode": {"Replicated": {"Replicas": replicas}},
             "UpdateConfig": (update_config or UpdateConfig()).to_api(),
             "RollbackConfig": (rollback_config or RollbackConfig()).to_api(),
@@ -186,12 +190,15 @@ class FakeEngine:
         self._api()
         found = self._find(service)
         self._advance(found)
-        return ServiceView.from_api({
-            "ID": found.id, "Version": {"Index": found.version},
-            "Spec": copy.deepcopy(found.spec),
-            "PreviousSpec": copy.deepcopy(found.previous),
-            "UpdateStatus": copy.deepcopy(found.status),
-        })
+        return ServiceView.from_api(
+            {
+                "ID": found.id,
+                "Version": {"Index": found.version},
+                "Spec": copy.deepcopy(found.spec),
+                "PreviousSpec": copy.deepcopy(found.previous),
+                "UpdateStatus": copy.deepcopy(found.status),
+            }
+        )
 
     def list_tasks(self, service_id: str) -> list[TaskView]:
         self._api()
@@ -201,11 +208,14 @@ class FakeEngine:
 
     def list_nodes(self) -> list[NodeView]:
         self._api()
-        return [NodeView(n, n, "down" if n in self.down_nodes else "ready", "active", "worker")
-                for n in self.nodes]
+        return [
+            NodeView(n, n, "down" if n in self.down_nodes else "ready", "active", "worker")
+            for n in self.nodes
+        ]
 
-    def update_service(self, service: ServiceView, spec: Mapping[str, Any], *,
-                       rollback: bool = False) -> list[str]:
+    def update_service(
+        self, service: ServiceView, spec: Mapping[str, Any], *, rollback: bool = False
+    ) -> list[str]:
         self._api()
         current = self._find(service.id)
         self._advance(current)
@@ -220,8 +230,9 @@ class FakeEngine:
         else:
             self.updates.append((current.id, "update", image_of(spec)))
             current.previous = current.spec
-            self._start(current, copy.deepcopy(dict(spec)), rollback=False,
-                        message="update in progress")
+            self._start(
+                current, copy.deepcopy(dict(spec)), rollback=False, message="update in progress"
+            )
         return []
 
     def resolve_digest(self, image: str) -> str:
@@ -242,16 +253,23 @@ class FakeEngine:
     def _new_task(self, service: _Service, slot: int, spec: Mapping[str, Any]) -> _Task:
         # by slot, round the nodes; the scheduler places nothing on a down node
         up = [n for n in self.nodes if n not in self.down_nodes] or self.nodes
-        task = _Task(next(self.ids), slot, up[(slot - 1) % len(up)],
-                     copy.deepcopy(dict(spec["TaskTemplate"])), self.clock.t, "starting")
+        task = _Task(
+            next(self.ids),
+            slot,
+            up[(slot - 1) % len(up)],
+            copy.deepcopy(dict(spec["TaskTemplate"])),
+            self.clock.t,
+            "starting",
+        )
         self.tasks[service.id].append(task)
         return task
 
     def _behaviour(self, task: _Task) -> ImageBehaviour:
         return self.behaviours.get(str(task.spec["ContainerSpec"]["Image"]), ImageBehaviour())
 
-    def _start(self, service: _Service, spec: dict[str, Any], *, rollback: bool,
-               message: str) -> None:
+    def _start(
+        self, service: _Service, spec: dict[str, Any], *, rollback: bool, message: str
+    ) -> None:
         service.spec = spec
         service.version += 1
         config: UpdateConfig | RollbackConfig
@@ -260,13 +278,22 @@ class FakeEngine:
         else:
             config = UpdateConfig.from_api(spec.get("UpdateConfig"))
         key = canonical(spec["TaskTemplate"])
-        slots = sorted({t.slot for t in self.tasks[service.id] if t.desired == "running"
-                        and canonical(t.spec) != key})
-        service.status = {"State": "rollback_started" if rollback else "updating",
-                          "Message": message, "StartedAt": self.clock.now().isoformat()}
+        slots = sorted(
+            {
+                t.slot
+                for t in self.tasks[service.id]
+                if t.desired == "running" and canonical(t.spec) != key
+            }
+        )
+        service.status = {
+            "State": "rollback_started" if rollback else "updating",
+            "Message": message,
+            "StartedAt": self.clock.now().isoformat(),
+        }
         parallelism = config.parallelism or max(len(slots), 1)
-        service.updater = _Updater(spec, config, rollback, slots, len(slots),
-                                   workers=[(None, self.clock.t)] * parallelism)
+        service.updater = _Updater(
+            spec, config, rollback, slots, len(slots), workers=[(None, self.clock.t)] * parallelism
+        )
         self._advance(service)
 
     def _advance(self, service: _Service) -> None:
@@ -289,8 +316,10 @@ class FakeEngine:
             b = self._behaviour(task)
             age = now - task.created
             if b.reject and task.state != "rejected":
-                task.state, task.error = "rejected", "No such image: " + str(
-                    task.spec["ContainerSpec"]["Image"])
+                task.state, task.error = (
+                    "rejected",
+                    "No such image: " + str(task.spec["ContainerSpec"]["Image"]),
+                )
                 task.changed_at = now
                 changed = True
             elif b.fail_after is not None and age >= b.fail_after:
@@ -311,17 +340,29 @@ class FakeEngine:
         # restart failed tasks of the current spec (restart policy, 5 s delay)
         for task in list(tasks):
             due = task.created + _RESTART_DELAY + (self._behaviour(task).fail_after or 0)
-            if (task.state in ("failed", "rejected") and not task.restarted
-                    and canonical(task.spec) == key and task.desired == "running"
-                    and now >= due):
+            if (
+                task.state in ("failed", "rejected")
+                and not task.restarted
+                and canonical(task.spec) == key
+                and task.desired == "running"
+                and now >= due
+            ):
                 task.restarted, task.desired = True, "shutdown"
                 self._new_task(service, task.slot, service.spec)
                 changed = True
         # start-first: retire the old task of a slot once its new task runs
         for task in tasks:
-            if task.desired == "running" and canonical(task.spec) != key and any(
-                    t.slot == task.slot and t.state == "running" and t.desired == "running"
-                    and canonical(t.spec) == key for t in tasks):
+            if (
+                task.desired == "running"
+                and canonical(task.spec) != key
+                and any(
+                    t.slot == task.slot
+                    and t.state == "running"
+                    and t.desired == "running"
+                    and canonical(t.spec) == key
+                    for t in tasks
+                )
+            ):
                 task.desired, task.state, task.changed_at = "shutdown", "shutdown", now
                 changed = True
         updater = service.updater
@@ -354,10 +395,10 @@ class FakeEngine:
             updater.done_at = now + monitor
             changed = True
         if updater.done_at is not None and now >= updater.done_at:
-            service.status["State"] = ("rollback_completed" if updater.rollback
-                                       else "completed")
-            service.status["Message"] = ("rollback completed" if updater.rollback
-                                         else "update completed")
+            service.status["State"] = "rollback_completed" if updater.rollback else "completed"
+            service.status["Message"] = (
+                "rollback completed" if updater.rollback else "update completed"
+            )
             service.status["CompletedAt"] = self.clock.now().isoformat()
             service.updater = None
             service.version += 1  # the engine writes its status like any change
@@ -368,8 +409,10 @@ class FakeEngine:
         updater = service.updater
         if updater is None or task.id not in updater.created or task.id in updater.failures:
             return
-        if service.status is None or service.status["State"] not in ("updating",
-                                                                     "rollback_started"):
+        if service.status is None or service.status["State"] not in (
+            "updating",
+            "rollback_started",
+        ):
             return
         monitor = updater.config.monitor.total_seconds()
         if task.running_at is not None and now - task.running_at > monitor:
@@ -380,24 +423,41 @@ class FakeEngine:
         action = updater.config.failure_action.value
         if action == "pause" or (action == "rollback" and updater.rollback):
             service.status["State"] = "rollback_paused" if updater.rollback else "paused"
-            service.status["Message"] = (f"{'rollback' if updater.rollback else 'update'} paused "
-                                         f"due to failure or early termination of task {task.id}")
+            service.status["Message"] = (
+                f"{'rollback' if updater.rollback else 'update'} paused "
+                f"due to failure or early termination of task {task.id}"
+            )
             service.updater = None
             service.version += 1
         elif action == "rollback" and service.previous is not None:
             new_spec, service.previous = service.previous, None
-            self._start(service, new_spec, rollback=True,
-                        message=f"update rolled back due to failure or early termination "
-                                f"of task {task.id}")
+            self._start(
+                service,
+                new_spec,
+                rollback=True,
+                message=f"update rolled back due to failure or early termination of task {task.id}",
+            )
 
     def _task_json(self, service: _Service, task: _Task) -> dict[str, Any]:
         created = _EPOCH + timedelta(seconds=task.created)
         return {
-            "ID": task.id, "ServiceID": service.id, "Slot": task.slot, "NodeID": task.node,
-            "CreatedAt": created.isoformat(), "Spec": copy.deepcopy(task.spec),
+            "ID": task.id,
+            "ServiceID": service.id,
+            "Slot": task.slot,
+            "NodeID": task.node,
+            "CreatedAt": created.isoformat(),
+            "Spec": copy.deepcopy(task.spec),
             "DesiredState": task.desired,
-            "Status": {"State": task.state, "Err": task.error, "Message": task.state,
-                       "Timestamp": (_EPOCH + timedelta(seconds=task.created if task.changed_at
-                                                        is None else task.changed_at)).isoformat(),
-                       "ContainerStatus": {"ExitCode": task.exit_code}},
+            "Status": {
+                "State": task.state,
+                "Err": task.error,
+                "Message": task.state,
+                "Timestamp": (
+                    _EPOCH
+                    + timedelta(
+                        seconds=task.created if task.changed_at is None else task.changed_at
+                    )
+                ).isoformat(),
+                "ContainerStatus": {"ExitCode": task.exit_code},
+            },
         }

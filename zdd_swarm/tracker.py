@@ -230,8 +230,13 @@ class Tracker:
         update = UpdateConfig.from_api(target_spec.get("UpdateConfig"))
         self.update_config = update
         self.phase = _Phase(
-            "update", target_spec, update.parallelism, update.monitor,
-            update.max_failure_ratio, total, start,
+            "update",
+            target_spec,
+            update.parallelism,
+            update.monitor,
+            update.max_failure_ratio,
+            total,
+            start,
         )
         self.update_phase = self.phase
         self.rollback_phase: _Phase | None = None
@@ -276,20 +281,36 @@ class Tracker:
         self.rollback_reason = reason
         rollback = RollbackConfig.from_api(self.original_spec.get("RollbackConfig"))
         self.rollback_phase = _Phase(
-            "rollback", self.original_spec, rollback.parallelism, rollback.monitor,
-            rollback.max_failure_ratio, self.total, now,
+            "rollback",
+            self.original_spec,
+            rollback.parallelism,
+            rollback.monitor,
+            rollback.max_failure_ratio,
+            self.total,
+            now,
         )
         self.rollback_phase.preexisting = set(self._seen_ids)
         self.phase = self.rollback_phase
         step.events.append(
-            RollbackStarted(self.service, self._elapsed(now), by=by, reason=reason.message,
-                            method=method or ("engine-rollback" if by != "zdd_swarm" else ""))
+            RollbackStarted(
+                self.service,
+                self._elapsed(now),
+                by=by,
+                reason=reason.message,
+                method=method or ("engine-rollback" if by != "zdd_swarm" else ""),
+            )
         )
         return step
 
-    def observe(self, now: float, service: ServiceView, tasks: Sequence[TaskView],
-                nodes: Mapping[str, str], down_nodes: AbstractSet[str] = frozenset(),
-                drained_nodes: AbstractSet[str] = frozenset()) -> Step:
+    def observe(
+        self,
+        now: float,
+        service: ServiceView,
+        tasks: Sequence[TaskView],
+        nodes: Mapping[str, str],
+        down_nodes: AbstractSet[str] = frozenset(),
+        drained_nodes: AbstractSet[str] = frozenset(),
+    ) -> Step:
         """One observation. ``nodes`` maps node IDs to hostnames;
         ``down_nodes`` and ``drained_nodes`` hold the IDs of the nodes the
         manager reports down, and drained."""
@@ -318,8 +339,10 @@ class Tracker:
 
         phase = self.phase
         self._follow_tasks(step, now, phase, tasks, nodes, down_nodes)
-        if (state in (UpdateState.COMPLETED, UpdateState.ROLLBACK_COMPLETED)
-                and not self.settings.gate_names):
+        if (
+            state in (UpdateState.COMPLETED, UpdateState.ROLLBACK_COMPLETED)
+            and not self.settings.gate_names
+        ):
             # The engine completes only after waiting out monitor on the last
             # task it started, by its own clock; without gates to sample,
             # our windows (opened when we saw each task RUNNING, up to a few
@@ -352,9 +375,11 @@ class Tracker:
         changed = diff_specs(self.phase_target, service.spec)
         step.action = Finish(
             Outcome.SUPERSEDED,
-            Reason("superseded",
-                   f"the service was changed by another client (version {service.version}; "
-                   f"changed: {', '.join(changed[:8]) or 'spec'}); not overwriting it"),
+            Reason(
+                "superseded",
+                f"the service was changed by another client (version {service.version}; "
+                f"changed: {', '.join(changed[:8]) or 'spec'}); not overwriting it",
+            ),
         )
         return step
 
@@ -362,8 +387,15 @@ class Tracker:
     def phase_target(self) -> Mapping[str, Any]:
         return self.original_spec if self.rollback_phase else self.target_spec
 
-    def _follow_tasks(self, step: Step, now: float, phase: _Phase, tasks: Sequence[TaskView],
-                      nodes: Mapping[str, str], down_nodes: AbstractSet[str]) -> None:
+    def _follow_tasks(
+        self,
+        step: Step,
+        now: float,
+        phase: _Phase,
+        tasks: Sequence[TaskView],
+        nodes: Mapping[str, str],
+        down_nodes: AbstractSet[str],
+    ) -> None:
         deadline = self.settings.task_deadline
         if deadline is not None and phase.name == "rollback":
             deadline += OLD_TASK_TIMEOUT
@@ -383,13 +415,26 @@ class Tracker:
                 index = phase.slots.index(slot) // phase.parallelism
                 while len(phase.batches) <= index:
                     batch_no = len(phase.batches)
-                    phase.batches.append(BatchReport(batch_no, phase.name,
-                                                     started_at=self._elapsed(now)))
-                    step.events.append(BatchStarted(self.service, self._elapsed(now), batch_no,
-                                                    (slot,), phase=phase.name))
-                tracked = _Tracked(TaskReport(task.id, slot, node, task.state.value,
-                                              task.desired_state.value,
-                                              seen_at=self._elapsed(now)), index, now)
+                    phase.batches.append(
+                        BatchReport(batch_no, phase.name, started_at=self._elapsed(now))
+                    )
+                    step.events.append(
+                        BatchStarted(
+                            self.service, self._elapsed(now), batch_no, (slot,), phase=phase.name
+                        )
+                    )
+                tracked = _Tracked(
+                    TaskReport(
+                        task.id,
+                        slot,
+                        node,
+                        task.state.value,
+                        task.desired_state.value,
+                        seen_at=self._elapsed(now),
+                    ),
+                    index,
+                    now,
+                )
                 phase.tasks[task.id] = tracked
                 phase.batches[index].tasks.append(tracked.report)
             report = tracked.report
@@ -401,26 +446,41 @@ class Tracker:
                 tracked.running_status_at = task.status_at
                 report.running_at = self._elapsed(now)
                 phase.last_progress = now
-                step.events.append(TaskRunning(self.service, self._elapsed(now), tracked.batch,
-                                               task.id, node, round(now - tracked.seen, 3),
-                                               phase=phase.name))
+                step.events.append(
+                    TaskRunning(
+                        self.service,
+                        self._elapsed(now),
+                        tracked.batch,
+                        task.id,
+                        node,
+                        round(now - tracked.seen, 3),
+                        phase=phase.name,
+                    )
+                )
             if tracked.counted:
                 continue
             cause: str | None = None
             if task.failed or (task.state is TaskState.SHUTDOWN and task.error):
                 if _within_monitor(tracked, task, now, phase.monitor):
                     cause = "failed"
-            elif (tracked.running_at is None and not task.state.terminal
-                  and task.node_id in down_nodes):
+            elif (
+                tracked.running_at is None
+                and not task.state.terminal
+                and task.node_id in down_nodes
+            ):
                 # it cannot start, and Swarm's updater waits for it regardless
                 cause = "node_down"
                 report.error = f"node {node} is down (task {task.state.value})"
-            elif (deadline is not None and tracked.running_at is None
-                  and now - tracked.seen > deadline.total_seconds()):
+            elif (
+                deadline is not None
+                and tracked.running_at is None
+                and now - tracked.seen > deadline.total_seconds()
+            ):
                 cause = "task_deadline"
                 report.error = report.error or (
                     f"not RUNNING after {deadline.total_seconds():g}s (state {task.state.value}"
-                    f"{': ' + task.message if task.message else ''})")
+                    f"{': ' + task.message if task.message else ''})"
+                )
             if cause:
                 tracked.counted = True
                 report.failure = cause
@@ -429,15 +489,29 @@ class Tracker:
                 if tracked.report.slot not in phase.failed_slots:
                     phase.failed_slots.add(tracked.report.slot)
                     phase.failures += 1
-                step.events.append(TaskFailed(self.service, self._elapsed(now), tracked.batch,
-                                              task.id, node, task.state.value, report.error,
-                                              task.exit_code, cause, phase=phase.name))
+                step.events.append(
+                    TaskFailed(
+                        self.service,
+                        self._elapsed(now),
+                        tracked.batch,
+                        task.id,
+                        node,
+                        task.state.value,
+                        report.error,
+                        task.exit_code,
+                        cause,
+                        phase=phase.name,
+                    )
+                )
 
     def _close_windows(self, step: Step, now: float, phase: _Phase) -> None:
         for index, batch in enumerate(phase.batches):
             expected = phase.batch_size(index)
-            running = [t for t in phase.tasks.values()
-                       if t.batch == index and t.running_at is not None and not t.counted]
+            running = [
+                t
+                for t in phase.tasks.values()
+                if t.batch == index and t.running_at is not None and not t.counted
+            ]
             if batch.running_at is None and expected and len(running) >= expected:
                 batch.running_at = self._elapsed(now)
                 reports = {g: GateReport(g, None) for g in self.settings.gate_names}
@@ -454,10 +528,19 @@ class Tracker:
                     ratio = report.successes / report.samples if report.samples else 0.0
                     report.passed = report.samples > 0 and ratio >= need
                     if not report.passed:
-                        report.detail = (f"{report.successes}/{report.samples} samples passed "
-                                         f"(need {need:.0%}); last: {report.detail or 'no sample'}")
-                        step.events.append(GateFailed(self.service, self._elapsed(now),
-                                                      window.batch, report.gate, report.detail))
+                        report.detail = (
+                            f"{report.successes}/{report.samples} samples passed "
+                            f"(need {need:.0%}); last: {report.detail or 'no sample'}"
+                        )
+                        step.events.append(
+                            GateFailed(
+                                self.service,
+                                self._elapsed(now),
+                                window.batch,
+                                report.gate,
+                                report.detail,
+                            )
+                        )
             done = all(r.passed is not None for r in window.reports.values())
             if now >= window.end or (done and any(not r.passed for r in window.reports.values())):
                 window.closed = True
@@ -465,26 +548,42 @@ class Tracker:
                     if report.passed is None:
                         report.passed = report.samples > 0 and (
                             report.successes / report.samples
-                            >= self.settings.gate_min_ratio.get(report.gate, 1.0))
+                            >= self.settings.gate_min_ratio.get(report.gate, 1.0)
+                        )
                 if not batch.failed:
                     batch.completed_at = self._elapsed(now)
-                    step.events.append(BatchCompleted(self.service, self._elapsed(now),
-                                                      window.batch,
-                                                      round(batch.completed_at - batch.started_at,
-                                                            3)))
+                    step.events.append(
+                        BatchCompleted(
+                            self.service,
+                            self._elapsed(now),
+                            window.batch,
+                            round(batch.completed_at - batch.started_at, 3),
+                        )
+                    )
 
     def _progress(self, step: Step, now: float, phase: _Phase, tasks: Sequence[TaskView]) -> None:
         running = self._running_of(phase, tasks)
         counts = (running, phase.failures)
         if counts != phase.last_counts:
             phase.last_counts = counts
-            step.events.append(Progress(self.service, self._elapsed(now), phase.name, running,
-                                        phase.total, phase.failures))
+            step.events.append(
+                Progress(
+                    self.service,
+                    self._elapsed(now),
+                    phase.name,
+                    running,
+                    phase.total,
+                    phase.failures,
+                )
+            )
 
     @staticmethod
     def _running_of(phase: _Phase, tasks: Sequence[TaskView]) -> int:
-        return sum(1 for t in tasks if t.spec_key == phase.task_key and t.running
-                   and t.desired_state is TaskState.RUNNING)
+        return sum(
+            1
+            for t in tasks
+            if t.spec_key == phase.task_key and t.running and t.desired_state is TaskState.RUNNING
+        )
 
     @staticmethod
     def _waiting_on_down_node(phase: _Phase) -> TaskReport | None:
@@ -493,14 +592,21 @@ class Tracker:
         "TODO(aluzzardi): Consider adding a timeout here")."""
         for tracked in phase.tasks.values():
             report = tracked.report
-            if (report.failure == "node_down" and tracked.running_at is None
-                    and report.state in _NOT_STARTED):
+            if (
+                report.failure == "node_down"
+                and tracked.running_at is None
+                and report.state in _NOT_STARTED
+            ):
                 return report
         return None
 
     @staticmethod
-    def _drain_note(message: str, tasks: Sequence[TaskView], nodes: Mapping[str, str],
-                    drained_nodes: AbstractSet[str]) -> str:
+    def _drain_note(
+        message: str,
+        tasks: Sequence[TaskView],
+        nodes: Mapping[str, str],
+        drained_nodes: AbstractSet[str],
+    ) -> str:
         """Swarm counts a new task that ended within monitor as a failure,
         whatever ended it: a drain of its node too."""
         paused_by = _paused_by(message)
@@ -508,8 +614,10 @@ class Tracker:
         if task is None or task.node_id not in drained_nodes or task.failed:
             return ""
         node = nodes.get(task.node_id, task.node_id[:12])
-        return (f" (task {task.id[:12]} was shut down by the drain of node {node}: Swarm "
-                f"counts a new task that ends within monitor as a failure, whatever ended it)")
+        return (
+            f" (task {task.id[:12]} was shut down by the drain of node {node}: Swarm "
+            f"counts a new task that ends within monitor as a failure, whatever ended it)"
+        )
 
     def _stale_pause(self, message: str) -> bool:
         """A pause written over our rollback by the update it replaced.
@@ -525,8 +633,7 @@ class Tracker:
         task_id = _paused_by(message)
         if task_id is None or self.rollback_phase is None:
             return False
-        return (task_id in self.update_phase.tasks
-                or task_id in self.rollback_phase.preexisting)
+        return task_id in self.update_phase.tasks or task_id in self.rollback_phase.preexisting
 
     def _gates_failed(self, phase: _Phase) -> GateReport | None:
         for window in phase.windows:
@@ -535,93 +642,151 @@ class Tracker:
                     return report
         return None
 
-    def _decide_update(self, step: Step, now: float, state: UpdateState | None, message: str,
-                       tasks: Sequence[TaskView]) -> Action | None:
+    def _decide_update(
+        self,
+        step: Step,
+        now: float,
+        state: UpdateState | None,
+        message: str,
+        tasks: Sequence[TaskView],
+    ) -> Action | None:
         phase = self.phase
         s = self.settings
         crossed: Reason | None = None
         ratio = phase.failures / max(phase.total, 1)
         gate = self._gates_failed(phase)
         if s.timeout is not None and now - self.start > s.timeout.total_seconds():
-            crossed = Reason("timeout", f"the rollout ran past its timeout of "
-                                        f"{s.timeout.total_seconds():g}s")
+            crossed = Reason(
+                "timeout", f"the rollout ran past its timeout of {s.timeout.total_seconds():g}s"
+            )
         elif phase.failures and ratio > self.update_config.max_failure_ratio:
             failed = [t.report for t in phase.tasks.values() if t.report.failure]
             last = failed[-1]
-            code = (last.failure if last.failure in ("task_deadline", "node_down")
-                    else "task_failed")
+            code = last.failure if last.failure in ("task_deadline", "node_down") else "task_failed"
             limit = self.update_config.max_failure_ratio
-            crossed = Reason(code, f"{phase.failures} of {phase.total} new tasks failed "
-                                   f"(max_failure_ratio {limit:g}); task {last.id[:12]} "
-                                   f"on {last.node}: {last.error or last.state}")
+            crossed = Reason(
+                code,
+                f"{phase.failures} of {phase.total} new tasks failed "
+                f"(max_failure_ratio {limit:g}); task {last.id[:12]} "
+                f"on {last.node}: {last.error or last.state}",
+            )
         elif (stuck := self._waiting_on_down_node(phase)) is not None:
-            crossed = Reason("node_down", (
-                f"the engine's update waits for task {stuck.id[:12]} on {stuck.node}, which "
-                f"is down: Swarm's updater has no timeout for a task that never starts and "
-                f"goes on only if the node comes back (the failure itself is within "
-                f"max_failure_ratio {self.update_config.max_failure_ratio:g})"))
+            crossed = Reason(
+                "node_down",
+                (
+                    f"the engine's update waits for task {stuck.id[:12]} on {stuck.node}, which "
+                    f"is down: Swarm's updater has no timeout for a task that never starts and "
+                    f"goes on only if the node comes back (the failure itself is within "
+                    f"max_failure_ratio {self.update_config.max_failure_ratio:g})"
+                ),
+            )
         elif state is UpdateState.PAUSED:
             crossed = Reason("engine_paused", f"the engine paused the update: {message}")
         elif gate is not None:
             crossed = Reason("gate_failed", f"gate {gate.gate} failed: {gate.detail}")
-        elif (s.progress_deadline is not None and state is not UpdateState.COMPLETED
-              and now - phase.last_progress > s.progress_deadline.total_seconds()):
-            crossed = Reason("progress_deadline",
-                             f"no new task reached RUNNING for "
-                             f"{s.progress_deadline.total_seconds():g}s")
+        elif (
+            s.progress_deadline is not None
+            and state is not UpdateState.COMPLETED
+            and now - phase.last_progress > s.progress_deadline.total_seconds()
+        ):
+            crossed = Reason(
+                "progress_deadline",
+                f"no new task reached RUNNING for {s.progress_deadline.total_seconds():g}s",
+            )
         if crossed is not None:
             if self.crossed is None or self.crossed.code != crossed.code:
                 self.crossed = crossed
-                step.events.append(ThresholdCrossed(
-                    self.service, self._elapsed(now), crossed.code, crossed.message,
-                    phase.failures, phase.total, self.update_config.max_failure_ratio,
-                    s.failure_action.value))
+                step.events.append(
+                    ThresholdCrossed(
+                        self.service,
+                        self._elapsed(now),
+                        crossed.code,
+                        crossed.message,
+                        phase.failures,
+                        phase.total,
+                        self.update_config.max_failure_ratio,
+                        s.failure_action.value,
+                    )
+                )
             if s.failure_action is FailureAction.ROLLBACK:
                 return None if self.rollback_requested else RequestRollback(crossed)
             if state is UpdateState.PAUSED and crossed.code != "engine_paused":
-                crossed = Reason("engine_paused", f"the engine paused the update: {message} "
-                                                  f"({crossed.message})")
+                crossed = Reason(
+                    "engine_paused", f"the engine paused the update: {message} ({crossed.message})"
+                )
             if s.failure_action is FailureAction.PAUSE or crossed.code == "engine_paused":
                 return Finish(Outcome.PAUSED, crossed)
             if crossed.code == "timeout":
                 return Finish(Outcome.FAILED, crossed)
             # continue: report only, keep watching
-        if (state is UpdateState.COMPLETED
-                and self._running_of(phase, tasks) >= phase.total
-                and all(w.closed for w in phase.windows)
-                and len([b for b in phase.batches if b.running_at is not None])
-                >= min(phase.batch_count, len(phase.batches))):
+        if (
+            state is UpdateState.COMPLETED
+            and self._running_of(phase, tasks) >= phase.total
+            and all(w.closed for w in phase.windows)
+            and len([b for b in phase.batches if b.running_at is not None])
+            >= min(phase.batch_count, len(phase.batches))
+        ):
             if self.crossed is not None:
-                return Finish(Outcome.FAILED, Reason(
-                    self.crossed.code, f"completed with failures (failure_action continue): "
-                                       f"{self.crossed.message}"))
-            return Finish(Outcome.COMPLETED, Reason(
-                "update_completed", f"all {phase.total} tasks run the new spec"))
+                return Finish(
+                    Outcome.FAILED,
+                    Reason(
+                        self.crossed.code,
+                        f"completed with failures (failure_action continue): "
+                        f"{self.crossed.message}",
+                    ),
+                )
+            return Finish(
+                Outcome.COMPLETED,
+                Reason("update_completed", f"all {phase.total} tasks run the new spec"),
+            )
         return None
 
-    def _decide_rollback(self, step: Step, now: float, state: UpdateState | None, message: str,
-                         tasks: Sequence[TaskView]) -> Action | None:
+    def _decide_rollback(
+        self,
+        step: Step,
+        now: float,
+        state: UpdateState | None,
+        message: str,
+        tasks: Sequence[TaskView],
+    ) -> Action | None:
         phase = self.phase
         why = self.rollback_reason.message if self.rollback_reason else ""
         paused = state in (UpdateState.ROLLBACK_PAUSED, UpdateState.PAUSED)
         if paused and not self._stale_pause(message):
-            return Finish(Outcome.ROLLBACK_FAILED, Reason(
-                "rollback_paused", f"the rollback stopped: {message} (rolled back because: {why})"))
+            return Finish(
+                Outcome.ROLLBACK_FAILED,
+                Reason(
+                    "rollback_paused",
+                    f"the rollback stopped: {message} (rolled back because: {why})",
+                ),
+            )
         limit = self.settings.rollback_timeout.total_seconds()
         if now - phase.start > limit:
             stalled = f"; the engine says: {message}" if paused else ""
-            return Finish(Outcome.ROLLBACK_FAILED, Reason(
-                "rollback_deadline", f"the rollback did not finish within {limit:g}s{stalled} "
-                                     f"(rolled back because: {why})"))
+            return Finish(
+                Outcome.ROLLBACK_FAILED,
+                Reason(
+                    "rollback_deadline",
+                    f"the rollback did not finish within {limit:g}s{stalled} "
+                    f"(rolled back because: {why})",
+                ),
+            )
         rollback = RollbackConfig.from_api(self.original_spec.get("RollbackConfig"))
         if phase.failures / max(phase.total, 1) > rollback.max_failure_ratio:
             failed = [t.report for t in phase.tasks.values() if t.report.failure][-1]
-            return Finish(Outcome.ROLLBACK_FAILED, Reason(
-                "rollback_task_failed", f"a rollback task failed: {failed.id[:12]} on "
-                                        f"{failed.node}: {failed.error or failed.state} "
-                                        f"(rolled back because: {why})"))
-        if (state in (UpdateState.ROLLBACK_COMPLETED, UpdateState.COMPLETED)
-                and self._running_of(phase, tasks) >= phase.total):
+            return Finish(
+                Outcome.ROLLBACK_FAILED,
+                Reason(
+                    "rollback_task_failed",
+                    f"a rollback task failed: {failed.id[:12]} on "
+                    f"{failed.node}: {failed.error or failed.state} "
+                    f"(rolled back because: {why})",
+                ),
+            )
+        if (
+            state in (UpdateState.ROLLBACK_COMPLETED, UpdateState.COMPLETED)
+            and self._running_of(phase, tasks) >= phase.total
+        ):
             reason = self.rollback_reason or Reason("rolled_back", "rolled back")
             return Finish(Outcome.ROLLED_BACK, reason)
         return None

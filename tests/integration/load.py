@@ -48,23 +48,35 @@ class LoadResult:
         return self.sent / self.seconds if self.seconds else 0.0
 
     def __str__(self) -> str:
-        return (f"{self.sent} requests in {self.seconds:.0f}s ({self.rate:.0f}/s): "
-                f"{self.ok} 2xx, {self.non2xx} non-2xx, {self.connection_errors} connection "
-                f"errors")
+        return (
+            f"{self.sent} requests in {self.seconds:.0f}s ({self.rate:.0f}/s): "
+            f"{self.ok} 2xx, {self.non2xx} non-2xx, {self.connection_errors} connection "
+            f"errors"
+        )
 
 
 def ensure_compose() -> str:
     """Debian's docker-compose (v1), installed if missing."""
     if shutil.which("docker-compose") is None:
-        subprocess.run(["apt-get", "install", "-y", "-q", "docker-compose"], check=True,
-                       capture_output=True, env=dict(os.environ,
-                                                     DEBIAN_FRONTEND="noninteractive"))
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "docker-compose"],
+            check=True,
+            capture_output=True,
+            env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
+        )
     return "docker-compose"
 
 
 @contextmanager
-def load(client: Any, lab: Any, service: str, seconds: int, clients: int = 4,
-         request_timeout: int = 0, rate: int = 320) -> Iterator[LoadResult]:
+def load(
+    client: Any,
+    lab: Any,
+    service: str,
+    seconds: int,
+    clients: int = 4,
+    request_timeout: int = 0,
+    rate: int = 320,
+) -> Iterator[LoadResult]:
     """Run the load clients for ``seconds`` while the body runs; the yielded
     result is filled in when the clients have finished. ``request_timeout``
     (seconds; 0: none, busybox wget has no timeout of its own) bounds each
@@ -72,23 +84,33 @@ def load(client: Any, lab: Any, service: str, seconds: int, clients: int = 4,
     requests per second of all clients together: unthrottled, they take
     every cycle of 2 cores, which the nodes' daemons need too."""
     project = f"zddload{uuid.uuid4().hex[:8]}"
-    env = {"DOCKER_HOST": lab.docker_host, "ZDD_LOAD_IMAGE": lab.image("v1"),
-           "ZDD_LOAD_SERVICE": service, "ZDD_LOAD_SECONDS": str(seconds),
-           "ZDD_LOAD_CLIENTS": str(clients), "ZDD_LOAD_NETWORK": lab.network,
-           "ZDD_LOAD_TIMEOUT": str(request_timeout), "ZDD_LOAD_RATE": str(rate // clients)}
+    env = {
+        "DOCKER_HOST": lab.docker_host,
+        "ZDD_LOAD_IMAGE": lab.image("v1"),
+        "ZDD_LOAD_SERVICE": service,
+        "ZDD_LOAD_SECONDS": str(seconds),
+        "ZDD_LOAD_CLIENTS": str(clients),
+        "ZDD_LOAD_NETWORK": lab.network,
+        "ZDD_LOAD_TIMEOUT": str(request_timeout),
+        "ZDD_LOAD_RATE": str(rate // clients),
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     result = LoadResult()
     started = time.monotonic()
     try:
-        with get_docker_services(ensure_compose(), str(COMPOSE_FILE), project,
-                                 ["up -d"], ["down"]) as services:
+        with get_docker_services(
+            ensure_compose(), str(COMPOSE_FILE), project, ["up -d"], ["down"]
+        ) as services:
+
             def containers() -> list[Any]:
                 return client.containers.list(
-                    all=True, filters={"label": f"com.docker.compose.project={project}"})
+                    all=True, filters={"label": f"com.docker.compose.project={project}"}
+                )
 
             services.wait_until_responsive(
-                check=lambda: len(containers()) == clients, timeout=60.0, pause=0.5)
+                check=lambda: len(containers()) == clients, timeout=60.0, pause=0.5
+            )
             yield result
             for container in containers():
                 container.wait(timeout=seconds + 120)
@@ -103,8 +125,9 @@ def load(client: Any, lab: Any, service: str, seconds: int, clients: int = 4,
                 result.connection_errors += conn
                 failures = [ln for ln in logs.splitlines() if ln.startswith("ERR ")]
                 result.errors += failures[:5]
-                result.error_times += [int(ln.split()[1]) for ln in failures
-                                       if ln.split()[1].isdigit()]
+                result.error_times += [
+                    int(ln.split()[1]) for ln in failures if ln.split()[1].isdigit()
+                ]
             result.seconds = time.monotonic() - started
     finally:
         for key, value in saved.items():

@@ -36,7 +36,9 @@ def create_service(
     until all its tasks are RUNNING (healthy)."""
     config = (update_config or UpdateConfig(monitor="3s")).to_api()
     service = client.services.create(
-        lab.image(tag), name=name, networks=[lab.network],
+        lab.image(tag),
+        name=name,
+        networks=[lab.network],
         mode=ServiceMode("replicated", replicas=replicas),
         endpoint_spec=EndpointSpec(mode="dnsrr"),
         restart_policy=RestartPolicy(condition="any", delay=SECOND),
@@ -59,8 +61,10 @@ def wait_running(client: Any, name: str, replicas: int, timeout: float = 90) -> 
         if len(running_tasks(client, name)) >= replicas:
             return
         time.sleep(0.5)
-    states = [(t["Status"]["State"], t["Status"].get("Err")) for t in
-              client.api.tasks(filters={"service": name})]
+    states = [
+        (t["Status"]["State"], t["Status"].get("Err"))
+        for t in client.api.tasks(filters={"service": name})
+    ]
     raise AssertionError(f"{name}: {replicas} tasks not running after {timeout}s: {states}")
 
 
@@ -77,8 +81,10 @@ def rich_spec_kwargs(client: Any, name: str) -> dict[str, Any]:
         "labels": {"team": "payments", "tier": "front"},
         "container_labels": {"com.example.owner": "ops"},
         "env": ["GREETING=hello", "DB_PASSWORD=not-in-logs"],
-        "mounts": [Mount(target="/scratch", source="", type="tmpfs"),
-                   Mount(target="/data", source=f"{name}-vol", type="volume")],
+        "mounts": [
+            Mount(target="/scratch", source="", type="tmpfs"),
+            Mount(target="/data", source=f"{name}-vol", type="volume"),
+        ],
         "secrets": [SecretReference(secret.id, f"{name}-secret")],
         "configs": [ConfigReference(config.id, f"{name}-config", filename="/etc/app.yml")],
         "resources": Resources(mem_limit=64 * 1024 * 1024, cpu_reservation=10_000_000),

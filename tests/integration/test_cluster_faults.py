@@ -72,9 +72,9 @@ def test_registry_down_mid_rollout_is_rolled_back_with_the_engine_error(
     create_service(docker_client, lab, service_name, "v1", replicas=3)
     before = spec_of(docker_client, service_name)
     with registry_down(lab):
-        result = Controller(DockerEngine(lab.docker_host),
-                            options=RolloutOptions(task_deadline="40s")).update(
-            service_name, ServiceChange(image=release))
+        result = Controller(
+            DockerEngine(lab.docker_host), options=RolloutOptions(task_deadline="40s")
+        ).update(service_name, ServiceChange(image=release))
         assert result.outcome is Outcome.ROLLED_BACK, result.summary()
         # the old image is on the nodes: the rollback needs no registry
         wait_running(docker_client, service_name, 3)
@@ -96,15 +96,37 @@ def test_rollback_that_cannot_start_is_rollback_failed_exit_4(
         untag_everywhere(lab, old)  # and now nowhere: the rollback cannot start
         env = dict(os.environ, DOCKER_HOST=lab.docker_host)
         proc = subprocess.run(
-            [sys.executable, "-m", "zdd_swarm", "update", service_name, "--image",
-             lab.image("crash"), "--task-deadline", "30s", "--rollback-timeout", "90s",
-             "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "zdd_swarm",
+                "update",
+                service_name,
+                "--image",
+                lab.image("crash"),
+                "--task-deadline",
+                "30s",
+                "--rollback-timeout",
+                "90s",
+                "--json",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     assert proc.returncode == 4, (proc.stdout, proc.stderr[-3000:])
     data = json.loads(proc.stdout)
     assert data["outcome"] == "rollback_failed"
     assert data["image_before"] == old and data["image_after"] == old
-    rollback_errors = [t["error"] for b in data["batches"] if b["phase"] == "rollback"
-                       for t in b["tasks"] if t["error"]]
+    rollback_errors = [
+        t["error"]
+        for b in data["batches"]
+        if b["phase"] == "rollback"
+        for t in b["tasks"]
+        if t["error"]
+    ]
     assert rollback_errors, data["batches"]
     assert "rolled back" not in data["reason"] or "fail" in data["reason"], data["reason"]
 
@@ -115,8 +137,11 @@ def test_node_drained_mid_rollout_ends_stated_on_the_other_nodes(
 ) -> None:
     create_service(docker_client, lab, service_name, "v1", replicas=6)
     before = spec_of(docker_client, service_name)
-    node = next(n for n in docker_client.nodes.list()
-                if n.attrs["Description"]["Hostname"] == lab.node_name(3))
+    node = next(
+        n
+        for n in docker_client.nodes.list()
+        if n.attrs["Description"]["Hostname"] == lab.node_name(3)
+    )
     drained = threading.Event()
 
     def drain(event: events.Event) -> None:
@@ -127,7 +152,8 @@ def test_node_drained_mid_rollout_ends_stated_on_the_other_nodes(
 
     try:
         result = Controller(DockerEngine(lab.docker_host), hooks=[drain]).update(
-            service_name, ServiceChange(image=lab.image("v2")))
+            service_name, ServiceChange(image=lab.image("v2"))
+        )
         assert drained.is_set()
         # Swarm's updater counts a new task ended within monitor as a failure,
         # and the drain ends the new tasks on that node: the engine pauses
@@ -162,7 +188,8 @@ def test_service_removed_while_watched_is_superseded(
                 docker_client.api.remove_service(service_name)
 
     result = Controller(DockerEngine(lab.docker_host), hooks=[remove]).update(
-        service_name, ServiceChange(image=lab.image("v2")))
+        service_name, ServiceChange(image=lab.image("v2"))
+    )
     assert result.outcome is Outcome.SUPERSEDED, result.summary()
     assert result.code == "service_removed"
     assert result.exit_code == 3

@@ -64,18 +64,26 @@ def _ensure_sshd() -> None:
     if SSHD.exists():
         return
     if shutil.which("apt-get") is None:
-        pytest.fail(f"{SSHD} is missing and there is no apt-get to install openssh-server",
-                    pytrace=False)
+        pytest.fail(
+            f"{SSHD} is missing and there is no apt-get to install openssh-server", pytrace=False
+        )
     Path("/etc/ssh").mkdir(exist_ok=True)
     Path("/etc/ssh/sshd_not_to_be_run").touch()
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     try:
         _run("apt-get", "update", "-q", env=env, timeout=300)
-        _run("apt-get", "install", "-y", "-q", "--no-install-recommends", "openssh-server",
-             env=env, timeout=600)
+        _run(
+            "apt-get",
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "openssh-server",
+            env=env,
+            timeout=600,
+        )
     except subprocess.CalledProcessError as exc:
-        pytest.fail(f"installing openssh-server failed: {exc.stderr.strip()[-500:]}",
-                    pytrace=False)
+        pytest.fail(f"installing openssh-server failed: {exc.stderr.strip()[-500:]}", pytrace=False)
 
 
 def _port_open(address: str, port: int) -> bool:
@@ -106,24 +114,28 @@ def ssh_manager(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     host_key, client_key = tmp / "ssh_host_ed25519_key", tmp / "id_ed25519"
     for key in (host_key, client_key):
         _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "zdd-lab", "-f", str(key))
-    authorized_keys = _write(tmp / "authorized_keys",
-                             client_key.with_suffix(".pub").read_text())
-    config = _write(tmp / "sshd_config", "\n".join([
-        f"Port {SSH_PORT}",
-        f"ListenAddress {MANAGER_ADDRESS}",
-        f"HostKey {host_key}",
-        f"AuthorizedKeysFile {authorized_keys}",
-        f"PidFile {tmp / 'sshd.pid'}",
-        "PermitRootLogin prohibit-password",
-        "PubkeyAuthentication yes",
-        "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
-        "UsePAM no",
-        "StrictModes no",
-        "LogLevel VERBOSE",
-        f"SetEnv DOCKER_HOST={lab.docker_host}",
-        "",
-    ]))
+    authorized_keys = _write(tmp / "authorized_keys", client_key.with_suffix(".pub").read_text())
+    config = _write(
+        tmp / "sshd_config",
+        "\n".join(
+            [
+                f"Port {SSH_PORT}",
+                f"ListenAddress {MANAGER_ADDRESS}",
+                f"HostKey {host_key}",
+                f"AuthorizedKeysFile {authorized_keys}",
+                f"PidFile {tmp / 'sshd.pid'}",
+                "PermitRootLogin prohibit-password",
+                "PubkeyAuthentication yes",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                "StrictModes no",
+                "LogLevel VERBOSE",
+                f"SetEnv DOCKER_HOST={lab.docker_host}",
+                "",
+            ]
+        ),
+    )
     # sshd's privilege separation directory (the ssh unit creates it on Debian).
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     try:
@@ -134,22 +146,32 @@ def ssh_manager(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     home = tmp / "home"
     (home / ".ssh").mkdir(parents=True, mode=0o700)
     host_public = host_key.with_suffix(".pub").read_text().split()
-    _write(home / ".ssh" / "known_hosts",
-           f"[{MANAGER_ADDRESS}]:{SSH_PORT} {host_public[0]} {host_public[1]}\n")
-    _write(home / ".ssh" / "config",
-           f"Host {MANAGER_ADDRESS}\n    IdentityFile {client_key}\n    IdentitiesOnly yes\n")
+    _write(
+        home / ".ssh" / "known_hosts",
+        f"[{MANAGER_ADDRESS}]:{SSH_PORT} {host_public[0]} {host_public[1]}\n",
+    )
+    _write(
+        home / ".ssh" / "config",
+        f"Host {MANAGER_ADDRESS}\n    IdentityFile {client_key}\n    IdentitiesOnly yes\n",
+    )
 
     log = tmp / "sshd.log"
     with log.open("wb") as log_file:
         sshd = subprocess.Popen(
             ["nsenter", f"--net={MANAGER_NETNS}", str(SSHD), "-D", "-e", "-f", str(config)],
-            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT)
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 15
         while not _port_open(MANAGER_ADDRESS, SSH_PORT):
             if sshd.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"sshd did not listen on {MANAGER_ADDRESS}:{SSH_PORT}: "
-                            f"{log.read_text().strip()[-500:]}", pytrace=False)
+                pytest.fail(
+                    f"sshd did not listen on {MANAGER_ADDRESS}:{SSH_PORT}: "
+                    f"{log.read_text().strip()[-500:]}",
+                    pytrace=False,
+                )
             time.sleep(0.1)
         yield SshManager(SSH_USER, MANAGER_ADDRESS, SSH_PORT, client_key, home, log)
     finally:
@@ -161,20 +183,39 @@ def ssh_manager(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             sshd.wait()
 
 
-def fab(manager: SshManager, task: str, *args: str,
-        timeout: float = 150) -> subprocess.CompletedProcess[str]:
+def fab(
+    manager: SshManager, task: str, *args: str, timeout: float = 150
+) -> subprocess.CompletedProcess[str]:
     """``fab -r examples -H user@manager:port -i KEY TASK ARGS`` with the
     temporary HOME, and no DOCKER_HOST: the engine is reached only over SSH."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
     env["HOME"] = str(manager.home)
     return subprocess.run(
-        [sys.executable, "-m", "fabric", "-r", "examples", "-H", manager.target,
-         "-i", str(manager.key), task, *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+        [
+            sys.executable,
+            "-m",
+            "fabric",
+            "-r",
+            "examples",
+            "-H",
+            manager.target,
+            "-i",
+            str(manager.key),
+            task,
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
-def test_fabfile_over_ssh(lab: Any, docker_client: Any, service_name: str,
-                          ssh_manager: SshManager) -> None:
+def test_fabfile_over_ssh(
+    lab: Any, docker_client: Any, service_name: str, ssh_manager: SshManager
+) -> None:
     v1, v2, crash = lab.image("v1"), lab.image("v2"), lab.image("crash")
     create_service(docker_client, lab, service_name, "v1", replicas=2)
 
@@ -192,8 +233,9 @@ def test_fabfile_over_ssh(lab: Any, docker_client: Any, service_name: str,
     assert image_of(docker_client, service_name) == v1
     assert images_running(docker_client, service_name) == {v1}
 
-    bad = fab(ssh_manager, "deploy", "--service", service_name, "--image", crash,
-              "--task-deadline", "20s")
+    bad = fab(
+        ssh_manager, "deploy", "--service", service_name, "--image", crash, "--task-deadline", "20s"
+    )
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert f"{service_name}: rolled_back (" in bad.stdout
     assert "rollback_started" in bad.stderr
@@ -206,8 +248,10 @@ def test_fabfile_over_ssh(lab: Any, docker_client: Any, service_name: str,
     # "completed" when the replaced update's updater paused the service over
     # our rollback and the rollback's updater then completed it (swarmkit
     # updater.go; docs/reliability.md)
-    assert ("2/2 running; last update: rollback_completed" in status.stdout
-            or "2/2 running; last update: completed (update completed)" in status.stdout)
+    assert (
+        "2/2 running; last update: rollback_completed" in status.stdout
+        or "2/2 running; last update: completed (update completed)" in status.stdout
+    )
     assert f"previous: {crash}" in status.stdout
 
     # After a rollback, Swarm's previous spec is the release that failed.

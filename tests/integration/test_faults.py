@@ -26,8 +26,14 @@ SLOW = UpdateConfig(parallelism=1, delay="3s", monitor="2s")
 
 def start_cli(lab: Any, *args: str) -> subprocess.Popen[str]:
     env = dict(os.environ, DOCKER_HOST=lab.docker_host)
-    return subprocess.Popen([sys.executable, "-m", "zdd_swarm", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "zdd_swarm", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_updating(docker_client: Any, name: str, timeout: float = 30) -> None:
@@ -40,11 +46,20 @@ def wait_updating(docker_client: Any, name: str, timeout: float = 30) -> None:
     raise AssertionError(f"{name}: no update started within {timeout}s")
 
 
-def test_controller_killed_mid_rollout_then_watch_finishes(lab: Any, docker_client: Any,
-                                                           service_name: str) -> None:
+def test_controller_killed_mid_rollout_then_watch_finishes(
+    lab: Any, docker_client: Any, service_name: str
+) -> None:
     create_service(docker_client, lab, service_name, "v1", replicas=4, update_config=SLOW)
-    proc = start_cli(lab, "update", service_name, "--image", lab.image("crash"),
-                     "--update-failure-action", "rollback", "--json")
+    proc = start_cli(
+        lab,
+        "update",
+        service_name,
+        "--image",
+        lab.image("crash"),
+        "--update-failure-action",
+        "rollback",
+        "--json",
+    )
     wait_updating(docker_client, service_name)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
@@ -56,12 +71,14 @@ def test_controller_killed_mid_rollout_then_watch_finishes(lab: Any, docker_clie
     assert images_running(docker_client, service_name) == {lab.image("v1")}
     # one rollback only: after it the previous spec is the bad one, a second
     # rollback would have redeployed it
-    assert docker_client.api.inspect_service(service_name)["Spec"]["TaskTemplate"][
-        "ContainerSpec"]["Image"] == lab.image("v1")
+    assert docker_client.api.inspect_service(service_name)["Spec"]["TaskTemplate"]["ContainerSpec"][
+        "Image"
+    ] == lab.image("v1")
 
 
-def test_rerunning_the_same_update_attaches(lab: Any, docker_client: Any,
-                                            service_name: str) -> None:
+def test_rerunning_the_same_update_attaches(
+    lab: Any, docker_client: Any, service_name: str
+) -> None:
     create_service(docker_client, lab, service_name, "v1", replicas=3, update_config=SLOW)
     proc = start_cli(lab, "update", service_name, "--image", lab.image("v2"), "--json")
     wait_updating(docker_client, service_name)
@@ -78,8 +95,9 @@ def test_rerunning_the_same_update_attaches(lab: Any, docker_client: Any,
     assert images_running(docker_client, service_name) == {lab.image("v2")}
 
 
-def test_ctrl_c_detaches_and_leaves_the_update_running(lab: Any, docker_client: Any,
-                                                       service_name: str) -> None:
+def test_ctrl_c_detaches_and_leaves_the_update_running(
+    lab: Any, docker_client: Any, service_name: str
+) -> None:
     create_service(docker_client, lab, service_name, "v1", replicas=3, update_config=SLOW)
     proc = start_cli(lab, "update", service_name, "--image", lab.image("v2"))
     wait_updating(docker_client, service_name)
@@ -90,8 +108,9 @@ def test_ctrl_c_detaches_and_leaves_the_update_running(lab: Any, docker_client: 
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-        raise AssertionError(f"no exit 60 s after SIGINT; stdout: {out[-2000:]} "
-                             f"stderr: {err[-3000:]}") from None
+        raise AssertionError(
+            f"no exit 60 s after SIGINT; stdout: {out[-2000:]} stderr: {err[-3000:]}"
+        ) from None
     assert proc.returncode == 3, (out, err)
     assert f"zdd-swarm watch {service_name}" in err
     assert f"zdd-swarm rollback {service_name}" in err
@@ -103,9 +122,9 @@ def test_image_missing_from_registry_is_rolled_back_with_the_engine_error(
     lab: Any, docker_client: Any, service_name: str
 ) -> None:
     create_service(docker_client, lab, service_name, "v1", replicas=2)
-    result = Controller(DockerEngine(lab.docker_host),
-                        options=RolloutOptions(task_deadline="40s")).update(
-        service_name, ServiceChange(image=lab.image("does-not-exist")))
+    result = Controller(
+        DockerEngine(lab.docker_host), options=RolloutOptions(task_deadline="40s")
+    ).update(service_name, ServiceChange(image=lab.image("does-not-exist")))
     assert result.outcome is Outcome.ROLLED_BACK, result.summary()
     errors = " ".join(t.error for b in result.batches for t in b.tasks)
     assert "does-not-exist" in errors or "No such image" in errors or "not found" in errors, errors

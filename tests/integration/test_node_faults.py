@@ -35,8 +35,9 @@ class CountingEngine(DockerEngine):
         super().__init__(host)
         self.sent: list[str] = []
 
-    def update_service(self, service: ServiceView, spec: Mapping[str, Any], *,
-                       rollback: bool = False) -> list[str]:
+    def update_service(
+        self, service: ServiceView, spec: Mapping[str, Any], *, rollback: bool = False
+    ) -> list[str]:
         self.sent.append("rollback" if rollback else "update")
         return super().update_service(service, spec, rollback=rollback)
 
@@ -50,8 +51,9 @@ def run_with_fault(lab: Any, service_name: str, fault: Any) -> tuple[Any, Counti
             fired.set()
             threading.Thread(target=fault, daemon=True).start()
 
-    controller = Controller(engine, hooks=[hook], options=RolloutOptions(
-        task_deadline="90s", engine_outage="120s"))
+    controller = Controller(
+        engine, hooks=[hook], options=RolloutOptions(task_deadline="90s", engine_outage="120s")
+    )
     result = controller.update(service_name, ServiceChange(image=lab.image("v2")))
     assert fired.is_set()
     return result, engine

@@ -35,13 +35,18 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _write_pair(directory: Path, stem: str, cert: x509.Certificate,
-                key: ec.EllipticCurvePrivateKey) -> None:
+def _write_pair(
+    directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
+) -> None:
     (directory / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_name = "key.pem" if stem == "cert" else f"{stem}-key.pem"
-    (directory / key_name).write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    (directory / key_name).write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
 
 
 def make_pki(directory: Path, ca_name: str = "zdd test CA") -> None:
@@ -50,26 +55,38 @@ def make_pki(directory: Path, ca_name: str = "zdd test CA") -> None:
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_name)])
-    ca = (x509.CertificateBuilder().subject_name(ca_subject).issuer_name(ca_subject)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - dt.timedelta(minutes=5))
-          .not_valid_after(now + dt.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_subject)
+        .issuer_name(ca_subject)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
     (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    for stem, usage in (("server", ExtendedKeyUsageOID.SERVER_AUTH),
-                        ("cert", ExtendedKeyUsageOID.CLIENT_AUTH)):
+    for stem, usage in (
+        ("server", ExtendedKeyUsageOID.SERVER_AUTH),
+        ("cert", ExtendedKeyUsageOID.CLIENT_AUTH),
+    ):
         key = ec.generate_private_key(ec.SECP256R1())
-        builder = (x509.CertificateBuilder()
-                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, stem)]))
-                   .issuer_name(ca_subject).public_key(key.public_key())
-                   .serial_number(x509.random_serial_number())
-                   .not_valid_before(now - dt.timedelta(minutes=5))
-                   .not_valid_after(now + dt.timedelta(days=1))
-                   .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, stem)]))
+            .issuer_name(ca_subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        )
         if stem == "server":
-            builder = builder.add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
         _write_pair(directory, stem, builder.sign(ca_key, hashes.SHA256()), key)
 
 
@@ -132,26 +149,32 @@ def run_cli(host: str, cert_path: Path, *args: str) -> subprocess.CompletedProce
     if not unrelated.exists():
         unrelated.mkdir()
         make_pki(unrelated, ca_name="an unrelated CA")
-    env.update(REQUESTS_CA_BUNDLE=str(unrelated / "ca.pem"),
-               CURL_CA_BUNDLE=str(unrelated / "ca.pem"))
-    return subprocess.run([sys.executable, "-m", "zdd_swarm", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=180)
+    env.update(
+        REQUESTS_CA_BUNDLE=str(unrelated / "ca.pem"), CURL_CA_BUNDLE=str(unrelated / "ca.pem")
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "zdd_swarm", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
-def test_update_over_tls_with_the_sdks_own_settings(lab: Any, docker_client: Any,
-                                                    service_name: str,
-                                                    tls_engine: tuple[str, Path]) -> None:
+def test_update_over_tls_with_the_sdks_own_settings(
+    lab: Any, docker_client: Any, service_name: str, tls_engine: tuple[str, Path]
+) -> None:
     host, cert_path = tls_engine
     create_service(docker_client, lab, service_name, "v1", replicas=2)
-    proc = run_cli(host, cert_path, "update", service_name, "--image", lab.image("v2"),
-                   "--json")
+    proc = run_cli(host, cert_path, "update", service_name, "--image", lab.image("v2"), "--json")
     assert proc.returncode == 0, (proc.stdout, proc.stderr[-2000:])
     assert json.loads(proc.stdout)["image_after"] == lab.image("v2")
 
 
-def test_tls_with_an_unknown_ca_is_refused_clearly(lab: Any, docker_client: Any,
-                                                   service_name: str, tmp_path: Path,
-                                                   tls_engine: tuple[str, Path]) -> None:
+def test_tls_with_an_unknown_ca_is_refused_clearly(
+    lab: Any, docker_client: Any, service_name: str, tmp_path: Path, tls_engine: tuple[str, Path]
+) -> None:
     host, _ = tls_engine
     other = tmp_path / "other-ca"
     other.mkdir()

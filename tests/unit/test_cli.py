@@ -29,8 +29,9 @@ def engine(clock: FakeClock) -> FakeEngine:
 
 def run(engine: FakeEngine, clock: FakeClock, *args: str) -> tuple[int, Any, str]:
     runner = CliRunner()
-    result = runner.invoke(cli, list(args), obj=_Obj(engine_factory=lambda host: engine,
-                                                     clock=clock))
+    result = runner.invoke(
+        cli, list(args), obj=_Obj(engine_factory=lambda host: engine, clock=clock)
+    )
     payload = None
     if "--json" in args:
         payload = json.loads(result.stdout)
@@ -38,8 +39,9 @@ def run(engine: FakeEngine, clock: FakeClock, *args: str) -> tuple[int, Any, str
 
 
 def test_update_completed_exits_0_with_json(engine: FakeEngine, clock: FakeClock) -> None:
-    code, data, _ = run(engine, clock, "update", "web", "--image", "app:2",
-                        "--update-parallelism", "2", "--json")
+    code, data, _ = run(
+        engine, clock, "update", "web", "--image", "app:2", "--update-parallelism", "2", "--json"
+    )
     assert code == 0
     assert data["outcome"] == "completed" and data["code"] == "update_completed"
     assert data["image_before"] == "app:1" and data["image_after"] == "app:2"
@@ -55,8 +57,17 @@ def test_rolled_back_exits_1(engine: FakeEngine, clock: FakeClock) -> None:
 
 
 def test_pause_exits_3_and_rollback_failed_exits_4(engine: FakeEngine, clock: FakeClock) -> None:
-    code, data, _ = run(engine, clock, "update", "web", "--image", "app:crash",
-                        "--update-failure-action", "pause", "--json")
+    code, data, _ = run(
+        engine,
+        clock,
+        "update",
+        "web",
+        "--image",
+        "app:crash",
+        "--update-failure-action",
+        "pause",
+        "--json",
+    )
     assert (code, data["outcome"]) == (3, "paused")
     engine.add_service("api", "app:old", replicas=2)
     engine.behave("app:old", ImageBehaviour(reject=True))
@@ -69,23 +80,27 @@ def test_nothing_to_do_exits_0(engine: FakeEngine, clock: FakeClock) -> None:
     assert (code, data["code"]) == (0, "no_change")
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--update-parallelism", "-1"], "parallelism"),
-    (["--update-max-failure-ratio", "1.5"], "max_failure_ratio"),
-    (["--update-delay", "10 parsecs"], "delay"),
-    (["--update-monitor", "-5s"], "monitor"),
-    (["--rollback-delay", "soon"], "delay"),
-    (["--env-add", "NOEQUALS"], "env_add"),
-    (["--label-add", "novalue"], "labels_add"),
-    (["--env-add", "A=1", "--env-rm", "A"], "env_rm"),
-    (["--task-deadline", "0s"], "task_deadline"),
-    (["--timeout", "forever"], "timeout"),
-    (["--gate-http", "ftp://x"], "url"),
-    (["--gate-http", "http://x,bogus=1"], "--gate-http"),
-    (["--gate-tcp", "nohostport"], "--gate-tcp"),
-])
-def test_bad_input_exits_2_and_sends_nothing(engine: FakeEngine, clock: FakeClock,
-                                             args: list[str], needle: str) -> None:
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--update-parallelism", "-1"], "parallelism"),
+        (["--update-max-failure-ratio", "1.5"], "max_failure_ratio"),
+        (["--update-delay", "10 parsecs"], "delay"),
+        (["--update-monitor", "-5s"], "monitor"),
+        (["--rollback-delay", "soon"], "delay"),
+        (["--env-add", "NOEQUALS"], "env_add"),
+        (["--label-add", "novalue"], "labels_add"),
+        (["--env-add", "A=1", "--env-rm", "A"], "env_rm"),
+        (["--task-deadline", "0s"], "task_deadline"),
+        (["--timeout", "forever"], "timeout"),
+        (["--gate-http", "ftp://x"], "url"),
+        (["--gate-http", "http://x,bogus=1"], "--gate-http"),
+        (["--gate-tcp", "nohostport"], "--gate-tcp"),
+    ],
+)
+def test_bad_input_exits_2_and_sends_nothing(
+    engine: FakeEngine, clock: FakeClock, args: list[str], needle: str
+) -> None:
     version = engine.inspect_service("web").version
     code, data, _ = run(engine, clock, "update", "web", "--image", "app:2", *args, "--json")
     assert code == 2, data
@@ -94,12 +109,15 @@ def test_bad_input_exits_2_and_sends_nothing(engine: FakeEngine, clock: FakeCloc
     assert engine.inspect_service("web").version == version
 
 
-@pytest.mark.parametrize("args", [
-    ["--update-order", "sideways"],
-    ["--update-failure-action", "explode"],
-    ["--rollback-failure-action", "rollback"],
-    ["--update-parallelism", "two"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--update-order", "sideways"],
+        ["--update-failure-action", "explode"],
+        ["--rollback-failure-action", "rollback"],
+        ["--update-parallelism", "two"],
+    ],
+)
 def test_usage_errors_exit_2(engine: FakeEngine, clock: FakeClock, args: list[str]) -> None:
     code, _, output = run(engine, clock, "update", "web", *args)
     assert code == 2 and "Invalid value" in output
@@ -125,14 +143,18 @@ def test_unreachable_engine_exits_5(clock: FakeClock) -> None:
     def unreachable(host: str | None) -> Any:
         raise EngineUnavailable("cannot reach the Docker engine: connection refused")
 
-    result = CliRunner().invoke(cli, ["update", "web", "--image", "app:2", "--json"],
-                                obj=_Obj(engine_factory=unreachable, clock=clock))
+    result = CliRunner().invoke(
+        cli,
+        ["update", "web", "--image", "app:2", "--json"],
+        obj=_Obj(engine_factory=unreachable, clock=clock),
+    )
     assert result.exit_code == 5
     assert json.loads(result.stdout)["code"] == "engine_error"
 
 
-def test_compose_file_supplies_image_and_configs(engine: FakeEngine, clock: FakeClock,
-                                                 tmp_path: Path) -> None:
+def test_compose_file_supplies_image_and_configs(
+    engine: FakeEngine, clock: FakeClock, tmp_path: Path
+) -> None:
     compose = tmp_path / "docker-compose.yml"
     compose.write_text("""
 services:
@@ -150,14 +172,18 @@ services:
     assert data["image_after"] == "app:2"
 
 
-@pytest.mark.parametrize("content, needle", [
-    ("services: [unclosed", "YAML"),
-    ("services:\n  other:\n    image: x\n", "service named 'web'"),
-    ("services:\n  web:\n    deploy:\n      update_config: {order: sideways}\n", "order"),
-    ("just a string\n", "services"),
-])
-def test_bad_compose_files_exit_2(engine: FakeEngine, clock: FakeClock, tmp_path: Path,
-                                  content: str, needle: str) -> None:
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ("services: [unclosed", "YAML"),
+        ("services:\n  other:\n    image: x\n", "service named 'web'"),
+        ("services:\n  web:\n    deploy:\n      update_config: {order: sideways}\n", "order"),
+        ("just a string\n", "services"),
+    ],
+)
+def test_bad_compose_files_exit_2(
+    engine: FakeEngine, clock: FakeClock, tmp_path: Path, content: str, needle: str
+) -> None:
     compose = tmp_path / "c.yml"
     compose.write_text(content)
     code, data, _ = run(engine, clock, "update", "web", "--compose", str(compose), "--json")
@@ -166,8 +192,18 @@ def test_bad_compose_files_exit_2(engine: FakeEngine, clock: FakeClock, tmp_path
 
 
 def test_dry_run_changes_nothing(engine: FakeEngine, clock: FakeClock) -> None:
-    code, data, _ = run(engine, clock, "update", "web", "--image", "app:2", "--dry-run",
-                        "--update-parallelism", "2", "--json")
+    code, data, _ = run(
+        engine,
+        clock,
+        "update",
+        "web",
+        "--image",
+        "app:2",
+        "--dry-run",
+        "--update-parallelism",
+        "2",
+        "--json",
+    )
     assert code == 0 and data["code"] == "dry_run"
     assert data["batches"] == 2 and "TaskTemplate.ContainerSpec.Image" in data["changes"]
     assert engine.updates == []

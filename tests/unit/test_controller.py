@@ -39,8 +39,9 @@ def engine(clock: FakeClock) -> FakeEngine:
 
 def make(engine: FakeEngine, clock: FakeClock, **options: Any) -> tuple[Controller, list[Any]]:
     seen: list[Any] = []
-    return Controller(engine, clock=clock, hooks=[seen.append],
-                      options=RolloutOptions(**options)), seen
+    return Controller(
+        engine, clock=clock, hooks=[seen.append], options=RolloutOptions(**options)
+    ), seen
 
 
 def names(seen: list[Any]) -> list[str]:
@@ -52,9 +53,12 @@ def names(seen: list[Any]) -> list[str]:
 def test_good_rollout_completes_in_batches_of_parallelism(
     engine: FakeEngine, clock: FakeClock, order: str, parallelism: int
 ) -> None:
-    engine.add_service("web", "app:1", replicas=6,
-                       update_config=UpdateConfig(parallelism=parallelism, order=order,
-                                                  delay="1s"))
+    engine.add_service(
+        "web",
+        "app:1",
+        replicas=6,
+        update_config=UpdateConfig(parallelism=parallelism, order=order, delay="1s"),
+    )
     controller, seen = make(engine, clock)
     result = controller.update("web", ServiceChange(image="app:2"))
     assert result.outcome is Outcome.COMPLETED, result.reason
@@ -72,8 +76,12 @@ def test_good_rollout_completes_in_batches_of_parallelism(
 def test_watching_costs_at_most_two_requests_per_second(
     engine: FakeEngine, clock: FakeClock, order: str
 ) -> None:
-    engine.add_service("web", "app:1", replicas=6, update_config=UpdateConfig(
-        parallelism=2, order=order, delay="2s", monitor="5s"))
+    engine.add_service(
+        "web",
+        "app:1",
+        replicas=6,
+        update_config=UpdateConfig(parallelism=2, order=order, delay="2s", monitor="5s"),
+    )
     engine.behave("app:2", ImageBehaviour(start=3.0))
     watching: list[tuple[int, float]] = []
 
@@ -94,8 +102,9 @@ def test_tasks_changing_on_every_poll_cost_one_and_a_half_requests_per_poll(
     engine: FakeEngine, clock: FakeClock
 ) -> None:
     # one task replaced every second: the task list changes on every poll
-    engine.add_service("web", "app:1", replicas=30, update_config=UpdateConfig(
-        parallelism=1, monitor="2s"))
+    engine.add_service(
+        "web", "app:1", replicas=30, update_config=UpdateConfig(parallelism=1, monitor="2s")
+    )
     engine.behave("app:2", ImageBehaviour(start=1.0))
     polls: list[tuple[int, float]] = []
 
@@ -121,7 +130,8 @@ def test_service_removed_between_polls_is_superseded(engine: FakeEngine, clock: 
             engine.services.clear()
 
     result = Controller(engine, clock=clock, hooks=[remove]).update(
-        "web", ServiceChange(image="app:2"))
+        "web", ServiceChange(image="app:2")
+    )
     assert result.outcome is Outcome.SUPERSEDED
     assert result.code == "service_removed"
 
@@ -129,8 +139,12 @@ def test_service_removed_between_polls_is_superseded(engine: FakeEngine, clock: 
 def test_result_follows_the_engines_completion_within_a_poll(
     engine: FakeEngine, clock: FakeClock
 ) -> None:
-    engine.add_service("web", "app:1", replicas=4, update_config=UpdateConfig(
-        parallelism=2, delay="1s", monitor="5s"))
+    engine.add_service(
+        "web",
+        "app:1",
+        replicas=4,
+        update_config=UpdateConfig(parallelism=2, delay="1s", monitor="5s"),
+    )
     engine.behave("app:2", ImageBehaviour(start=4.5))
     controller, _seen = make(engine, clock)
     result = controller.update("web", ServiceChange(image="app:2"))
@@ -175,8 +189,9 @@ def test_crashing_image_is_rolled_back_and_reported_as_such(
 def test_engine_own_rollback_is_reported_as_rolled_back_never_as_success(
     engine: FakeEngine, clock: FakeClock
 ) -> None:
-    engine.add_service("web", "app:1", replicas=4,
-                       update_config=UpdateConfig(failure_action="rollback"))
+    engine.add_service(
+        "web", "app:1", replicas=4, update_config=UpdateConfig(failure_action="rollback")
+    )
     engine.behave("app:crash", ImageBehaviour(fail_after=0.5))
     # our own action would only report: the engine's rollback is what happens
     controller, _seen = make(engine, clock, failure_action="continue")
@@ -192,8 +207,9 @@ def test_engine_rollback_first_seen_when_already_completed_is_still_the_engines(
 ) -> None:
     # A slow poll may first see the rollback when its message is only
     # "rollback completed": PreviousSpec, cleared by the engine, still tells.
-    engine.add_service("web", "app:1", replicas=2,
-                       update_config=UpdateConfig(failure_action="rollback"))
+    engine.add_service(
+        "web", "app:1", replicas=2, update_config=UpdateConfig(failure_action="rollback")
+    )
     engine.behave("app:crash", ImageBehaviour(fail_after=0.5))
 
     def stall(event: Any) -> None:
@@ -202,17 +218,16 @@ def test_engine_rollback_first_seen_when_already_completed_is_still_the_engines(
                 clock.sleep(1)
                 engine.inspect_service("web")
 
-    controller = Controller(engine, clock=clock, hooks=[stall],
-                            options=RolloutOptions(failure_action="continue"))
+    controller = Controller(
+        engine, clock=clock, hooks=[stall], options=RolloutOptions(failure_action="continue")
+    )
     result = controller.update("web", ServiceChange(image="app:crash"))
     assert result.outcome is Outcome.ROLLED_BACK, result.reason
     assert result.rollback_by == "engine" and result.code == "engine_rolled_back"
     assert engine.inspect_service("web").update_status.message == "rollback completed"
 
 
-def test_rollback_by_another_client_is_named_as_such(
-    engine: FakeEngine, clock: FakeClock
-) -> None:
+def test_rollback_by_another_client_is_named_as_such(engine: FakeEngine, clock: FakeClock) -> None:
     engine.add_service("web", "app:1", replicas=4)
     engine.behave("app:2", ImageBehaviour(start=5.0))
 
@@ -229,8 +244,9 @@ def test_rollback_by_another_client_is_named_as_such(
 
 
 def test_watch_follows_the_engines_own_rollback(engine: FakeEngine, clock: FakeClock) -> None:
-    engine.add_service("web", "app:1", replicas=3,
-                       update_config=UpdateConfig(failure_action="rollback"))
+    engine.add_service(
+        "web", "app:1", replicas=3, update_config=UpdateConfig(failure_action="rollback")
+    )
     engine.behave("app:crash", ImageBehaviour(fail_after=0.5))
     service = engine.inspect_service("web")
     engine.update_service(service, ServiceChange(image="app:crash").apply(service.spec))
@@ -251,16 +267,21 @@ def test_new_task_on_a_node_that_goes_down_is_not_waited_for(
     engine: FakeEngine, clock: FakeClock, ratio: float
 ) -> None:
     # Swarm's updater waits forever for a task on a down node; we must not.
-    engine.add_service("web", "app:1", replicas=6, update_config=UpdateConfig(
-        parallelism=1, max_failure_ratio=ratio))
+    engine.add_service(
+        "web",
+        "app:1",
+        replicas=6,
+        update_config=UpdateConfig(parallelism=1, max_failure_ratio=ratio),
+    )
     engine.behave("app:2", ImageBehaviour(start=3.0))
 
     def lose_node(event: Any) -> None:
         if isinstance(event, events.BatchStarted) and event.batch == 2 and event.phase == "update":
             engine.down_nodes.add("node-3")
 
-    controller = Controller(engine, clock=clock, hooks=[lose_node],
-                            options=RolloutOptions(task_deadline="120s"))
+    controller = Controller(
+        engine, clock=clock, hooks=[lose_node], options=RolloutOptions(task_deadline="120s")
+    )
     start = clock.t
     result = controller.update("web", ServiceChange(image="app:2"))
     assert result.outcome is Outcome.ROLLED_BACK, result.reason
@@ -311,8 +332,9 @@ def test_pause_action_leaves_the_update_and_reports_placement(
 
 
 def test_continue_action_reports_and_finishes_failed(engine: FakeEngine, clock: FakeClock) -> None:
-    engine.add_service("web", "app:1", replicas=2,
-                       update_config=UpdateConfig(failure_action="continue"))
+    engine.add_service(
+        "web", "app:1", replicas=2, update_config=UpdateConfig(failure_action="continue")
+    )
     engine.behave("app:crash", ImageBehaviour(fail_after=1.0))
     controller, seen = make(engine, clock, failure_action="continue", timeout="90s")
     result = controller.update("web", ServiceChange(image="app:crash"))
@@ -324,9 +346,12 @@ def test_continue_action_reports_and_finishes_failed(engine: FakeEngine, clock: 
 def test_failure_ratio_tolerates_failures_up_to_the_ratio(
     engine: FakeEngine, clock: FakeClock
 ) -> None:
-    engine.add_service("web", "app:1", replicas=4,
-                       update_config=UpdateConfig(max_failure_ratio=0.5, parallelism=4,
-                                                  failure_action="continue"))
+    engine.add_service(
+        "web",
+        "app:1",
+        replicas=4,
+        update_config=UpdateConfig(max_failure_ratio=0.5, parallelism=4, failure_action="continue"),
+    )
     engine.behave("app:flaky", ImageBehaviour(start=1.0))
     controller, _ = make(engine, clock)
     result = controller.update("web", ServiceChange(image="app:flaky"))
@@ -396,11 +421,18 @@ def test_label_only_change_completes_without_task_churn(
 
 
 def test_update_preserves_every_field_not_changed(engine: FakeEngine, clock: FakeClock) -> None:
-    extra = {"TaskTemplate": {"ContainerSpec": {"Image": "app:1", "Env": ["A=1", "B=2"],
-                                                "Mounts": [{"Type": "tmpfs", "Target": "/x"}]},
-                              "Placement": {"Constraints": ["node.role==worker"]},
-                              "Resources": {"Limits": {"MemoryBytes": 10_000_000}},
-                              "ForceUpdate": 0}}
+    extra = {
+        "TaskTemplate": {
+            "ContainerSpec": {
+                "Image": "app:1",
+                "Env": ["A=1", "B=2"],
+                "Mounts": [{"Type": "tmpfs", "Target": "/x"}],
+            },
+            "Placement": {"Constraints": ["node.role==worker"]},
+            "Resources": {"Limits": {"MemoryBytes": 10_000_000}},
+            "ForceUpdate": 0,
+        }
+    }
     engine.add_service("web", "app:1", replicas=2, extra=extra)
     controller, _ = make(engine, clock)
     before = engine.inspect_service("web").spec
@@ -408,8 +440,10 @@ def test_update_preserves_every_field_not_changed(engine: FakeEngine, clock: Fak
     after = engine.inspect_service("web").spec
     from zdd_swarm.spec import diff_specs
 
-    assert diff_specs(before, after) == ["TaskTemplate.ContainerSpec.Env",
-                                         "TaskTemplate.ContainerSpec.Image"]
+    assert diff_specs(before, after) == [
+        "TaskTemplate.ContainerSpec.Env",
+        "TaskTemplate.ContainerSpec.Image",
+    ]
     assert after["TaskTemplate"]["ContainerSpec"]["Env"] == ["A=1", "B=3"]
 
 
@@ -455,8 +489,9 @@ def test_change_by_another_client_during_rollout_is_superseded(
 
     def hook(event: Any) -> None:
         if isinstance(event, events.TaskRunning):
-            engine.change_spec("web", lambda s: s["TaskTemplate"]["ContainerSpec"].update(
-                Image="app:3"))
+            engine.change_spec(
+                "web", lambda s: s["TaskTemplate"]["ContainerSpec"].update(Image="app:3")
+            )
 
     controller = Controller(engine, clock=clock, hooks=[hook])
     result = controller.update("web", ServiceChange(image="app:2"))
@@ -471,8 +506,13 @@ def test_update_while_another_is_in_progress_is_refused(
 ) -> None:
     engine.add_service("web", "app:1", replicas=4)
     service = engine.inspect_service("web")
-    engine.update_service(service, {**service.spec, "TaskTemplate": {
-        **service.spec["TaskTemplate"], "ContainerSpec": {"Image": "app:2"}}})
+    engine.update_service(
+        service,
+        {
+            **service.spec,
+            "TaskTemplate": {**service.spec["TaskTemplate"], "ContainerSpec": {"Image": "app:2"}},
+        },
+    )
     controller, _ = make(engine, clock)
     with pytest.raises(UpdateInProgress):
         controller.update("web", ServiceChange(image="app:9"))
@@ -544,8 +584,12 @@ def test_engine_gone_for_too_long_raises(engine: FakeEngine, clock: FakeClock) -
     engine.behave("app:2", ImageBehaviour(start=3.0))
     controller = Controller(engine, clock=clock, options=RolloutOptions(engine_outage="10s"))
     controller.hooks.append(
-        lambda e: setattr(engine, "down_until", clock.t + 1000)
-        if isinstance(e, events.RolloutStarted) else None)
+        lambda e: (
+            setattr(engine, "down_until", clock.t + 1000)
+            if isinstance(e, events.RolloutStarted)
+            else None
+        )
+    )
     with pytest.raises(EngineUnavailable):
         controller.update("web", ServiceChange(image="app:2"))
 
@@ -573,8 +617,7 @@ def test_a_failing_hook_never_changes_the_outcome(engine: FakeEngine, clock: Fak
 
 
 def test_rollback_config_governs_the_rollback(engine: FakeEngine, clock: FakeClock) -> None:
-    engine.add_service("web", "app:1", replicas=4,
-                       rollback_config=RollbackConfig(parallelism=4))
+    engine.add_service("web", "app:1", replicas=4, rollback_config=RollbackConfig(parallelism=4))
     engine.behave("app:crash", ImageBehaviour(fail_after=1.0))
     controller, _ = make(engine, clock, failure_action=FailureAction.ROLLBACK)
     result = controller.update("web", ServiceChange(image="app:crash"))

@@ -20,15 +20,23 @@ def _api_error(message: str, status: int) -> docker.errors.APIError:
     return docker.errors.APIError(message, response, explanation=message)
 
 
-@pytest.mark.parametrize("raised, expected", [
-    (_api_error("rpc error: code = Unknown desc = update out of sequence", 500), VersionConflict),
-    (_api_error("This node is not a swarm manager.", 503), NotAManager),
-    (_api_error("invalid mount config", 400), EngineAPIError),
-    (requests.exceptions.ConnectionError("refused"), EngineUnavailable),
-    (docker.errors.DockerException("Error while fetching server API version: x"),
-     EngineUnavailable),
-    (docker.errors.TLSParameterError("bad cert path"), EngineAPIError),
-])
+@pytest.mark.parametrize(
+    "raised, expected",
+    [
+        (
+            _api_error("rpc error: code = Unknown desc = update out of sequence", 500),
+            VersionConflict,
+        ),
+        (_api_error("This node is not a swarm manager.", 503), NotAManager),
+        (_api_error("invalid mount config", 400), EngineAPIError),
+        (requests.exceptions.ConnectionError("refused"), EngineUnavailable),
+        (
+            docker.errors.DockerException("Error while fetching server API version: x"),
+            EngineUnavailable,
+        ),
+        (docker.errors.TLSParameterError("bad cert path"), EngineAPIError),
+    ],
+)
 def test_docker_errors_map_to_ours(raised: Exception, expected: type[Exception]) -> None:
     with pytest.raises(expected), _mapped_errors():
         raise raised
@@ -46,8 +54,9 @@ def test_ssh_host_without_the_ssh_extra_says_what_to_install() -> None:
         except EngineAPIError as exc:
             print(exc)
     """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     assert "pip install 'zdd-swarm[ssh]'" in out
 
 
@@ -59,10 +68,12 @@ def test_the_engine_ca_wins_over_requests_ca_bundle(monkeypatch: pytest.MonkeyPa
     session.verify = "/certs/ca.pem"
     url = "https://127.0.0.1:2376/v1.41/info"
     assert session.merge_environment_settings(url, {}, False, None, None)["verify"] == (
-        "/etc/ssl/certs/ca-certificates.crt")
+        "/etc/ssl/certs/ca-certificates.crt"
+    )
     _keep_engine_ca(session)
     assert session.merge_environment_settings(url, {}, False, None, None)["verify"] == (
-        "/certs/ca.pem")
+        "/certs/ca.pem"
+    )
     assert session.merge_environment_settings(url, {}, False, False, None)["verify"] is False
 
 

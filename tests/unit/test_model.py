@@ -9,7 +9,8 @@ from zdd_swarm.model import ServiceView, TaskState, TaskView, UpdateState, parse
 
 def test_parse_timestamp_with_nanoseconds() -> None:
     assert parse_timestamp("2026-11-23T06:30:00.123456789Z") == datetime(
-        2026, 11, 23, 6, 30, 0, 123456, tzinfo=UTC)
+        2026, 11, 23, 6, 30, 0, 123456, tzinfo=UTC
+    )
     assert parse_timestamp("0001-01-01T00:00:00Z") is None
     assert parse_timestamp(None) is None
 
@@ -21,27 +22,45 @@ def test_task_states_are_ordered_like_swarm() -> None:
 
 
 def test_task_view_from_api() -> None:
-    task = TaskView.from_api({
-        "ID": "t1", "ServiceID": "s1", "Slot": 2, "NodeID": "n1",
-        "CreatedAt": "2026-11-23T06:30:00.1Z",
-        "Spec": {"ContainerSpec": {"Image": "app:2"}}, "DesiredState": "running",
-        "Status": {"State": "failed", "Err": "task: non-zero exit (1)",
-                   "ContainerStatus": {"ExitCode": 1}},
-        "NetworksAttachments": [{"Addresses": ["10.0.1.5/24"]}],
-    })
+    task = TaskView.from_api(
+        {
+            "ID": "t1",
+            "ServiceID": "s1",
+            "Slot": 2,
+            "NodeID": "n1",
+            "CreatedAt": "2026-11-23T06:30:00.1Z",
+            "Spec": {"ContainerSpec": {"Image": "app:2"}},
+            "DesiredState": "running",
+            "Status": {
+                "State": "failed",
+                "Err": "task: non-zero exit (1)",
+                "ContainerStatus": {"ExitCode": 1},
+            },
+            "NetworksAttachments": [{"Addresses": ["10.0.1.5/24"]}],
+        }
+    )
     assert task.failed and task.exit_code == 1 and task.image == "app:2"
     assert task.addresses == ("10.0.1.5",)
 
 
 def test_service_view_from_api() -> None:
-    service = ServiceView.from_api({
-        "ID": "s1", "Version": {"Index": 42},
-        "Spec": {"Name": "web", "TaskTemplate": {"ContainerSpec": {"Image": "app:2"}},
-                 "Mode": {"Replicated": {"Replicas": 6}}},
-        "PreviousSpec": {"TaskTemplate": {"ContainerSpec": {"Image": "app:1"}}},
-        "UpdateStatus": {"State": "rollback_started", "Message": "m",
-                         "StartedAt": "2026-11-23T06:30:00Z"},
-    })
+    service = ServiceView.from_api(
+        {
+            "ID": "s1",
+            "Version": {"Index": 42},
+            "Spec": {
+                "Name": "web",
+                "TaskTemplate": {"ContainerSpec": {"Image": "app:2"}},
+                "Mode": {"Replicated": {"Replicas": 6}},
+            },
+            "PreviousSpec": {"TaskTemplate": {"ContainerSpec": {"Image": "app:1"}}},
+            "UpdateStatus": {
+                "State": "rollback_started",
+                "Message": "m",
+                "StartedAt": "2026-11-23T06:30:00Z",
+            },
+        }
+    )
     assert (service.name, service.version, service.replicas) == ("web", 42, 6)
     assert service.image == "app:2" and service.previous_image == "app:1"
     assert service.state is UpdateState.ROLLBACK_STARTED
@@ -57,8 +76,9 @@ def test_real_engine_dumps_tell_new_tasks_from_old() -> None:
 
     fixtures = Path(__file__).parent.parent / "fixtures"
     service = ServiceView.from_api(json.loads((fixtures / "service_after_update.json").read_text()))
-    tasks = [TaskView.from_api(t)
-             for t in json.loads((fixtures / "tasks_after_update.json").read_text())]
+    tasks = [
+        TaskView.from_api(t) for t in json.loads((fixtures / "tasks_after_update.json").read_text())
+    ]
     assert "Runtime" in service.spec["TaskTemplate"]
     new = [t for t in tasks if t.spec_key == service.task_key]
     old = [t for t in tasks if t.spec_key != service.task_key]

@@ -44,8 +44,9 @@ def test_env_add_and_rm_keep_order_and_other_vars() -> None:
 
 
 def test_labels_and_container_labels() -> None:
-    new = ServiceChange(labels_add={"x": "1"}, labels_rm=["tier"],
-                        container_labels_add=["d=2"]).apply(SPEC)
+    new = ServiceChange(
+        labels_add={"x": "1"}, labels_rm=["tier"], container_labels_add=["d=2"]
+    ).apply(SPEC)
     assert new["Labels"] == {"team": "a", "x": "1"}
     assert new["TaskTemplate"]["ContainerSpec"]["Labels"] == {"c": "1", "d": "2"}
 
@@ -57,8 +58,9 @@ def test_force_bumps_force_update() -> None:
 
 
 def test_command_args_and_configs() -> None:
-    new = ServiceChange(command=["/app"], args=["--x"],
-                        update_config=UpdateConfig(parallelism=2)).apply(SPEC)
+    new = ServiceChange(
+        command=["/app"], args=["--x"], update_config=UpdateConfig(parallelism=2)
+    ).apply(SPEC)
     assert new["TaskTemplate"]["ContainerSpec"]["Command"] == ["/app"]
     assert new["TaskTemplate"]["ContainerSpec"]["Args"] == ["--x"]
     assert new["UpdateConfig"]["Parallelism"] == 2
@@ -78,14 +80,17 @@ def test_patch_hook_may_mutate_or_return() -> None:
     assert SPEC["Mode"]["Replicated"]["Replicas"] == 6
 
 
-@pytest.mark.parametrize("kwargs, field", [
-    ({"env_add": ["NOEQUALS"]}, "env_add"),
-    ({"env_add": ["=v"]}, "env_add"),
-    ({"env_rm": ["A=1"]}, "env_rm"),
-    ({"labels_add": ["x"]}, "labels_add"),
-    ({"env_add": ["A=1"], "env_rm": ["A"]}, "env_rm"),
-    ({"pin_digest": True}, "pin_digest"),
-])
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"env_add": ["NOEQUALS"]}, "env_add"),
+        ({"env_add": ["=v"]}, "env_add"),
+        ({"env_rm": ["A=1"]}, "env_rm"),
+        ({"labels_add": ["x"]}, "labels_add"),
+        ({"env_add": ["A=1"], "env_rm": ["A"]}, "env_rm"),
+        ({"pin_digest": True}, "pin_digest"),
+    ],
+)
 def test_bad_change_names_the_field(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError) as info:
         ServiceChange(**kwargs)
@@ -93,18 +98,35 @@ def test_bad_change_names_the_field(kwargs: dict[str, Any], field: str) -> None:
     assert field in str(info.value)
 
 
-@pytest.mark.parametrize("ref", [
-    "nginx", "nginx:1.25", "reg:5000/team/app:v2", "localhost/app",
-    "app@sha256:" + "a" * 64, "reg.example.com/a/b:tag@sha256:" + "0" * 64,
-])
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "nginx",
+        "nginx:1.25",
+        "reg:5000/team/app:v2",
+        "localhost/app",
+        "app@sha256:" + "a" * 64,
+        "reg.example.com/a/b:tag@sha256:" + "0" * 64,
+    ],
+)
 def test_valid_image_references(ref: str) -> None:
     assert validate_image_reference(ref) == ref
 
 
-@pytest.mark.parametrize("ref", [
-    "", " nginx", "Nginx", "app:", "app:bad tag", "app::1", "app@sha256:short", "-app",
-    "app:" + "x" * 129,
-])
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "",
+        " nginx",
+        "Nginx",
+        "app:",
+        "app:bad tag",
+        "app::1",
+        "app@sha256:short",
+        "-app",
+        "app:" + "x" * 129,
+    ],
+)
 def test_invalid_image_references(ref: str) -> None:
     with pytest.raises(InvalidImageReference):
         validate_image_reference(ref)

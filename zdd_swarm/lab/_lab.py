@@ -1110,9 +1110,13 @@ class Lab:
                     client.api.remove_network(net["Id"])
             self._progress(f"creating the overlay network {NETWORK}")
             client.api.create_network(
-                NETWORK, driver="overlay", attachable=True, labels={"zdd.lab": "1"},
+                NETWORK,
+                driver="overlay",
+                attachable=True,
+                labels={"zdd.lab": "1"},
                 ipam=docker.types.IPAMConfig(
-                    pool_configs=[docker.types.IPAMPool(subnet=NETWORK_SUBNET)]),
+                    pool_configs=[docker.types.IPAMPool(subnet=NETWORK_SUBNET)]
+                ),
             )
         finally:
             client.close()
