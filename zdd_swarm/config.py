@@ -23,12 +23,13 @@ import dataclasses
 import enum
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Self, TypeAlias
 
 from .errors import ConfigError
+from .gates import Gate, as_gate
 
 __all__ = [
     "DurationLike",
@@ -571,3 +572,167 @@ def lint(
             )
         )
     return warnings
+
+
+#: A task's start, as the engine's updater waits for it in each batch (pull,
+#: create, start, first healthcheck): what ``expected_seconds`` allows when it
+#: knows nothing better.
+TASK_START_ALLOWANCE = timedelta(seconds=10)
+
+AUTO: Final = "auto"
+"""A deadline that scales with the config (``timeout``, ``rollback_timeout``):
+three times the expected duration, and never less than the fixed default."""
+
+Auto: TypeAlias = Literal["auto"]
+
+
+def expected_seconds(
+    config: UpdateConfig | RollbackConfig,
+    slots: int,
+    task_start: timedelta = TASK_START_ALLOWANCE,
+) -> float:
+    """How long Swarm's updater takes to replace ``slots`` with ``config``.
+
+    swarmkit ``manager/orchestrator/update/updater.go``: each worker replaces
+    one slot, waits for its task to run, then "if updateConfig.Delay != 0"
+    sleeps the delay; ``parallelism`` workers (all slots when 0); after the
+    last slot "Keep watching for task failures for one more
+    monitoringPeriod", which is ``Delay + 1s`` when "updateConfig.Delay >=
+    monitoringPeriod".
+    """
+    if slots <= 0:
+        return 0.0
+    parallelism = config.effective_parallelism(slots) or slots
+    batches = math.ceil(slots / parallelism)
+    delay, monitor = config.delay.total_seconds(), config.monitor.total_seconds()
+    final = delay + 1 if delay >= monitor else monitor
+    return round(batches * (task_start.total_seconds() + delay) + final, 1)
+
+
+def _duration(name: str, value: object, allow_none: bool = True) -> timedelta | None:
+    if value is None:
+        if allow_none:
+            return None
+        raise ConfigError(name, value, "a duration")
+    if value == AUTO:
+        return AUTO  # type: ignore[return-value]  # resolved by tracker_settings
+    result = parse_duration(value, name)  # type: ignore[arg-type]  # validated here
+    if result <= timedelta(0):
+        raise ConfigError(name, value, "a duration > 0")
+    return result
+
+
+@dataclass(frozen=True)
+class RolloutOptions:
+    """What zdd_swarm adds to Swarm's update config. Durations accept
+    ``timedelta``, seconds, or compose strings (``"90s"``, ``"1m30s"``)."""
+
+    failure_action: FailureAction = FailureAction.ROLLBACK
+    """What to do when one of our thresholds is crossed (failure ratio, task or progress deadline,
+    gate, timeout). Swarm's own ``failure_action`` in the update config still acts on its own
+    inside the engine."""
+    task_deadline: timedelta | None = timedelta(seconds=120)
+    """A new task not RUNNING (healthy) this long after it appeared counts as failed."""
+    progress_deadline: timedelta | None = timedelta(seconds=300)
+    """No new task reached RUNNING for this long: the rollout failed."""
+    timeout: timedelta | Auto | None = AUTO
+    """The whole update, rollback excluded. ``"auto"``: three times the expected duration
+    (``expected_seconds``), at least 30 minutes."""
+    rollback_timeout: timedelta | Auto = AUTO
+    """A rollback that has not finished after this long failed. ``"auto"``: three times the
+    rollback's expected duration, at least 5 minutes."""
+    poll_interval: timedelta = timedelta(seconds=1)
+    """How often to look at the engine (one or two Engine API requests each time)."""
+    engine_outage: timedelta = timedelta(seconds=90)
+    """How long the engine may be unreachable while we watch before we give up."""
+    gates: tuple[Gate, ...] = ()
+    """Checks run through each batch's monitor window."""
+
+    if TYPE_CHECKING:
+        # What the constructor accepts; the attributes hold the coerced types.
+        def __init__(
+            self,
+            failure_action: FailureAction | str = ...,
+            task_deadline: DurationLike | None = ...,
+            progress_deadline: DurationLike | None = ...,
+            timeout: DurationLike | Auto | None = ...,
+            rollback_timeout: DurationLike | Auto = ...,
+            poll_interval: DurationLike = ...,
+            engine_outage: DurationLike = ...,
+            gates: Sequence[Gate | Callable[[], bool]] = ...,
+        ) -> None: ...
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        try:
+            set_(
+                self,
+                "failure_action",
+                FailureAction(
+                    str(getattr(self.failure_action, "value", self.failure_action)).lower()
+                ),
+            )
+        except ValueError:
+            raise ConfigError(
+                "failure_action", self.failure_action, "one of: continue, pause, rollback"
+            ) from None
+        for name in ("task_deadline", "progress_deadline", "timeout"):
+            set_(self, name, _duration(name, getattr(self, name)))
+        for name in ("rollback_timeout", "poll_interval", "engine_outage"):
+            set_(self, name, _duration(name, getattr(self, name), allow_none=False))
+        set_(self, "gates", tuple(as_gate(g) for g in self.gates))
+
+    def deadline(self, name: Literal["timeout", "rollback_timeout"], expected: float) -> timedelta:
+        """``timeout`` or ``rollback_timeout`` for a rollout expected to take
+        ``expected`` seconds (``AUTO`` resolved)."""
+        value = getattr(self, name)
+        if value != AUTO:
+            return value  # type: ignore[no-any-return]
+        return max(AUTO_MINIMUM[name], timedelta(seconds=AUTO_FACTOR * expected))
+
+    def deadline_warnings(self, expected: float, rollback_expected: float) -> list[str]:
+        """Deadlines set shorter than the config can meet."""
+        warnings = []
+        for name, seconds in (("timeout", expected), ("rollback_timeout", rollback_expected)):
+            value = getattr(self, name)
+            if isinstance(value, timedelta) and value.total_seconds() < seconds:
+                warnings.append(
+                    f"{name}_too_short: {name} {format_duration(value)} is shorter than the "
+                    f"{seconds:g}s the engine is expected to take with this config"
+                )
+        return warnings
+
+    def tracker_settings(
+        self, expected: float = 0.0, rollback_expected: float = 0.0
+    ) -> TrackerSettings:
+        """The tracker's settings for a rollout expected to take ``expected``
+        seconds (its rollback ``rollback_expected``)."""
+        timeout = None if self.timeout is None else self.deadline("timeout", expected)
+        return TrackerSettings(
+            failure_action=self.failure_action,
+            task_deadline=self.task_deadline,
+            progress_deadline=self.progress_deadline,
+            timeout=timeout,
+            rollback_timeout=self.deadline("rollback_timeout", rollback_expected),
+            gate_names=tuple(g.name for g in self.gates),
+            gate_min_ratio={g.name: g.min_success_ratio for g in self.gates},
+        )
+
+
+#: ``AUTO`` deadlines: a multiple of the expected duration, and a floor.
+AUTO_FACTOR = 3.0
+AUTO_MINIMUM = {"timeout": timedelta(minutes=30), "rollback_timeout": timedelta(minutes=5)}
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    """The knobs the tracker needs, from ``RolloutOptions.tracker_settings()``
+    (which holds the defaults)."""
+
+    failure_action: FailureAction
+    task_deadline: timedelta | None
+    progress_deadline: timedelta | None
+    timeout: timedelta | None
+    rollback_timeout: timedelta
+    gate_names: tuple[str, ...]
+    gate_min_ratio: Mapping[str, float]

@@ -13,31 +13,41 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
 from .clock import Clock, SystemClock
-from .config import DurationLike, FailureAction, UpdateConfig, lint, parse_duration
+from .config import (
+    AUTO,
+    RollbackConfig,
+    RolloutOptions,
+    UpdateConfig,
+    expected_seconds,
+    lint,
+)
 from .engine import DockerEngine, Engine
 from .errors import (
+    ConcurrentChange,
     ConfigError,
     EngineUnavailable,
     InputError,
     NotAManager,
     ServiceNotFound,
+    UnsupportedServiceMode,
+    UpdateInProgress,
+    UpdatePaused,
     VersionConflict,
 )
 from .events import EngineUnreachable, Event, Hook, RolloutFinished, RolloutStarted
-from .gates import Gate, as_gate
 from .model import (
     ServiceView,
     TaskState,
     TaskView,
     UpdateState,
     image_of,
+    replicas_of,
     spec_key,
-    task_template_key,
 )
 from .result import Outcome, Reason, RolloutResult
 from .spec import ServiceChange, diff_specs
@@ -45,12 +55,18 @@ from .tracker import (
     Finish,
     RequestRollback,
     Tracker,
-    TrackerSettings,
     rollback_initiator,
     rollback_reason,
 )
 
-__all__ = ["ConcurrentChange", "Controller", "Plan", "RolloutOptions", "UpdateInProgress"]
+__all__ = [
+    "AUTO",
+    "ConcurrentChange",
+    "Controller",
+    "Plan",
+    "RolloutOptions",
+    "UpdateInProgress",
+]
 
 log = structlog.get_logger("zdd_swarm")
 
@@ -61,95 +77,6 @@ _WARN_EVENTS = {
     "rollback_started",
     "engine_unreachable",
 }
-
-
-class UpdateInProgress(InputError):
-    """Another update of the service is in progress; we do not start a second."""
-
-
-class ConcurrentChange(InputError):
-    """The service changed between our inspect and our update; nothing was sent."""
-
-
-def _duration(name: str, value: object, allow_none: bool = True) -> timedelta | None:
-    if value is None:
-        if allow_none:
-            return None
-        raise ConfigError(name, value, "a duration")
-    result = parse_duration(value, name)  # type: ignore[arg-type]  # validated here
-    if result <= timedelta(0):
-        raise ConfigError(name, value, "a duration > 0")
-    return result
-
-
-@dataclass(frozen=True)
-class RolloutOptions:
-    """What zdd_swarm adds to Swarm's update config. Durations accept
-    ``timedelta``, seconds, or compose strings (``"90s"``, ``"1m30s"``)."""
-
-    failure_action: FailureAction = FailureAction.ROLLBACK
-    """What to do when one of our thresholds is crossed (failure ratio, task or progress deadline,
-    gate, timeout). Swarm's own ``failure_action`` in the update config still acts on its own
-    inside the engine."""
-    task_deadline: timedelta | None = timedelta(seconds=120)
-    """A new task not RUNNING (healthy) this long after it appeared counts as failed."""
-    progress_deadline: timedelta | None = timedelta(seconds=300)
-    """No new task reached RUNNING for this long: the rollout failed."""
-    timeout: timedelta | None = timedelta(minutes=30)
-    """The whole update, rollback excluded."""
-    rollback_timeout: timedelta = timedelta(minutes=5)
-    """A rollback that has not finished after this long failed."""
-    poll_interval: timedelta = timedelta(seconds=1)
-    """How often to look at the engine (one or two Engine API requests each time)."""
-    engine_outage: timedelta = timedelta(seconds=90)
-    """How long the engine may be unreachable while we watch before we give up."""
-    gates: tuple[Gate, ...] = ()
-    """Checks run through each batch's monitor window."""
-
-    if TYPE_CHECKING:
-        # What the constructor accepts; the attributes hold the coerced types.
-        def __init__(
-            self,
-            failure_action: FailureAction | str = ...,
-            task_deadline: DurationLike | None = ...,
-            progress_deadline: DurationLike | None = ...,
-            timeout: DurationLike | None = ...,
-            rollback_timeout: DurationLike = ...,
-            poll_interval: DurationLike = ...,
-            engine_outage: DurationLike = ...,
-            gates: Sequence[Gate | Callable[[], bool]] = ...,
-        ) -> None: ...
-
-    def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        try:
-            set_(
-                self,
-                "failure_action",
-                FailureAction(
-                    str(getattr(self.failure_action, "value", self.failure_action)).lower()
-                ),
-            )
-        except ValueError:
-            raise ConfigError(
-                "failure_action", self.failure_action, "one of: continue, pause, rollback"
-            ) from None
-        for name in ("task_deadline", "progress_deadline", "timeout"):
-            set_(self, name, _duration(name, getattr(self, name)))
-        for name in ("rollback_timeout", "poll_interval", "engine_outage"):
-            set_(self, name, _duration(name, getattr(self, name), allow_none=False))
-        set_(self, "gates", tuple(as_gate(g) for g in self.gates))
-
-    def tracker_settings(self) -> TrackerSettings:
-        return TrackerSettings(
-            failure_action=self.failure_action,
-            task_deadline=self.task_deadline,
-            progress_deadline=self.progress_deadline,
-            timeout=self.timeout,
-            rollback_timeout=self.rollback_timeout,
-            gate_names=tuple(g.name for g in self.gates),
-            gate_min_ratio={g.name: g.min_success_ratio for g in self.gates},
-        )
 
 
 @dataclass(frozen=True)
@@ -164,6 +91,10 @@ class Plan:
     batches: int
     update_config: UpdateConfig
     estimated_seconds: float
+    """How long the engine's updater should take: every batch started, its
+    delay waited, then the last monitor (see ``expected_seconds``)."""
+    rollback_seconds: float = 0.0
+    """The same for a rollback to the current spec, by its rollback config."""
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -217,6 +148,33 @@ class _TaskCadence:
         self.interval = self.poll * (self.QUIET_POLLS if quiet else 1)
 
 
+def _paused_refusal(current: ServiceView) -> str:
+    """Why the same spec is not sent again to a service whose update the
+    engine paused, and what to do instead.
+
+    swarmkit ``manager/controlapi/service.go`` (UpdateService) sets
+    "service.PreviousSpec = service.Spec.Copy()" and "service.UpdateStatus =
+    nil" for every spec sent: the same spec again would start a fresh update
+    whose previous spec is the half-deployed release itself, so nothing would
+    be left to roll back to.
+    """
+    status = current.update_status
+    said = status.message if status else ""
+    if current.state is UpdateState.ROLLBACK_PAUSED:
+        return (
+            f"service {current.name!r}: the engine paused the rollback of its last update "
+            f"half way ({said}); some tasks may still run the release rolled back from. "
+            f"Run `zdd-swarm update {current.name} --force` to replace every task with "
+            f"the current spec ({current.image}), or update to another image"
+        )
+    return (
+        f"service {current.name!r}: the engine paused its last update half way ({said}); "
+        f"sending the same spec again would not say whether {current.image} is good. "
+        f"Run `zdd-swarm rollback {current.name}` to go back to "
+        f"{current.previous_image or 'the previous spec'}, or update to another image"
+    )
+
+
 class Controller:
     """Drives and watches rollouts on one engine.
 
@@ -245,7 +203,7 @@ class Controller:
         """Validate and describe an update without changing anything."""
         current = self._prepare(service)
         new_spec = change.apply(current.spec, image=self._image(change))
-        return self._plan(current, new_spec)
+        return self._plan(current, new_spec, self.options)
 
     def update(
         self, service: str, change: ServiceChange, options: RolloutOptions | None = None
@@ -254,7 +212,7 @@ class Controller:
         opts = options or self.options
         current = self._prepare(service)
         new_spec = change.apply(current.spec, image=self._image(change))
-        plan = self._plan(current, new_spec)
+        plan = self._plan(current, new_spec, opts)
         if current.state in (UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED):
             if spec_key(new_spec) == spec_key(current.spec) and current.previous_spec:
                 log.info("attach", service=current.name, reason="same update already in progress")
@@ -263,6 +221,8 @@ class Controller:
                 f"service {current.name!r}: an update is already in progress "
                 f"({current.state.value}); use watch, or wait for it to end"
             )
+        if current.state in (UpdateState.PAUSED, UpdateState.ROLLBACK_PAUSED) and plan.noop:
+            raise UpdatePaused(_paused_refusal(current))
         start = self.clock.monotonic()
         if plan.noop:
             return self._noop(
@@ -279,7 +239,11 @@ class Controller:
         earlier = {t.id for t in self.engine.list_tasks(current.id)}
         sent = self._send_update(current, new_spec, change)
         target = self.engine.inspect_service(current.id)
-        if task_template_key(target.spec.get("TaskTemplate") or {}) == current.task_key:
+        # swarmkit orchestrator/task.go, IsTaskDirty: a task is dirty when
+        # "!reflect.DeepEqual(serviceTaskSpec, t.Spec) || (t.Endpoint != nil &&
+        # !reflect.DeepEqual(s.Spec.Endpoint, t.Endpoint.Spec))": with neither
+        # changed, the engine replaces nothing.
+        if target.task_key == current.task_key and target.endpoint_key == current.endpoint_key:
             result = self._noop(
                 current,
                 start,
@@ -294,7 +258,7 @@ class Controller:
             original_spec=current.spec,
             target_spec=target.spec,
             total=plan.total,
-            settings=opts.tracker_settings(),
+            settings=opts.tracker_settings(plan.estimated_seconds, plan.rollback_seconds),
             start=start,
             stale_update_status=stale,
         )
@@ -325,7 +289,13 @@ class Controller:
             original_spec=current.previous_spec,
             target_spec=current.spec,
             total=self._total(current),
-            settings=opts.tracker_settings(),
+            settings=opts.tracker_settings(
+                0.0,
+                expected_seconds(
+                    RollbackConfig.from_api(current.previous_spec.get("RollbackConfig")),
+                    self._total(current, current.previous_spec),
+                ),
+            ),
             start=start,
             stale_update_status=current.update_status.started_at if current.update_status else None,
             phase="rollback",
@@ -350,28 +320,40 @@ class Controller:
                 "the engine is not a swarm manager: service updates need one "
                 "(point DOCKER_HOST / --host at a manager node)"
             )
-        return self.engine.inspect_service(service)
+        current = self.engine.inspect_service(service)
+        if current.mode.job:
+            raise UnsupportedServiceMode(
+                f"service {current.name!r} is a {current.mode.value} service: its tasks run to "
+                "completion and an update re-runs them, so there is no rollout to watch or roll "
+                "back (Swarm's updater and its update config do not apply to jobs); re-run the "
+                "job with `docker service update`, or deploy the workload as a replicated service"
+            )
+        return current
 
     def _image(self, change: ServiceChange) -> str | None:
         if change.image is None or not change.pin_digest or "@" in change.image:
             return None
         return f"{change.image}@{self.engine.resolve_digest(change.image)}"
 
-    def _total(self, service: ServiceView) -> int:
-        """Tasks the update replaces: the replicas, or for a global service
-        the nodes it runs on now."""
-        if service.replicas is not None:
-            return service.replicas
+    def _total(self, service: ServiceView, spec: Mapping[str, Any] | None = None) -> int:
+        """The slots a rollout to ``spec`` (default: the service's own) ends
+        with: its replicas (a change that also scales counts the new number),
+        or for a global service the nodes it runs on now."""
+        replicas = replicas_of(spec if spec is not None else service.spec)
+        if replicas is not None:
+            return replicas
         nodes = {
             t.node_id
             for t in self.engine.list_tasks(service.id)
             if t.desired_state is TaskState.RUNNING
         }
-        return max(len(nodes), 1)
+        return len(nodes)
 
-    def _plan(self, current: ServiceView, new_spec: Mapping[str, Any]) -> Plan:
+    def _plan(
+        self, current: ServiceView, new_spec: Mapping[str, Any], opts: RolloutOptions
+    ) -> Plan:
         update = UpdateConfig.from_api(new_spec.get("UpdateConfig"))
-        total = self._total(current)
+        total = self._total(current, new_spec)
         parallelism = update.effective_parallelism(total) or 1
         batches = max(1, math.ceil(total / parallelism))
         health = ((new_spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get(
@@ -403,8 +385,9 @@ class Controller:
                 healthcheck_start_period=start_period,
             )
         ]
-        per_batch = 5.0 + update.delay.total_seconds()
-        estimate = batches * per_batch + update.monitor.total_seconds()
+        estimate = expected_seconds(update, total)
+        rollback = expected_seconds(RollbackConfig.from_api(new_spec.get("RollbackConfig")), total)
+        warnings += opts.deadline_warnings(estimate, rollback)
         return Plan(
             current.name,
             current.image,
@@ -413,7 +396,8 @@ class Controller:
             total,
             batches,
             update,
-            round(estimate, 1),
+            estimate,
+            rollback,
             warnings,
         )
 
@@ -446,42 +430,95 @@ class Controller:
             return self._noop(
                 current, start, "no_update_in_progress", "no update is in progress on this service"
             )
-        common = dict(total=self._total(current), settings=opts.tracker_settings(), start=start)
+        if state not in (UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED):
+            # The update ended before we looked: report how, change nothing.
+            # Whatever its tasks did since (a restart, a kill) is not part of it.
+            return self._ended(current, start)
+        total = self._total(current)
         if state.rollback:
-            # after the engine's own rollback PreviousSpec is gone: the spec
-            # rolled back from is no longer known
-            by = rollback_initiator(current)
-            tracker = Tracker(
-                current.name,
-                original_spec=current.spec,
-                target_spec=current.previous_spec or current.spec,
-                phase="rollback",
-                rollback_by=by,
-                **common,
-            )  # type: ignore[arg-type]
-            tracker.rollback_reason = rollback_reason(by, current.update_status.message)  # type: ignore[union-attr]
-            # tasks that already ended are not failures of this rollback
+            tracker = self._attach_rollback(current, opts, total)
+            return self._follow(tracker, current, current, opts, "watch", [])
+        assert current.previous_spec is not None
+        update = UpdateConfig.from_api(current.spec.get("UpdateConfig"))
+        rollback = RollbackConfig.from_api(current.previous_spec.get("RollbackConfig"))
+        tracker = Tracker(
+            current.name,
+            original_spec=current.previous_spec,
+            target_spec=current.spec,
+            total=total,
+            settings=opts.tracker_settings(
+                expected_seconds(update, total), expected_seconds(rollback, total)
+            ),
+            start=start,
+        )
+        # tasks created before this update began (an earlier attempt at
+        # the same spec) are not its failures; both times are the engine's
+        begun = current.update_status.started_at if current.update_status else None
+        if begun is not None:
             tracker.phase.preexisting = {
-                t.id for t in self.engine.list_tasks(current.id) if t.state.terminal
+                t.id
+                for t in self.engine.list_tasks(current.id)
+                if t.created_at is not None and t.created_at < begun
             }
-        else:
-            assert current.previous_spec is not None
-            tracker = Tracker(
-                current.name,
-                original_spec=current.previous_spec,
-                target_spec=current.spec,
-                **common,
-            )  # type: ignore[arg-type]
-            # tasks created before this update began (an earlier attempt at
-            # the same spec) are not its failures; both times are the engine's
-            begun = current.update_status.started_at if current.update_status else None
-            if begun is not None:
-                tracker.phase.preexisting = {
-                    t.id
-                    for t in self.engine.list_tasks(current.id)
-                    if t.created_at is not None and t.created_at < begun
-                }
         return self._follow(tracker, current, current, opts, "watch", [])
+
+    def _attach_rollback(self, current: ServiceView, opts: RolloutOptions, total: int) -> Tracker:
+        """A tracker for a rollback in flight. After the engine's own
+        rollback ``PreviousSpec`` is gone: the spec rolled back from is no
+        longer known."""
+        by = rollback_initiator(current)
+        rollback = RollbackConfig.from_api(current.spec.get("RollbackConfig"))
+        tracker = Tracker(
+            current.name,
+            original_spec=current.spec,
+            target_spec=current.previous_spec or current.spec,
+            total=total,
+            settings=opts.tracker_settings(0.0, expected_seconds(rollback, total)),
+            start=self.clock.monotonic(),
+            phase="rollback",
+            rollback_by=by,
+        )
+        status = current.update_status
+        tracker.rollback_reason = rollback_reason(by, status.message if status else "")
+        # tasks that already ended are not failures of this rollback
+        tracker.phase.preexisting = {
+            t.id for t in self.engine.list_tasks(current.id) if t.state.terminal
+        }
+        return tracker
+
+    def _ended(self, current: ServiceView, start: float) -> RolloutResult:
+        """The result of watching a service whose last update already ended."""
+        status = current.update_status
+        assert status is not None
+        said = f" (the engine says: {status.message})" if status.message else ""
+        outcome, code, message = {
+            UpdateState.COMPLETED: (
+                Outcome.COMPLETED,
+                "already_completed",
+                "the last update of the service completed before we looked; nothing to watch",
+            ),
+            UpdateState.ROLLBACK_COMPLETED: (
+                Outcome.ROLLED_BACK,
+                "already_rolled_back",
+                f"the last update of the service was rolled back before we looked{said}",
+            ),
+            UpdateState.PAUSED: (
+                Outcome.PAUSED,
+                "update_paused",
+                f"the engine paused the last update of the service{said}",
+            ),
+            UpdateState.ROLLBACK_PAUSED: (
+                Outcome.ROLLBACK_FAILED,
+                "rollback_paused",
+                f"the engine paused the rollback of the last update{said}",
+            ),
+        }[status.state]
+        result = self._noop(current, start, code, message, emit=False)
+        result.outcome = outcome
+        if status.state.rollback:
+            result.rollback_by = rollback_initiator(current)
+        self._emit_finished(current.name, result)
+        return result
 
     def _noop(
         self,
@@ -490,6 +527,8 @@ class Controller:
         code: str,
         message: str,
         after: ServiceView | None = None,
+        *,
+        emit: bool = True,
     ) -> RolloutResult:
         after = after or current
         result = RolloutResult(
@@ -505,11 +544,22 @@ class Controller:
             version_after=after.version,
             total=self._total(current),
         )
-        self._emit(
-            current.name,
-            RolloutFinished(current.name, result.duration_s, "completed", code, message, result),
-        )
+        if emit:
+            self._emit_finished(current.name, result)
         return result
+
+    def _emit_finished(self, name: str, result: RolloutResult) -> None:
+        self._emit(
+            name,
+            RolloutFinished(
+                name,
+                result.duration_s,
+                result.outcome.value,
+                result.code,
+                result.reason.message,
+                result,
+            ),
+        )
 
     # -- the loop ---------------------------------------------------------------
 
@@ -687,17 +737,7 @@ class Controller:
             warnings=warnings,
             placement=placement,
         )
-        self._emit(
-            before.name,
-            RolloutFinished(
-                before.name,
-                result.duration_s,
-                result.outcome.value,
-                result.code,
-                result.reason.message,
-                result,
-            ),
-        )
+        self._emit_finished(before.name, result)
         return result
 
     def _emit(self, service: str, event: Event) -> None:

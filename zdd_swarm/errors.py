@@ -9,6 +9,10 @@ adapter) and chained with ``raise ... from exc``::
     │   ├── ConfigError                  an invalid value (names field, value, what is allowed)
     │   ├── ServiceNotFound              no such service
     │   ├── NotAManager                  the engine is not a swarm manager
+    │   ├── UpdateInProgress             another update of the service is in progress
+    │   ├── ConcurrentChange             the service changed while we prepared the update
+    │   ├── UnsupportedServiceMode       a job: update semantics never complete it
+    │   ├── UpdatePaused                 the engine paused the service's last update
     │   └── InvalidImageReference        an image reference the engine would refuse
     └── EngineError                      talking to the engine went wrong
         ├── EngineUnavailable            cannot reach the engine (transient)
@@ -22,6 +26,7 @@ temporary and permanent errors).
 from __future__ import annotations
 
 __all__ = [
+    "ConcurrentChange",
     "ConfigError",
     "EngineAPIError",
     "EngineError",
@@ -30,6 +35,9 @@ __all__ = [
     "InvalidImageReference",
     "NotAManager",
     "ServiceNotFound",
+    "UnsupportedServiceMode",
+    "UpdateInProgress",
+    "UpdatePaused",
     "VersionConflict",
     "ZddError",
 ]
@@ -68,6 +76,23 @@ class ServiceNotFound(InputError):
 
 class NotAManager(InputError):
     """The engine answered but is not a swarm manager."""
+
+
+class UnsupportedServiceMode(InputError):
+    """The service runs in a mode a rolling update does not apply to (a job)."""
+
+
+class UpdatePaused(InputError):
+    """The engine paused the service's last update (or rollback) half way;
+    sending the same spec again would not say whether the release is good."""
+
+
+class UpdateInProgress(InputError):
+    """Another update of the service is in progress; we do not start a second."""
+
+
+class ConcurrentChange(InputError):
+    """The service changed between our inspect and our update; nothing was sent."""
 
 
 class InvalidImageReference(InputError):

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
+    "ServiceMode",
     "ServiceView",
     "TaskState",
     "TaskView",
@@ -66,6 +67,29 @@ _TASK_ORDER = list(TaskState)
 FAILED_STATES = frozenset(
     {TaskState.FAILED, TaskState.REJECTED, TaskState.COMPLETE, TaskState.ORPHANED}
 )
+
+
+class ServiceMode(enum.StrEnum):
+    """The service's ``Spec.Mode``: which of Swarm's four modes it runs in."""
+
+    REPLICATED = "replicated"
+    GLOBAL = "global"
+    REPLICATED_JOB = "replicated-job"
+    GLOBAL_JOB = "global-job"
+
+    @property
+    def job(self) -> bool:
+        """A job: its tasks run to completion, and an update re-runs them."""
+        return self in (ServiceMode.REPLICATED_JOB, ServiceMode.GLOBAL_JOB)
+
+
+#: ``Spec.Mode`` keys, by mode.
+_MODE_KEYS = {
+    "Replicated": ServiceMode.REPLICATED,
+    "Global": ServiceMode.GLOBAL,
+    "ReplicatedJob": ServiceMode.REPLICATED_JOB,
+    "GlobalJob": ServiceMode.GLOBAL_JOB,
+}
 
 
 class UpdateState(enum.StrEnum):
@@ -153,6 +177,11 @@ def task_template_key(template: Mapping[str, Any]) -> str:
     return canonical(normalised)
 
 
+def placement_free_key(template: Mapping[str, Any]) -> str:
+    """``task_template_key`` of a template without its placement."""
+    return task_template_key({k: v for k, v in template.items() if k != "Placement"})
+
+
 @dataclass(frozen=True)
 class TaskView:
     """One task as the engine reports it."""
@@ -172,6 +201,8 @@ class TaskView:
     spec_key: str
     addresses: tuple[str, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    #: ``spec_key`` of the task's spec without its placement
+    placement_free_key: str = ""
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> TaskView:
@@ -198,6 +229,7 @@ class TaskView:
             spec_key=task_template_key(spec),
             addresses=tuple(addresses),
             raw=data,
+            placement_free_key=placement_free_key(spec),
         )
 
     @property
@@ -249,17 +281,38 @@ class ServiceView:
         return task_template_key(self.spec.get("TaskTemplate") or {})
 
     @property
+    def mode(self) -> ServiceMode:
+        return service_mode(self.spec)
+
+    @property
     def replicas(self) -> int | None:
         """Replica count of a replicated service, None for global services."""
-        mode = self.spec.get("Mode") or {}
-        replicated = mode.get("Replicated")
-        if replicated is None:
-            return None
-        return int(replicated.get("Replicas", 1))
+        return replicas_of(self.spec)
+
+    @property
+    def endpoint_key(self) -> str:
+        """Canonical form of the endpoint spec (ports, endpoint mode): a change
+        of it replaces every task, though the task template is unchanged."""
+        return canonical(_pruned(dict(self.spec.get("EndpointSpec") or {})))
 
     @property
     def state(self) -> UpdateState | None:
         return self.update_status.state if self.update_status else None
+
+
+def service_mode(spec: Mapping[str, Any]) -> ServiceMode:
+    """The mode of a service spec (replicated when the spec names none, as
+    the engine defaults it)."""
+    mode = spec.get("Mode") or {}
+    return next((m for key, m in _MODE_KEYS.items() if key in mode), ServiceMode.REPLICATED)
+
+
+def replicas_of(spec: Mapping[str, Any]) -> int | None:
+    """Replica count of a replicated service spec, None for other modes."""
+    mode = spec.get("Mode") or {}
+    if "Replicated" not in mode and mode:
+        return None
+    return int((mode.get("Replicated") or {}).get("Replicas", 1))
 
 
 def image_of(spec: Mapping[str, Any]) -> str:

@@ -29,7 +29,15 @@ from typing import Any
 from .config import RollbackConfig, UpdateConfig
 from .engine import EngineInfo, NodeView
 from .errors import EngineAPIError, EngineUnavailable, ServiceNotFound, VersionConflict
-from .model import ServiceView, TaskView, canonical, image_of
+from .model import (
+    ServiceView,
+    TaskView,
+    canonical,
+    image_of,
+    placement_free_key,
+    replicas_of,
+    task_template_key,
+)
 
 __all__ = ["FakeClock", "FakeEngine", "ImageBehaviour"]
 
@@ -91,6 +99,8 @@ class _Task:
     restarted: bool = False
     #: when the state last changed (the engine's Status.Timestamp); None: created
     changed_at: float | None = None
+    #: the service's endpoint spec when the task was created (``Endpoint.Spec``)
+    endpoint: str = ""
 
 
 @dataclass
@@ -100,7 +110,8 @@ class _Updater:
     rollback: bool
     queue: list[int]
     total: int
-    workers: list[tuple[int | None, float]] = field(default_factory=list)
+    #: per worker: the task it waits for, and when it is free again
+    workers: list[tuple[str | None, float]] = field(default_factory=list)
     created: dict[str, float] = field(default_factory=dict)
     failures: set[str] = field(default_factory=set)
     done_at: float | None = None
@@ -260,6 +271,7 @@ class FakeEngine:
             copy.deepcopy(dict(spec["TaskTemplate"])),
             self.clock.t,
             "starting",
+            endpoint=canonical(spec.get("EndpointSpec") or {}),
         )
         self.tasks[service.id].append(task)
         return task
@@ -267,34 +279,87 @@ class FakeEngine:
     def _behaviour(self, task: _Task) -> ImageBehaviour:
         return self.behaviours.get(str(task.spec["ContainerSpec"]["Image"]), ImageBehaviour())
 
+    def _dirty(self, task: _Task, spec: Mapping[str, Any]) -> bool:
+        """swarmkit ``orchestrator/task.go``, IsTaskDirty: the task template or
+        the endpoint spec differ, placement alone does not count (every fake
+        node satisfies every constraint)."""
+        template = spec["TaskTemplate"]
+        if task.endpoint != canonical(spec.get("EndpointSpec") or {}):
+            return True
+        if task_template_key(task.spec) == task_template_key(template):
+            return False
+        return placement_free_key(task.spec) != placement_free_key(template)
+
     def _start(
         self, service: _Service, spec: dict[str, Any], *, rollback: bool, message: str
     ) -> None:
+        """controlapi ``UpdateService``, then the orchestrator and its updater.
+
+        An update resets "service.UpdateStatus = nil"; a requested rollback
+        writes ROLLBACK_STARTED "manually requested rollback". The updater
+        then "Abort[s] immediately if all tasks are clean" (completing a
+        status in progress), and only "If there's no update in progress"
+        starts one (swarmkit ``updater.go``). New slots of a scale-up are
+        created by the orchestrator, not the updater; a scale-down removes
+        the highest slots.
+        """
         service.spec = spec
         service.version += 1
         config: UpdateConfig | RollbackConfig
         if rollback:
             config = RollbackConfig.from_api(spec.get("RollbackConfig"))
+            service.status = {
+                "State": "rollback_started",
+                "Message": message,
+                "StartedAt": self.clock.now().isoformat(),
+            }
         else:
             config = UpdateConfig.from_api(spec.get("UpdateConfig"))
-        key = canonical(spec["TaskTemplate"])
+            service.status = None
+        self._scale(service, spec)
         slots = sorted(
             {
                 t.slot
                 for t in self.tasks[service.id]
-                if t.desired == "running" and canonical(t.spec) != key
+                if t.desired == "running" and self._dirty(t, spec)
             }
         )
-        service.status = {
-            "State": "rollback_started" if rollback else "updating",
-            "Message": message,
-            "StartedAt": self.clock.now().isoformat(),
-        }
+        service.updater = None
+        if not slots:
+            if service.status is not None:
+                self._complete(service, rollback)
+            return
+        if service.status is None:
+            service.status = {
+                "State": "updating",
+                "Message": message,
+                "StartedAt": self.clock.now().isoformat(),
+            }
         parallelism = config.parallelism or max(len(slots), 1)
         service.updater = _Updater(
             spec, config, rollback, slots, len(slots), workers=[(None, self.clock.t)] * parallelism
         )
         self._advance(service)
+
+    def _scale(self, service: _Service, spec: Mapping[str, Any]) -> None:
+        replicas = replicas_of(spec)
+        if replicas is None:
+            return
+        tasks = self.tasks[service.id]
+        live = {t.slot for t in tasks if t.desired == "running"}
+        for slot in range(1, replicas + 1):
+            if slot not in live:
+                self._new_task(service, slot, spec)
+        for task in tasks:
+            if task.slot > replicas and task.desired == "running":
+                task.desired, task.state, task.changed_at = "shutdown", "shutdown", self.clock.t
+
+    def _complete(self, service: _Service, rollback: bool) -> None:
+        assert service.status is not None
+        service.status["State"] = "rollback_completed" if rollback else "completed"
+        service.status["Message"] = "rollback completed" if rollback else "update completed"
+        service.status["CompletedAt"] = self.clock.now().isoformat()
+        service.updater = None
 
     def _advance(self, service: _Service) -> None:
         now = self.clock.t
@@ -305,7 +370,6 @@ class FakeEngine:
     def _tick(self, service: _Service, now: float) -> bool:
         changed = False
         tasks = self.tasks[service.id]
-        key = canonical(service.spec["TaskTemplate"])
         for task in list(tasks):
             if task.desired != "running" or task.state in ("failed", "rejected", "shutdown"):
                 continue
@@ -343,7 +407,7 @@ class FakeEngine:
             if (
                 task.state in ("failed", "rejected")
                 and not task.restarted
-                and canonical(task.spec) == key
+                and not self._dirty(task, service.spec)
                 and task.desired == "running"
                 and now >= due
             ):
@@ -354,12 +418,12 @@ class FakeEngine:
         for task in tasks:
             if (
                 task.desired == "running"
-                and canonical(task.spec) != key
+                and self._dirty(task, service.spec)
                 and any(
                     t.slot == task.slot
                     and t.state == "running"
                     and t.desired == "running"
-                    and canonical(t.spec) == key
+                    and not self._dirty(t, service.spec)
                     for t in tasks
                 )
             ):
@@ -370,10 +434,10 @@ class FakeEngine:
             return changed
         if service.status["State"] not in ("updating", "rollback_started"):
             return changed
-        for i, (slot, free_at) in enumerate(updater.workers):
-            if slot is not None:
-                new = [t for t in tasks if t.slot == slot and canonical(t.spec) == key]
-                if new and new[-1].state in ("running", "failed", "rejected", "shutdown"):
+        for i, (waiting, free_at) in enumerate(updater.workers):
+            if waiting is not None:
+                new = next(t for t in tasks if t.id == waiting)
+                if new.state in ("running", "failed", "rejected", "shutdown"):
                     updater.workers[i] = (None, now + updater.config.delay.total_seconds())
                     changed = True
             elif free_at <= now and updater.queue:
@@ -385,9 +449,9 @@ class FakeEngine:
                             old.desired, old.state, old.changed_at = "shutdown", "shutdown", now
                 created = self._new_task(service, slot, service.spec)
                 updater.created[created.id] = now
-                updater.workers[i] = (slot, now)
+                updater.workers[i] = (created.id, now)
                 changed = True
-        idle = all(slot is None and free_at <= now for slot, free_at in updater.workers)
+        idle = all(waiting is None and free_at <= now for waiting, free_at in updater.workers)
         if idle and not updater.queue and updater.done_at is None:
             monitor = updater.config.monitor.total_seconds()
             if updater.config.delay.total_seconds() >= monitor:
@@ -395,12 +459,7 @@ class FakeEngine:
             updater.done_at = now + monitor
             changed = True
         if updater.done_at is not None and now >= updater.done_at:
-            service.status["State"] = "rollback_completed" if updater.rollback else "completed"
-            service.status["Message"] = (
-                "rollback completed" if updater.rollback else "update completed"
-            )
-            service.status["CompletedAt"] = self.clock.now().isoformat()
-            service.updater = None
+            self._complete(service, updater.rollback)
             service.version += 1  # the engine writes its status like any change
             changed = True
         return changed

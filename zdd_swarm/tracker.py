@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from .config import FailureAction, RollbackConfig, UpdateConfig
+from .config import FailureAction, RollbackConfig, TrackerSettings, UpdateConfig
 from .events import (
     BatchCompleted,
     BatchStarted,
@@ -37,7 +37,15 @@ from .events import (
     TaskRunning,
     ThresholdCrossed,
 )
-from .model import ServiceView, TaskState, TaskView, UpdateState, spec_key, task_template_key
+from .model import (
+    ServiceView,
+    TaskState,
+    TaskView,
+    UpdateState,
+    placement_free_key,
+    spec_key,
+    task_template_key,
+)
 from .result import BatchReport, GateReport, Outcome, Reason, TaskReport
 
 __all__ = ["Finish", "RequestRollback", "Step", "Tracker", "TrackerSettings"]
@@ -48,6 +56,10 @@ __all__ = ["Finish", "RequestRollback", "Step", "Tracker", "TrackerSettings"]
 #: that never got a node waits out this timeout, so rollback tasks get it on
 #: top of ``task_deadline``.
 OLD_TASK_TIMEOUT = timedelta(minutes=1)
+#: How long after sending a spec the engine may take to write an update status
+#: (its orchestrator starts the updater on the store event, within a second
+#: even on a loaded machine); still none after this, it replaced nothing.
+NO_STATUS_GRACE = 10.0
 #: The engine's pause message, naming the task that made its updater pause.
 _PAUSED_BY_TASK = re.compile(r"paused due to failure or early termination of task (\w+)")
 #: States of a task that has not reached RUNNING yet and has not ended.
@@ -76,20 +88,6 @@ class Step:
     action: Action | None = None
 
 
-@dataclass(frozen=True)
-class TrackerSettings:
-    """The knobs the tracker needs, from ``RolloutOptions.tracker_settings()``
-    (which holds the defaults)."""
-
-    failure_action: FailureAction
-    task_deadline: timedelta | None
-    progress_deadline: timedelta | None
-    timeout: timedelta | None
-    rollback_timeout: timedelta
-    gate_names: tuple[str, ...]
-    gate_min_ratio: Mapping[str, float]
-
-
 @dataclass
 class _Tracked:
     report: TaskReport
@@ -99,6 +97,9 @@ class _Tracked:
     #: the engine's timestamp of the RUNNING status we saw
     running_status_at: datetime | None = None
     counted: bool = False
+    #: a later task of a slot this phase already replaced: the restart
+    #: supervisor's, not the updater's, so never one of its failures
+    restart: bool = False
 
 
 @dataclass
@@ -117,18 +118,23 @@ class _Phase:
         self,
         name: str,
         target_spec: Mapping[str, Any],
-        parallelism: int,
-        monitor: timedelta,
-        max_failure_ratio: float,
+        config: UpdateConfig | RollbackConfig,
         total: int,
         start: float,
     ) -> None:
         self.name = name
         self.spec_key = spec_key(target_spec)
-        self.task_key = task_template_key(target_spec.get("TaskTemplate") or {})
-        self.parallelism = parallelism if parallelism > 0 else max(total, 1)
-        self.monitor = monitor.total_seconds()
-        self.max_failure_ratio = max_failure_ratio
+        template = target_spec.get("TaskTemplate") or {}
+        self.task_key = task_template_key(template)
+        self.placement_free_key = placement_free_key(template)
+        self.parallelism = config.parallelism if config.parallelism > 0 else max(total, 1)
+        self.monitor = config.monitor.total_seconds()
+        delay = config.delay.total_seconds()
+        #: what the engine waits without a task changing: a batch's delay, and
+        #: after the last batch "one more monitoringPeriod" (``Delay + 1s`` when
+        #: "updateConfig.Delay >= monitoringPeriod"; swarmkit ``updater.go``)
+        self.engine_waits = delay + (delay + 1 if delay >= self.monitor else self.monitor)
+        self.max_failure_ratio = config.max_failure_ratio
         self.total = total
         self.start = start
         self.tasks: dict[str, _Tracked] = {}
@@ -229,15 +235,7 @@ class Tracker:
         self._seen_ids: set[str] = set()
         update = UpdateConfig.from_api(target_spec.get("UpdateConfig"))
         self.update_config = update
-        self.phase = _Phase(
-            "update",
-            target_spec,
-            update.parallelism,
-            update.monitor,
-            update.max_failure_ratio,
-            total,
-            start,
-        )
+        self.phase = _Phase("update", target_spec, update, total, start)
         self.update_phase = self.phase
         self.rollback_phase: _Phase | None = None
         if phase == "rollback":
@@ -280,15 +278,7 @@ class Tracker:
         self.rollback_by = by
         self.rollback_reason = reason
         rollback = RollbackConfig.from_api(self.original_spec.get("RollbackConfig"))
-        self.rollback_phase = _Phase(
-            "rollback",
-            self.original_spec,
-            rollback.parallelism,
-            rollback.monitor,
-            rollback.max_failure_ratio,
-            self.total,
-            now,
-        )
+        self.rollback_phase = _Phase("rollback", self.original_spec, rollback, self.total, now)
         self.rollback_phase.preexisting = set(self._seen_ids)
         self.phase = self.rollback_phase
         step.events.append(
@@ -410,7 +400,8 @@ class Tracker:
                 if task.state.terminal and task.desired_state.terminal and not task.failed:
                     continue  # an old, orderly shut-down task of the same spec
                 slot = _slot_of(task)
-                if slot not in phase.slots:
+                restart = slot in phase.slots
+                if not restart:
                     phase.slots.append(slot)
                 index = phase.slots.index(slot) // phase.parallelism
                 while len(phase.batches) <= index:
@@ -434,6 +425,7 @@ class Tracker:
                     ),
                     index,
                     now,
+                    restart=restart,
                 )
                 phase.tasks[task.id] = tracked
                 phase.batches[index].tasks.append(tracked.report)
@@ -457,7 +449,9 @@ class Tracker:
                         phase=phase.name,
                     )
                 )
-            if tracked.counted:
+            if tracked.counted or tracked.restart:
+                # swarmkit updater.go counts only "one that we created as part
+                # of this update" (u.updatedTasks): one task per dirty slot
                 continue
             cause: str | None = None
             if task.failed or (task.state is TaskState.SHUTDOWN and task.error):
@@ -586,6 +580,36 @@ class Tracker:
         )
 
     @staticmethod
+    def _up_to_date(phase: _Phase, tasks: Sequence[TaskView]) -> int:
+        """Running tasks the engine's updater leaves alone: of the phase's
+        spec, or differing from it in placement only (swarmkit
+        ``orchestrator/task.go``, IsTaskDirty: "Task is not dirty if the
+        placement constraints alone changed and the node currently assigned
+        can satisfy the changed constraints"; only judged once the engine
+        completed or wrote no status, so the node did satisfy them)."""
+        return sum(
+            1
+            for t in tasks
+            if t.running
+            and t.desired_state is TaskState.RUNNING
+            and (
+                t.spec_key == phase.task_key
+                or (t.placement_free_key or None) == phase.placement_free_key
+            )
+        )
+
+    @staticmethod
+    def _engine_silent(now: float, phase: _Phase, state: UpdateState | None) -> bool:
+        """The engine wrote no update status ``NO_STATUS_GRACE`` after the
+        phase began: its updater found no dirty slot (swarmkit ``updater.go``:
+        "Abort immediately if all tasks are clean", before "If there's no
+        update in progress, we are starting one"; ``controlapi/service.go``
+        resets "service.UpdateStatus = nil" for every spec sent). What is left
+        to judge is ours: the tasks of the new spec (a scale-up's new slots
+        are created by the orchestrator, not the updater)."""
+        return state is None and now - phase.start >= NO_STATUS_GRACE
+
+    @staticmethod
     def _waiting_on_down_node(phase: _Phase) -> TaskReport | None:
         """A new task on a down node that never ran and has not ended: the
         engine's updater waits for it (swarmkit ``updater.go``, ``updateTask``:
@@ -687,11 +711,12 @@ class Tracker:
         elif (
             s.progress_deadline is not None
             and state is not UpdateState.COMPLETED
-            and now - phase.last_progress > s.progress_deadline.total_seconds()
+            and now - phase.last_progress > s.progress_deadline.total_seconds() + phase.engine_waits
         ):
             crossed = Reason(
                 "progress_deadline",
-                f"no new task reached RUNNING for {s.progress_deadline.total_seconds():g}s",
+                f"no new task reached RUNNING for {s.progress_deadline.total_seconds():g}s "
+                f"beyond the engine's own delay and monitor waits ({phase.engine_waits:g}s)",
             )
         if crossed is not None:
             if self.crossed is None or self.crossed.code != crossed.code:
@@ -719,9 +744,10 @@ class Tracker:
             if crossed.code == "timeout":
                 return Finish(Outcome.FAILED, crossed)
             # continue: report only, keep watching
+        silent = self._engine_silent(now, phase, state)
         if (
-            state is UpdateState.COMPLETED
-            and self._running_of(phase, tasks) >= phase.total
+            (state is UpdateState.COMPLETED or silent)
+            and self._up_to_date(phase, tasks) >= phase.total
             and all(w.closed for w in phase.windows)
             and len([b for b in phase.batches if b.running_at is not None])
             >= min(phase.batch_count, len(phase.batches))
@@ -733,6 +759,15 @@ class Tracker:
                         self.crossed.code,
                         f"completed with failures (failure_action continue): "
                         f"{self.crossed.message}",
+                    ),
+                )
+            if silent and not phase.tasks:
+                return Finish(
+                    Outcome.COMPLETED,
+                    Reason(
+                        "nothing_to_replace",
+                        f"the engine replaced no task: all {phase.total} tasks already match the "
+                        "new spec (Swarm then writes no update status)",
                     ),
                 )
             return Finish(
@@ -785,8 +820,8 @@ class Tracker:
             )
         if (
             state in (UpdateState.ROLLBACK_COMPLETED, UpdateState.COMPLETED)
-            and self._running_of(phase, tasks) >= phase.total
-        ):
+            or self._engine_silent(now, phase, state)
+        ) and self._up_to_date(phase, tasks) >= phase.total:
             reason = self.rollback_reason or Reason("rolled_back", "rolled back")
             return Finish(Outcome.ROLLED_BACK, reason)
         return None
