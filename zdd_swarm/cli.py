@@ -301,10 +301,17 @@ def _deadline_options(fn: F) -> F:
             ),
             click.option(
                 "--progress-deadline",
-                help="No task reached RUNNING for this long: fail (default 300s).",
+                help=(
+                    "A stall: no task reached RUNNING for this long beyond the engine's "
+                    "delay and monitor (default 300s)."
+                ),
             ),
-            click.option("--timeout", help="Overall limit of the update (default 30m)."),
-            click.option("--rollback-timeout", help="Limit of a rollback (default 5m)."),
+            click.option(
+                "--timeout", help="Overall limit of the update (default auto: 3x expected, >= 30m)."
+            ),
+            click.option(
+                "--rollback-timeout", help="Limit of a rollback (default auto: 3x expected, >= 5m)."
+            ),
         ]
     ):
         fn = opt(fn)
@@ -430,6 +437,7 @@ def _plan_payload(plan: Any) -> dict[str, Any]:
         "batches": plan.batches,
         "update_config": plan.update_config.to_compose(),
         "estimated_seconds": plan.estimated_seconds,
+        "rollback_seconds": plan.rollback_seconds,
         "warnings": plan.warnings,
     }
 
@@ -446,7 +454,10 @@ def _print_plan(plan: Any) -> dict[str, Any]:
             f"{cfg.parallelism or 'all'}, {cfg.order.value}, delay "
             f"{cfg.delay.total_seconds():g}s, monitor {cfg.monitor.total_seconds():g}s)"
         )
-        click.echo(f"  estimated duration: about {plan.estimated_seconds:.0f}s")
+        click.echo(
+            f"  estimated duration: about {plan.estimated_seconds:.0f}s"
+            f" (a rollback: about {plan.rollback_seconds:.0f}s)"
+        )
     for warning in plan.warnings:
         click.echo(f"  warning: {warning}")
     click.echo("  nothing was changed (--dry-run)")
@@ -479,7 +490,9 @@ def watch(
 
 @cli.command()
 @click.argument("service")
-@click.option("--rollback-timeout", help="Limit of the rollback (default 5m).")
+@click.option(
+    "--rollback-timeout", help="Limit of the rollback (default auto: 3x expected, >= 5m)."
+)
 @output_options
 @click.pass_obj
 def rollback(

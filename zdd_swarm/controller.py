@@ -430,9 +430,14 @@ class Controller:
             return self._noop(
                 current, start, "no_update_in_progress", "no update is in progress on this service"
             )
-        if state not in (UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED):
+        if state in (
+            UpdateState.COMPLETED,
+            UpdateState.ROLLBACK_COMPLETED,
+            UpdateState.ROLLBACK_PAUSED,
+        ):
             # The update ended before we looked: report how, change nothing.
-            # Whatever its tasks did since (a restart, a kill) is not part of it.
+            # Whatever its tasks did since (a restart, a kill) is not part of
+            # it. (A paused update is followed: it crosses ``engine_paused``.)
             return self._ended(current, start)
         total = self._total(current)
         if state.rollback:
@@ -501,11 +506,6 @@ class Controller:
                 Outcome.ROLLED_BACK,
                 "already_rolled_back",
                 f"the last update of the service was rolled back before we looked{said}",
-            ),
-            UpdateState.PAUSED: (
-                Outcome.PAUSED,
-                "update_paused",
-                f"the engine paused the last update of the service{said}",
             ),
             UpdateState.ROLLBACK_PAUSED: (
                 Outcome.ROLLBACK_FAILED,

@@ -57,9 +57,9 @@ def test_watch_reports_an_ended_rollback_and_pause(engine: FakeEngine, clock: Fa
     assert ctl.update("web", ServiceChange(image="app:crash")).outcome is Outcome.ROLLED_BACK
     result = ctl.watch("web")
     assert (result.outcome, result.code) == (Outcome.ROLLED_BACK, "already_rolled_back")
-    engine._find("web").status = {"State": "paused", "Message": "update paused due to failure"}
+    engine._find("web").status = {"State": "rollback_paused", "Message": "rollback paused"}
     result = ctl.watch("web")
-    assert (result.outcome, result.code) == (Outcome.PAUSED, "update_paused")
+    assert (result.outcome, result.code) == (Outcome.ROLLBACK_FAILED, "rollback_paused")
 
 
 def test_zero_replicas_complete_in_seconds_without_a_status(
