@@ -107,3 +107,14 @@ def strip_volatile(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 def names_of(events: Sequence[Any]) -> list[str]:
     return [e.name for e in events]
+
+
+def kill_one_task(lab: Any, client: Any, name: str) -> str:
+    """SIGKILL the container of one running task, as the kernel's OOM killer
+    would; Swarm restarts it (restart policy ``any``)."""
+    task = running_tasks(client, name)[0]
+    hostname = client.nodes.get(task["NodeID"]).attrs["Description"]["Hostname"]
+    node = int(hostname.removeprefix("zdd-n"))
+    container = task["Status"]["ContainerStatus"]["ContainerID"]
+    lab.client(node).containers.get(container).kill()
+    return str(task["ID"])

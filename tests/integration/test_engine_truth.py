@@ -15,7 +15,7 @@ from zdd_swarm import Controller, DockerEngine, Outcome, RolloutOptions, Service
 from zdd_swarm.errors import UnsupportedServiceMode, UpdatePaused
 from zdd_swarm.model import UpdateState, canonical
 
-from .support import create_service, images_running, running_tasks
+from .support import create_service, images_running, kill_one_task, running_tasks
 
 pytestmark = pytest.mark.integration
 
@@ -37,17 +37,6 @@ def wait_state(engine: DockerEngine, name: str, *states: UpdateState, timeout: f
             return
         time.sleep(0.5)
     raise AssertionError(f"{name}: not {states} after {timeout}s")
-
-
-def kill_one_task(lab: Any, client: Any, name: str) -> str:
-    """SIGKILL the container of one running task, as the kernel's OOM killer
-    would; Swarm restarts it (restart policy ``any``)."""
-    task = running_tasks(client, name)[0]
-    hostname = client.nodes.get(task["NodeID"]).attrs["Description"]["Hostname"]
-    node = int(hostname.removeprefix("zdd-n"))
-    container = task["Status"]["ContainerStatus"]["ContainerID"]
-    lab.client(node).containers.get(container).kill()
-    return str(task["ID"])
 
 
 @pytest.mark.core
