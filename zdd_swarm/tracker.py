@@ -807,7 +807,12 @@ class Tracker:
                 ),
             )
         rollback = RollbackConfig.from_api(self.original_spec.get("RollbackConfig"))
-        if phase.failures / max(phase.total, 1) > rollback.max_failure_ratio:
+        # swarmkit updater.go watches for failed tasks only "if
+        # updateConfig.FailureAction != api.UpdateConfig_CONTINUE": a rollback
+        # with failure_action continue goes on past failed tasks, and so do we
+        # (it ends on completion or on rollback_timeout).
+        acts = rollback.failure_action is not FailureAction.CONTINUE
+        if acts and phase.failures / max(phase.total, 1) > rollback.max_failure_ratio:
             failed = [t.report for t in phase.tasks.values() if t.report.failure][-1]
             return Finish(
                 Outcome.ROLLBACK_FAILED,

@@ -12,9 +12,9 @@ import pytest
 from zdd_swarm import Controller, Outcome, RolloutOptions, ServiceChange, UpdateConfig
 from zdd_swarm.config import AUTO, RollbackConfig, expected_seconds
 from zdd_swarm.errors import UnsupportedServiceMode, UpdatePaused
-from zdd_swarm.model import UpdateState
+from zdd_swarm.model import ServiceView, TaskView, UpdateState
 from zdd_swarm.testing import FakeClock, FakeEngine, ImageBehaviour
-from zdd_swarm.tracker import NO_STATUS_GRACE
+from zdd_swarm.tracker import NO_STATUS_GRACE, Finish, Tracker
 
 
 @pytest.fixture
@@ -215,3 +215,46 @@ def test_plan_shows_expected_durations_and_warns_of_short_deadlines(
     assert plan.estimated_seconds == 4 * 40 + 31 and plan.rollback_seconds == 4 * 40 + 31
     assert any(w.startswith("timeout_too_short") for w in plan.warnings)
     assert any(w.startswith("rollback_timeout_too_short") for w in plan.warnings)
+
+
+@pytest.mark.parametrize("action", ["pause", "continue"])
+def test_the_rollback_honours_its_own_failure_action(action: str) -> None:
+    old: dict[str, Any] = {
+        "Name": "web",
+        "TaskTemplate": {"ContainerSpec": {"Image": "app:1"}},
+        "Mode": {"Replicated": {"Replicas": 2}},
+        "RollbackConfig": RollbackConfig(failure_action=action).to_api(),
+    }
+    new = ServiceChange(image="app:2").apply(old)
+    tracker = Tracker(
+        "web",
+        original_spec=old,
+        target_spec=new,
+        total=2,
+        settings=RolloutOptions().tracker_settings(),
+        start=0.0,
+        phase="rollback",
+    )
+    rolling_back = ServiceView.from_api(
+        {
+            "ID": "s1",
+            "Version": {"Index": 3},
+            "Spec": old,
+            "UpdateStatus": {"State": "rollback_started", "StartedAt": "2026-01-01T00:00:00Z"},
+        }
+    )
+    rejected = TaskView.from_api(
+        {
+            "ID": "t1",
+            "Slot": 1,
+            "NodeID": "n1",
+            "Spec": old["TaskTemplate"],
+            "DesiredState": "running",
+            "Status": {"State": "rejected", "Err": "no such image"},
+        }
+    )
+    step = tracker.observe(1.0, rolling_back, [rejected], {"n1": "node-1"})
+    if action == "pause":
+        assert isinstance(step.action, Finish) and step.action.reason.code == "rollback_task_failed"
+    else:  # Swarm goes on past it, and so do we
+        assert step.action is None
