@@ -303,11 +303,7 @@ class Controller:
         )
         tracker.rollback_reason = Reason("manual_rollback", "rollback requested")
         tracker.phase.preexisting = existing
-        result = self._follow(tracker, current, current, opts, "rollback", [])
-        if result.outcome is Outcome.ROLLED_BACK:
-            result.outcome = Outcome.COMPLETED
-            result.reason = Reason("rollback_completed", "rolled back to the previous spec")
-        return result
+        return self._follow(tracker, current, current, opts, "rollback", [])
 
     # -- steps ------------------------------------------------------------------
 
@@ -670,6 +666,13 @@ class Controller:
                     action = removed
                 cadence.service_changed()  # what we hold predates our rollback
             if isinstance(action, Finish):
+                if phase == "rollback" and action.outcome is Outcome.ROLLED_BACK:
+                    # the rollback asked for is this run's success: one outcome,
+                    # in the result and in every event
+                    action = Finish(
+                        Outcome.COMPLETED,
+                        Reason("rollback_completed", "rolled back to the previous spec"),
+                    )
                 return self._finish(
                     tracker, before, service, tasks, nodes, action, started_at, warnings
                 )

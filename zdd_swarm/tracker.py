@@ -17,6 +17,7 @@ for ``progress_deadline`` or runs past ``timeout`` fails, and gates.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -147,6 +148,8 @@ class _Phase:
         self.last_counts: tuple[int, int] = (-1, -1)
         #: tasks that existed when this phase began (not part of it)
         self.preexisting: set[str] = set()
+        #: when the engine was first seen done with a slot still short
+        self.ended_at: float | None = None
 
     @property
     def batch_count(self) -> int:
@@ -404,16 +407,7 @@ class Tracker:
                 if not restart:
                     phase.slots.append(slot)
                 index = phase.slots.index(slot) // phase.parallelism
-                while len(phase.batches) <= index:
-                    batch_no = len(phase.batches)
-                    phase.batches.append(
-                        BatchReport(batch_no, phase.name, started_at=self._elapsed(now))
-                    )
-                    step.events.append(
-                        BatchStarted(
-                            self.service, self._elapsed(now), batch_no, (slot,), phase=phase.name
-                        )
-                    )
+                self._announce(step, now, phase, index, None if restart else slot)
                 tracked = _Tracked(
                     TaskReport(
                         task.id,
@@ -497,6 +491,28 @@ class Tracker:
                         phase=phase.name,
                     )
                 )
+
+    def _announce(
+        self, step: Step, now: float, phase: _Phase, index: int, slot: str | None
+    ) -> None:
+        """Open batches up to ``index``; a batch announced in this
+        observation names every slot seen for it in the same observation."""
+        for i, event in enumerate(step.events):
+            if (
+                isinstance(event, BatchStarted)
+                and event.batch == index
+                and event.phase == phase.name
+            ):
+                if slot is not None and slot not in event.slots:
+                    step.events[i] = dataclasses.replace(event, slots=(*event.slots, slot))
+                return
+        while len(phase.batches) <= index:
+            batch_no = len(phase.batches)
+            phase.batches.append(BatchReport(batch_no, phase.name, started_at=self._elapsed(now)))
+            slots = (slot,) if slot is not None and batch_no == index else ()
+            step.events.append(
+                BatchStarted(self.service, self._elapsed(now), batch_no, slots, phase=phase.name)
+            )
 
     def _close_windows(self, step: Step, now: float, phase: _Phase) -> None:
         for index, batch in enumerate(phase.batches):
@@ -744,23 +760,28 @@ class Tracker:
             if crossed.code == "timeout":
                 return Finish(Outcome.FAILED, crossed)
             # continue: report only, keep watching
+        return self._decide_end(now, phase, state, tasks)
+
+    def _decide_end(
+        self, now: float, phase: _Phase, state: UpdateState | None, tasks: Sequence[TaskView]
+    ) -> Action | None:
+        """Whether the update is over: the engine completed it (or wrote no
+        status: nothing was dirty) and every window closed."""
         silent = self._engine_silent(now, phase, state)
-        if (
-            (state is UpdateState.COMPLETED or silent)
-            and self._up_to_date(phase, tasks) >= phase.total
-            and all(w.closed for w in phase.windows)
-            and len([b for b in phase.batches if b.running_at is not None])
-            >= min(phase.batch_count, len(phase.batches))
+        if not (state is UpdateState.COMPLETED or silent) or not all(
+            w.closed for w in phase.windows
         ):
-            if self.crossed is not None:
-                return Finish(
-                    Outcome.FAILED,
-                    Reason(
-                        self.crossed.code,
-                        f"completed with failures (failure_action continue): "
-                        f"{self.crossed.message}",
-                    ),
-                )
+            return None
+        if self.crossed is not None:  # failure_action continue: the engine is done
+            return Finish(
+                Outcome.FAILED,
+                Reason(
+                    self.crossed.code,
+                    f"completed with failures (failure_action continue): {self.crossed.message}",
+                ),
+            )
+        running = self._up_to_date(phase, tasks)
+        if running >= phase.total:
             if silent and not phase.tasks:
                 return Finish(
                     Outcome.COMPLETED,
@@ -773,6 +794,20 @@ class Tracker:
             return Finish(
                 Outcome.COMPLETED,
                 Reason("update_completed", f"all {phase.total} tasks run the new spec"),
+            )
+        # The engine is done but a slot is not running (a restart on its way,
+        # or a slot that keeps failing within max_failure_ratio): wait for it
+        # as long as a new task may take to start, then say so.
+        phase.ended_at = phase.ended_at if phase.ended_at is not None else now
+        grace = self.settings.task_deadline or OLD_TASK_TIMEOUT
+        if now - phase.ended_at > grace.total_seconds():
+            return Finish(
+                Outcome.FAILED,
+                Reason(
+                    "incomplete",
+                    f"the engine completed the update, but only {running} of {phase.total} "
+                    f"tasks run the new spec {grace.total_seconds():g}s later",
+                ),
             )
         return None
 

@@ -258,3 +258,39 @@ def test_the_rollback_honours_its_own_failure_action(action: str) -> None:
         assert isinstance(step.action, Finish) and step.action.reason.code == "rollback_task_failed"
     else:  # Swarm goes on past it, and so do we
         assert step.action is None
+
+
+def test_continue_ends_when_the_engine_completes(engine: FakeEngine, clock: FakeClock) -> None:
+    engine.add_service(
+        "web",
+        "app:1",
+        replicas=3,
+        update_config=UpdateConfig(parallelism=3, failure_action="continue"),
+    )
+    engine.behave("app:crash", ImageBehaviour(fail_after=1.0))
+    start = clock.t
+    result = controller(engine, clock, failure_action="continue").update(
+        "web", ServiceChange(image="app:crash")
+    )
+    assert result.outcome is Outcome.FAILED and result.code == "task_failed", result.reason
+    assert clock.t - start < 60
+
+
+def test_a_manual_rollback_has_one_outcome_everywhere(engine: FakeEngine, clock: FakeClock) -> None:
+    engine.add_service("web", "app:1", replicas=2)
+    seen: list[Any] = []
+    ctl = Controller(engine, clock=clock, hooks=[seen.append])
+    assert ctl.update("web", ServiceChange(image="app:2")).outcome is Outcome.COMPLETED
+    result = ctl.rollback("web")
+    finished = [e for e in seen if e.name == "rollout_finished"][-1]
+    assert (result.outcome, result.code) == (Outcome.COMPLETED, "rollback_completed")
+    assert (finished.outcome, finished.code) == ("completed", "rollback_completed")
+    assert finished.result is result
+
+
+def test_a_batch_is_announced_with_all_its_slots(engine: FakeEngine, clock: FakeClock) -> None:
+    engine.add_service("web", "app:1", replicas=4, update_config=UpdateConfig(parallelism=2))
+    seen: list[Any] = []
+    Controller(engine, clock=clock, hooks=[seen.append]).update("web", ServiceChange(image="app:2"))
+    started = [e for e in seen if e.name == "batch_started"]
+    assert [len(e.slots) for e in started] == [2, 2]
