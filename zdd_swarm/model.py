@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -103,17 +104,29 @@ class UpdateStatus:
         )
 
 
+_TIMESTAMP = re.compile(
+    r"(?P<base>\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d)"
+    r"(?:\.(?P<fraction>\d+))?"
+    r"(?P<zone>[Zz]|[+-]\d\d:?\d\d)?"
+)
+
+
 def parse_timestamp(value: object) -> datetime | None:
-    """Parse an engine timestamp (RFC 3339 with up to nanoseconds)."""
+    """Parse an engine timestamp: RFC 3339 (Go's ``RFC3339Nano``) with up to
+    nanoseconds, in UTC (``Z``) or with an offset (``+01:00``); a naive one
+    is taken as UTC. The zero time (``0001-01-01...``) is None."""
     if not isinstance(value, str) or not value or value.startswith("0001-01-01"):
         return None
-    text = value.replace("Z", "+00:00")
-    head, dot, rest = text.partition(".")
-    if dot:
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        zone = rest[len(digits) :]
-        text = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
-    parsed = datetime.fromisoformat(text)
+    match = _TIMESTAMP.fullmatch(value.strip())
+    if match is None:
+        return datetime.fromisoformat(value)  # raises ValueError naming the text
+    fraction = (match["fraction"] or "")[:6].ljust(6, "0")  # Python keeps microseconds
+    zone = match["zone"] or ""
+    if zone in ("Z", "z"):
+        zone = "+00:00"
+    elif len(zone) == 5:
+        zone = f"{zone[:3]}:{zone[3:]}"
+    parsed = datetime.fromisoformat(f"{match['base'].upper()}.{fraction}{zone}")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
