@@ -1,6 +1,6 @@
 """Failures of the docker SDK around a request (its setup, the docker config
 file, credential helpers, digest resolution) are our errors with their exit
-code. docker-py runs for real over a fake transport."""
+code; a bug is exit 6. docker-py runs for real over a fake transport."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from zdd_swarm.cli import _Obj, cli
 from zdd_swarm.engine import DockerEngine
 from zdd_swarm.errors import DockerConfigError, EngineAPIError, InvalidImageReference
 from zdd_swarm.model import ServiceView
-from zdd_swarm.testing import FakeClock
+from zdd_swarm.testing import FakeClock, FakeEngine
 
 IMAGE = "registry.example.com/app:2"
 DIGEST = "sha256:" + "ab" * 32
@@ -338,3 +338,33 @@ def test_a_bad_docker_host_exits_5(docker_config: Path) -> None:
     result = CliRunner().invoke(cli, ["-H", "foo://127.0.0.1:9", "status", "web"])
     assert result.exit_code == 5
     assert result.stderr.startswith("zdd-swarm: error: DOCKER_HOST (or --host) 'foo://127.0.0.1:9'")
+
+
+class _Boom(FakeEngine):
+    def inspect_service(self, service: str) -> ServiceView:
+        raise ZeroDivisionError("division by zero\nsecond line")
+
+
+def test_an_unexpected_exception_is_exit_6_in_one_line() -> None:
+    engine = _Boom(FakeClock())
+    code, out, err = _cli(engine, "update", "web", "--image", "app:2")
+    assert code == 6
+    assert err == (
+        "zdd-swarm: error: internal error: ZeroDivisionError: division by zero "
+        "(-vv shows the traceback)\n"
+    )
+    code, out, err = _cli(engine, "status", "web", "--json")
+    data = json.loads(out)
+    assert code == 6
+    assert (data["outcome"], data["code"], data["error"]) == (
+        "error",
+        "internal_error",
+        "ZeroDivisionError",
+    )
+
+
+def test_the_traceback_of_an_unexpected_exception_is_shown_with_vv() -> None:
+    code, _, err = _cli(_Boom(FakeClock()), "watch", "web", "-vv")
+    assert code == 6
+    assert "Traceback (most recent call last)" in err and "ZeroDivisionError" in err
+    assert err.rstrip().endswith("internal error: ZeroDivisionError: division by zero")
