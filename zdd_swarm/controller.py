@@ -31,6 +31,7 @@ from .errors import (
 from .events import EngineUnreachable, Event, Hook, RolloutFinished, RolloutStarted
 from .gates import Gate, as_gate
 from .model import (
+    ResolvedImage,
     ServiceView,
     TaskState,
     TaskView,
@@ -244,7 +245,7 @@ class Controller:
     def plan(self, service: str, change: ServiceChange) -> Plan:
         """Validate and describe an update without changing anything."""
         current = self._prepare(service)
-        new_spec = change.apply(current.spec, image=self._image(change))
+        new_spec = change.apply(current.spec, resolved=self._image(change))
         return self._plan(current, new_spec)
 
     def update(
@@ -253,7 +254,7 @@ class Controller:
         """Update ``service`` with ``change`` and follow it to an outcome."""
         opts = options or self.options
         current = self._prepare(service)
-        new_spec = change.apply(current.spec, image=self._image(change))
+        new_spec = change.apply(current.spec, resolved=self._image(change))
         plan = self._plan(current, new_spec)
         if current.state in (UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED):
             if spec_key(new_spec) == spec_key(current.spec) and current.previous_spec:
@@ -352,10 +353,14 @@ class Controller:
             )
         return self.engine.inspect_service(service)
 
-    def _image(self, change: ServiceChange) -> str | None:
-        if change.image is None or not change.pin_digest or "@" in change.image:
+    def _image(self, change: ServiceChange) -> ResolvedImage | None:
+        # as `docker service update --image`, which asks the registry only
+        # when the image is given (docker/cli cli/command/service/update.go:
+        # `if flags.Changed("image") { updateOpts.QueryRegistry = ... }`),
+        # also for an image that has a digest (for its platforms)
+        if change.image is None or not change.pin_digest:
             return None
-        return f"{change.image}@{self.engine.resolve_digest(change.image)}"
+        return self.engine.resolve_image(change.image)
 
     def _total(self, service: ServiceView) -> int:
         """Tasks the update replaces: the replicas, or for a global service

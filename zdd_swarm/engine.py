@@ -39,7 +39,7 @@ from .errors import (
     VersionConflict,
     ZddError,
 )
-from .model import ServiceView, TaskView
+from .model import ResolvedImage, ServiceView, TaskView
 
 __all__ = ["DockerEngine", "Engine", "EngineInfo", "NodeView"]
 
@@ -84,8 +84,9 @@ class Engine(Protocol):
         ``VersionConflict`` if the service changed since ``service``."""
         ...
 
-    def resolve_digest(self, image: str) -> str:
-        """The registry digest (``sha256:...``) of ``image``."""
+    def resolve_image(self, image: str) -> ResolvedImage:
+        """``image`` as its registry knows it: its digest (``sha256:...``) and
+        the platforms of its manifest list (what ``--pin-digest`` pins)."""
         ...
 
     def image_healthcheck(self, image: str) -> Mapping[str, Any] | bool | None:
@@ -243,7 +244,7 @@ class DockerEngine:
         result = self._call(send)
         return [str(w) for w in (result or {}).get("Warnings") or []]
 
-    def resolve_digest(self, image: str) -> str:
+    def resolve_image(self, image: str) -> ResolvedImage:
         def inspect() -> Any:
             # docker-py's inspect_distribution, with the credentials read as
             # for an update (the engine asks the registry with them)
@@ -259,8 +260,8 @@ class DockerEngine:
                 f"cannot resolve {image!r} to a registry digest: {exc}", exc.status_code
             ) from exc
         try:
-            return str(data["Descriptor"]["digest"])
-        except (KeyError, TypeError) as exc:
+            return ResolvedImage.from_api(data)
+        except (KeyError, TypeError, ValueError) as exc:
             raise EngineAPIError(
                 f"cannot resolve {image!r} to a registry digest: the engine's answer has none"
             ) from exc

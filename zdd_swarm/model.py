@@ -1,4 +1,5 @@
-"""Read-only views of what the engine reports: services, tasks, update status.
+"""Read-only views of what the engine reports: services, tasks, update status,
+an image's digest and platforms.
 
 Pure: built from Engine API JSON (``docker service inspect`` / task list), no
 I/O. The controller only ever reasons about these views.
@@ -15,6 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
+    "Platform",
+    "ResolvedImage",
     "ServiceView",
     "TaskState",
     "TaskView",
@@ -128,6 +131,70 @@ def parse_timestamp(value: object) -> datetime | None:
         zone = f"{zone[:3]}:{zone[3:]}"
     parsed = datetime.fromisoformat(f"{match['base'].upper()}.{fraction}{zone}")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Platform:
+    """A platform tasks may run on: one entry of ``TaskTemplate.Placement.Platforms``.
+
+    Swarm matches only OS and architecture; an empty field matches any.
+    """
+
+    os: str
+    architecture: str = ""
+
+    def to_api(self) -> dict[str, str]:
+        """The Engine API form (``swarm.Platform``, empty fields omitted)."""
+        api = {"Architecture": self.architecture, "OS": self.os}
+        return {k: v for k, v in api.items() if v}
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """An image as its registry knows it (``GET /distribution/{name}/json``):
+    the digest of its manifest (list) and the platforms it is built for."""
+
+    digest: str
+    platforms: tuple[Platform, ...] = ()
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> ResolvedImage:
+        """From the engine's distribution inspect (OCI descriptor and platforms).
+
+        The platforms are those ``docker service update --image`` sends, after
+        moby's ``client/service_create.go`` (``imageDigestAndPlatforms``,
+        vendored in docker/cli)::
+
+            // skip attestations and other data included in the manifest index.
+            if p.OS == "unknown" || p.Architecture == "unknown" {
+            // clear architecture field for arm. [...] moby/swarmkit#2294
+            if strings.EqualFold(arch, "arm") { arch = "" }
+            platform := swarm.Platform{Architecture: arch, OS: p.OS}
+            // Skip duplicates. Swarm currently only uses os/arch [...]
+        """
+        digest = str(data["Descriptor"]["digest"])
+        if not digest:
+            raise ValueError("no digest")
+        platforms: list[Platform] = []
+        for entry in data.get("Platforms") or []:
+            os_name = str(entry.get("os") or "")
+            arch = str(entry.get("architecture") or "")
+            if os_name == "unknown" or arch == "unknown":
+                continue
+            platform = Platform(os=os_name, architecture="" if arch.lower() == "arm" else arch)
+            if platform not in platforms:
+                platforms.append(platform)
+        return cls(digest=digest, platforms=tuple(platforms))
+
+    def pin(self, image: str) -> str:
+        """``image`` with this digest: ``name:tag@sha256:...``, the tag
+        ``latest`` if it names none (moby's ``imageWithTagString`` then
+        ``imageWithDigestString``); an image that has a digest is kept."""
+        if "@" in image:
+            return image
+        if ":" not in image.rpartition("/")[2]:
+            image = f"{image}:latest"
+        return f"{image}@{self.digest}"
 
 
 def canonical(value: Any) -> str:

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from zdd_swarm.cli import _Obj, cli
 from zdd_swarm.engine import DockerEngine
 from zdd_swarm.errors import DockerConfigError, EngineAPIError, InvalidImageReference
-from zdd_swarm.model import ServiceView
+from zdd_swarm.model import Platform, ServiceView
 from zdd_swarm.testing import FakeClock, FakeEngine
 
 IMAGE = "registry.example.com/app:2"
@@ -142,7 +142,7 @@ def test_credentials_from_the_config_file_go_with_the_update_and_the_digest_look
     )
     engine, transport = connect()
     _update(engine)
-    engine.resolve_digest(IMAGE)
+    engine.resolve_image(IMAGE)
     assert all("X-Registry-Auth" in r.headers for r in transport.sent)
     assert len(transport.sent) == 2
 
@@ -154,7 +154,7 @@ def test_a_broken_config_file_is_named_and_nothing_is_sent(
     # not pull a private image and a good release would be rolled back
     (docker_config / "config.json").write_text('{"auths": {"registry.example.com": ')
     engine, transport = connect()
-    for call in (lambda: _update(engine), lambda: engine.resolve_digest(IMAGE)):
+    for call in (lambda: _update(engine), lambda: engine.resolve_image(IMAGE)):
         with pytest.raises(DockerConfigError, match="is not valid JSON") as caught:
             call()
         assert str(docker_config / "config.json") in str(caught.value)
@@ -176,7 +176,7 @@ def test_a_credential_store_that_is_not_installed_is_named(
 ) -> None:
     (docker_config / "config.json").write_text(json.dumps({"credsStore": "nonexistent"}))
     engine, transport = connect()
-    for call in (lambda: _update(engine), lambda: engine.resolve_digest(IMAGE)):
+    for call in (lambda: _update(engine), lambda: engine.resolve_image(IMAGE)):
         with pytest.raises(DockerConfigError) as caught:
             call()
         message = str(caught.value)
@@ -223,18 +223,20 @@ def test_an_image_reference_docker_py_refuses_is_invalid_input(
 ) -> None:
     engine, transport = connect()
     with pytest.raises(InvalidImageReference):
-        engine.resolve_digest("http://registry.example.com/app:2")
+        engine.resolve_image("http://registry.example.com/app:2")
     assert transport.sent == []
 
 
 # -- digest resolution ----------------------------------------------------------------
 
 
-def test_the_digest_comes_from_the_distribution_inspect(
+def test_digest_and_platforms_come_from_the_distribution_inspect(
     docker_config: Path, connect: Callable[..., tuple[DockerEngine, Transport]]
 ) -> None:
     engine, transport = connect()
-    assert engine.resolve_digest(IMAGE) == DIGEST
+    resolved = engine.resolve_image(IMAGE)
+    assert resolved.digest == DIGEST
+    assert resolved.platforms == (Platform(os="linux", architecture="amd64"),)
     assert transport.paths("GET") == [f"/v1.41/distribution/{IMAGE}/json"]
 
 
@@ -254,7 +256,7 @@ def test_a_digest_that_cannot_be_resolved_names_the_image(
 ) -> None:
     engine, _ = connect({("GET", f"/distribution/{IMAGE}/json"): answer})
     with pytest.raises(EngineAPIError, match=said) as caught:
-        engine.resolve_digest(IMAGE)
+        engine.resolve_image(IMAGE)
     assert f"cannot resolve {IMAGE!r} to a registry digest" in str(caught.value)
 
 
