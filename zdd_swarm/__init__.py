@@ -25,6 +25,7 @@ from .controller import ConcurrentChange, Controller, Plan, RolloutOptions, Upda
 from .engine import DockerEngine, Engine
 from .errors import (
     ConfigError,
+    DockerConfigError,
     EngineAPIError,
     EngineError,
     EngineUnavailable,
@@ -49,6 +50,7 @@ __all__ = [
     "ConcurrentChange",
     "ConfigError",
     "Controller",
+    "DockerConfigError",
     "DockerEngine",
     "Engine",
     "EngineAPIError",

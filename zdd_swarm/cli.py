@@ -9,7 +9,9 @@ map the outcome to an exit code:
 2   invalid input: nothing was changed
 3   paused, halted or superseded: a human is needed
 4   the rollback failed
-5   engine unreachable, or an engine API error
+5   engine unreachable, an engine API error, or an unusable docker
+    client setup (DOCKER_HOST, TLS files, config file, credential helper)
+6   internal error: a bug in zdd-swarm (the traceback with -vv)
 ==  ===========================================================
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,6 +44,8 @@ from .spec import ServiceChange
 __all__ = ["main"]
 
 EXIT_OK, EXIT_ROLLED_BACK, EXIT_INPUT, EXIT_HALTED, EXIT_ROLLBACK_FAILED, EXIT_ENGINE = range(6)
+#: An exception the CLI did not expect: a bug. Never 1, which means "rolled back".
+EXIT_INTERNAL = 6
 F = TypeVar("F", bound=Callable[..., Any])
 _CONFIG_FIELDS = ("parallelism", "delay", "order", "failure_action", "monitor", "max_failure_ratio")
 
@@ -229,6 +234,29 @@ def _run(
     """Run one command, mapping every outcome and error to an exit code."""
     configure_logging(log_format, logging.WARNING - 10 * min(verbose, 2))
     display = None if as_json else ProgressDisplay()
+    try:
+        _run_action(obj, as_json, display, action, service)
+    except Exception as exc:
+        # a bug: one line (the traceback only with -vv) and an exit code of
+        # its own, never 1 ("rolled back")
+        if display:
+            display.close()
+        if verbose >= 2:
+            traceback.print_exc(file=sys.stderr)
+        lines = str(exc).strip().splitlines()
+        why = f"internal error: {type(exc).__name__}" + (f": {lines[0]}" if lines else "")
+        if verbose < 2:
+            why += " (-vv shows the traceback)"
+        _fail(as_json, service, "internal_error", RuntimeError(why), EXIT_INTERNAL, type(exc))
+
+
+def _run_action(
+    obj: _Obj,
+    as_json: bool,
+    display: ProgressDisplay | None,
+    action: Callable[[Controller], Any],
+    service: str,
+) -> None:
     hooks = [display] if display else []
     try:
         controller = Controller(obj.engine_factory(obj.host), hooks=hooks, clock=obj.clock)
@@ -265,7 +293,14 @@ def _run(
     sys.exit(EXIT_OK)
 
 
-def _fail(as_json: bool, service: str, code: str, exc: Exception, exit_code: int) -> None:
+def _fail(
+    as_json: bool,
+    service: str,
+    code: str,
+    exc: Exception,
+    exit_code: int,
+    kind: type[BaseException] | None = None,
+) -> None:
     if as_json:
         _emit_json(
             {
@@ -273,7 +308,7 @@ def _fail(as_json: bool, service: str, code: str, exc: Exception, exit_code: int
                 "code": code,
                 "reason": str(exc),
                 "service": service,
-                "error": type(exc).__name__,
+                "error": (kind or type(exc)).__name__,
             }
         )
     else:

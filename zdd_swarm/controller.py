@@ -41,6 +41,7 @@ from .errors import (
 )
 from .events import EngineUnreachable, Event, Hook, RolloutFinished, RolloutStarted
 from .model import (
+    ResolvedImage,
     ServiceView,
     TaskState,
     TaskView,
@@ -202,7 +203,7 @@ class Controller:
     def plan(self, service: str, change: ServiceChange) -> Plan:
         """Validate and describe an update without changing anything."""
         current = self._prepare(service)
-        new_spec = change.apply(current.spec, image=self._image(change))
+        new_spec = change.apply(current.spec, resolved=self._image(change))
         return self._plan(current, new_spec, self.options)
 
     def update(
@@ -211,7 +212,7 @@ class Controller:
         """Update ``service`` with ``change`` and follow it to an outcome."""
         opts = options or self.options
         current = self._prepare(service)
-        new_spec = change.apply(current.spec, image=self._image(change))
+        new_spec = change.apply(current.spec, resolved=self._image(change))
         plan = self._plan(current, new_spec, opts)
         if current.state in (UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED):
             if spec_key(new_spec) == spec_key(current.spec) and current.previous_spec:
@@ -326,10 +327,14 @@ class Controller:
             )
         return current
 
-    def _image(self, change: ServiceChange) -> str | None:
-        if change.image is None or not change.pin_digest or "@" in change.image:
+    def _image(self, change: ServiceChange) -> ResolvedImage | None:
+        # as `docker service update --image`, which asks the registry only
+        # when the image is given (docker/cli cli/command/service/update.go:
+        # `if flags.Changed("image") { updateOpts.QueryRegistry = ... }`),
+        # also for an image that has a digest (for its platforms)
+        if change.image is None or not change.pin_digest:
             return None
-        return f"{change.image}@{self.engine.resolve_digest(change.image)}"
+        return self.engine.resolve_image(change.image)
 
     def _total(self, service: ServiceView, spec: Mapping[str, Any] | None = None) -> int:
         """The slots a rollout to ``spec`` (default: the service's own) ends

@@ -11,8 +11,10 @@ methods, and ``zdd_swarm.testing`` provides a fake one.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,19 +24,22 @@ import docker
 import docker.auth
 import docker.constants
 import docker.errors
+import docker.utils.config
 import requests.exceptions
 import structlog
 import tenacity
 
 from .errors import (
+    DockerConfigError,
     EngineAPIError,
     EngineUnavailable,
+    InvalidImageReference,
     NotAManager,
     ServiceNotFound,
     VersionConflict,
     ZddError,
 )
-from .model import ServiceView, TaskView
+from .model import ResolvedImage, ServiceView, TaskView
 
 __all__ = ["DockerEngine", "Engine", "EngineInfo", "NodeView"]
 
@@ -79,8 +84,9 @@ class Engine(Protocol):
         ``VersionConflict`` if the service changed since ``service``."""
         ...
 
-    def resolve_digest(self, image: str) -> str:
-        """The registry digest (``sha256:...``) of ``image``."""
+    def resolve_image(self, image: str) -> ResolvedImage:
+        """``image`` as its registry knows it: its digest (``sha256:...``) and
+        the platforms of its manifest list (what ``--pin-digest`` pins)."""
         ...
 
     def image_healthcheck(self, image: str) -> Mapping[str, Any] | bool | None:
@@ -141,7 +147,7 @@ class DockerEngine:
     def client(self) -> docker.DockerClient:
         with self._lock:
             if self._client is None:
-                with _mapped_errors():
+                with _mapped_errors(), _setup_errors(self.host):
                     # from_env honours DOCKER_TLS_VERIFY / DOCKER_CERT_PATH, also
                     # for an explicit host (as the docker CLI's -H does).
                     environment = dict(os.environ)
@@ -225,25 +231,40 @@ class DockerEngine:
             # CLI sends the current spec with rollback=previous.
             params["rollback"] = "previous"
             body = service.spec
-        headers: dict[str, Any] = {}
         image = str(((body.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Image", ""))
-        if image and not rollback:
-            registry, _ = docker.auth.resolve_repository_name(image)
-            header = docker.auth.get_config_header(api, registry)
-            if header:
-                headers["X-Registry-Auth"] = header
-        url = api._url("/services/{0}/update", service.id)
 
         def send() -> Any:
+            # the credentials are read here, inside the mapped call: a broken
+            # config file or credential helper is our error, not a traceback
+            headers = _registry_auth(api, image) if image and not rollback else {}
+            url = api._url("/services/{0}/update", service.id)
             response = api._post_json(url, data=dict(body), params=params, headers=headers)
             return api._result(response, json=True)
 
         result = self._call(send)
         return [str(w) for w in (result or {}).get("Warnings") or []]
 
-    def resolve_digest(self, image: str) -> str:
-        data = self._call(lambda: self._api.inspect_distribution(image))
-        return str(data["Descriptor"]["digest"])
+    def resolve_image(self, image: str) -> ResolvedImage:
+        def inspect() -> Any:
+            # docker-py's inspect_distribution, with the credentials read as
+            # for an update (the engine asks the registry with them)
+            api = self._api
+            headers = _registry_auth(api, image)
+            url = api._url("/distribution/{0}/json", image)
+            return api._result(api._get(url, headers=headers), json=True)
+
+        try:
+            data = self._call(inspect)
+        except EngineAPIError as exc:
+            raise EngineAPIError(
+                f"cannot resolve {image!r} to a registry digest: {exc}", exc.status_code
+            ) from exc
+        try:
+            return ResolvedImage.from_api(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EngineAPIError(
+                f"cannot resolve {image!r} to a registry digest: the engine's answer has none"
+            ) from exc
 
     def image_healthcheck(self, image: str) -> Mapping[str, Any] | bool | None:
         try:
@@ -278,6 +299,113 @@ def _keep_engine_ca(api: Any) -> None:
     api.merge_environment_settings = merge_keeping_ca
 
 
+def _registry_auth(api: Any, image: str) -> dict[str, Any]:
+    """The ``X-Registry-Auth`` header for ``image`` from the docker config
+    file and its credential helpers, as docker-py builds it; empty without
+    credentials. Whatever fails on the way is a ``DockerConfigError`` that
+    names the registry and the config file."""
+    config_file = _checked_config_file()
+    try:
+        registry, _ = docker.auth.resolve_repository_name(image)
+    except docker.errors.InvalidRepository as exc:
+        raise InvalidImageReference(image, str(exc)) from exc
+    try:
+        with warnings.catch_warnings():
+            # docker-py warns of a credential helper missing from PATH, then
+            # fails on it: the error below says it once
+            warnings.simplefilter("ignore")
+            header = docker.auth.get_config_header(api, registry)
+    except Exception as exc:
+        source = f" (docker config file {config_file})" if config_file else ""
+        raise DockerConfigError(
+            f"cannot read the credentials for registry {registry}{source}: {exc}"
+        ) from exc
+    return {"X-Registry-Auth": header} if header else {}
+
+
+def _checked_config_file() -> str | None:
+    """The docker config file in use (``$DOCKER_CONFIG/config.json``, then
+    ``~/.docker/config.json``), checked to be a readable JSON object.
+
+    docker-py skips a file it cannot parse and sends no credentials at all;
+    the nodes then cannot pull a private image and a good release would be
+    rolled back. The docker CLI warns (``WARNING: Error loading config
+    file``); we stop before anything is sent and name the file."""
+    path = _config_file()
+    if path is None or os.path.basename(path) == ".dockercfg":
+        return None  # the legacy file is not JSON
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as exc:
+        raise DockerConfigError(
+            f"cannot read the docker config file {path}: {exc.strerror or exc}"
+        ) from exc
+    except ValueError as exc:
+        raise DockerConfigError(f"the docker config file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DockerConfigError(f"the docker config file {path} is not a JSON object")
+    return path
+
+
+def _config_file() -> str | None:
+    path = docker.utils.config.find_config_file()
+    return path if isinstance(path, str) else None
+
+
+@contextmanager
+def _setup_errors(host: str | None) -> Iterator[None]:
+    """Name the setting behind a failure to build the docker client (inside
+    ``_mapped_errors``, which still maps an engine that cannot be reached)."""
+    try:
+        yield
+    except (ZddError, docker.errors.APIError, requests.exceptions.RequestException, OSError):
+        raise
+    except docker.errors.DockerException as exc:
+        if _unreachable(exc):
+            raise
+        raise DockerConfigError(_setup_problem(exc, host)) from exc
+    except Exception as exc:
+        if type(exc).__module__.startswith("paramiko"):
+            raise
+        # docker-py reads the config file and parses the host before it
+        # sends anything; it fails on both with errors of its own (a config
+        # file that is a JSON list, a port that is not a number)
+        _checked_config_file()
+        raise DockerConfigError(_setup_problem(exc, host)) from exc
+
+
+def _setup_problem(exc: Exception, host: str | None) -> str:
+    text = str(exc)
+    url = host if host is not None else os.environ.get("DOCKER_HOST", "")
+    if "Install paramiko" in text:
+        return "ssh:// engines need the docker SDK's SSH transport: pip install 'zdd-swarm[ssh]'"
+    if "Invalid bind address" in text or "protocol is not implemented" in text:
+        return (
+            f"DOCKER_HOST (or --host) {url!r} is not a docker host URL "
+            f"(unix://, tcp://HOST:PORT, ssh://USER@HOST): {text}"
+        )
+    if isinstance(exc, docker.errors.TLSParameterError):
+        return (
+            "the TLS files cannot be used (DOCKER_CERT_PATH="
+            f"{os.environ.get('DOCKER_CERT_PATH', '')!r} needs ca.pem, cert.pem, key.pem): "
+            f"{exc.msg}"
+        )
+    if isinstance(exc, docker.errors.InvalidConfigFile):
+        return f"the docker config file {_config_file()} cannot be used: {text}"
+    if not isinstance(exc, docker.errors.DockerException):
+        text = f"{type(exc).__name__}: {text}"
+    return f"cannot set up the docker client for DOCKER_HOST (or --host) {url!r}: {text}"
+
+
+def _unreachable(exc: docker.errors.DockerException) -> bool:
+    """docker-py wraps a failure to reach the engine while it negotiates the
+    API version in a plain ``DockerException``."""
+    return isinstance(exc.__context__, requests.exceptions.RequestException) or (
+        "Error while fetching server API version" in str(exc)
+    )
+
+
 @contextmanager
 def _service_not_found(service: str) -> Iterator[None]:
     try:
@@ -306,17 +434,10 @@ def _mapped_errors() -> Iterator[None]:
     except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, OSError) as exc:
         raise EngineUnavailable(f"cannot reach the Docker engine: {exc}") from exc
     except docker.errors.DockerException as exc:
-        # docker-py wraps connection failures while negotiating the API
-        # version; anything else (bad TLS settings, no paramiko for ssh://)
-        # is a configuration problem that no retry will fix.
-        if isinstance(exc.__context__, requests.exceptions.RequestException) or (
-            "Error while fetching server API version" in str(exc)
-        ):
+        # a problem of the client's own setup is named where the client is
+        # built (_setup_errors) or the credentials are read (_registry_auth)
+        if _unreachable(exc):
             raise EngineUnavailable(f"cannot reach the Docker engine: {exc}") from exc
-        if "Install paramiko" in str(exc):
-            raise EngineAPIError(
-                "ssh:// engines need the docker SDK's SSH transport: pip install 'zdd-swarm[ssh]'"
-            ) from exc
         raise EngineAPIError(f"cannot use the Docker engine: {exc}") from exc
     except Exception as exc:
         # ssh:// goes through paramiko, whose errors (unknown host key,

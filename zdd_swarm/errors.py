@@ -17,7 +17,10 @@ adapter) and chained with ``raise ... from exc``::
     └── EngineError                      talking to the engine went wrong
         ├── EngineUnavailable            cannot reach the engine (transient)
         ├── VersionConflict              "update out of sequence" (transient)
-        └── EngineAPIError               the engine refused a request (permanent)
+        ├── EngineAPIError               the engine refused a request (permanent)
+        └── DockerConfigError            the local docker client setup is unusable:
+                                         DOCKER_HOST, TLS files, SSH transport, the
+                                         docker config file, a credential helper
 
 ``transient`` tells whether retrying the same call could help (kopf's split of
 temporary and permanent errors).
@@ -28,6 +31,7 @@ from __future__ import annotations
 __all__ = [
     "ConcurrentChange",
     "ConfigError",
+    "DockerConfigError",
     "EngineAPIError",
     "EngineError",
     "EngineUnavailable",
@@ -125,3 +129,13 @@ class EngineAPIError(EngineError):
     def __init__(self, message: str, status_code: int | None = None) -> None:
         self.status_code = status_code
         super().__init__(message)
+
+
+class DockerConfigError(EngineError):
+    """The local docker client setup cannot be used, so no request was sent:
+    ``DOCKER_HOST`` (or ``--host``), the TLS files of ``DOCKER_CERT_PATH``, the
+    SSH transport, the docker config file (``$DOCKER_CONFIG/config.json``,
+    ``~/.docker/config.json``) or a credential helper it names.
+
+    The message names the setting or file; retrying will not help.
+    """

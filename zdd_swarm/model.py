@@ -1,4 +1,5 @@
-"""Read-only views of what the engine reports: services, tasks, update status.
+"""Read-only views of what the engine reports: services, tasks, update status,
+an image's digest and platforms.
 
 Pure: built from Engine API JSON (``docker service inspect`` / task list), no
 I/O. The controller only ever reasons about these views.
@@ -8,12 +9,15 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
+    "Platform",
+    "ResolvedImage",
     "ServiceMode",
     "ServiceView",
     "TaskState",
@@ -127,18 +131,94 @@ class UpdateStatus:
         )
 
 
+_TIMESTAMP = re.compile(
+    r"(?P<base>\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d)"
+    r"(?:\.(?P<fraction>\d+))?"
+    r"(?P<zone>[Zz]|[+-]\d\d:?\d\d)?"
+)
+
+
 def parse_timestamp(value: object) -> datetime | None:
-    """Parse an engine timestamp (RFC 3339 with up to nanoseconds)."""
+    """Parse an engine timestamp: RFC 3339 (Go's ``RFC3339Nano``) with up to
+    nanoseconds, in UTC (``Z``) or with an offset (``+01:00``); a naive one
+    is taken as UTC. The zero time (``0001-01-01...``) is None."""
     if not isinstance(value, str) or not value or value.startswith("0001-01-01"):
         return None
-    text = value.replace("Z", "+00:00")
-    head, dot, rest = text.partition(".")
-    if dot:
-        digits = "".join(ch for ch in rest if ch.isdigit())
-        zone = rest[len(digits) :]
-        text = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
-    parsed = datetime.fromisoformat(text)
+    match = _TIMESTAMP.fullmatch(value.strip())
+    if match is None:
+        return datetime.fromisoformat(value)  # raises ValueError naming the text
+    fraction = (match["fraction"] or "")[:6].ljust(6, "0")  # Python keeps microseconds
+    zone = match["zone"] or ""
+    if zone in ("Z", "z"):
+        zone = "+00:00"
+    elif len(zone) == 5:
+        zone = f"{zone[:3]}:{zone[3:]}"
+    parsed = datetime.fromisoformat(f"{match['base'].upper()}.{fraction}{zone}")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Platform:
+    """A platform tasks may run on: one entry of ``TaskTemplate.Placement.Platforms``.
+
+    Swarm matches only OS and architecture; an empty field matches any.
+    """
+
+    os: str
+    architecture: str = ""
+
+    def to_api(self) -> dict[str, str]:
+        """The Engine API form (``swarm.Platform``, empty fields omitted)."""
+        api = {"Architecture": self.architecture, "OS": self.os}
+        return {k: v for k, v in api.items() if v}
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """An image as its registry knows it (``GET /distribution/{name}/json``):
+    the digest of its manifest (list) and the platforms it is built for."""
+
+    digest: str
+    platforms: tuple[Platform, ...] = ()
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> ResolvedImage:
+        """From the engine's distribution inspect (OCI descriptor and platforms).
+
+        The platforms are those ``docker service update --image`` sends, after
+        moby's ``client/service_create.go`` (``imageDigestAndPlatforms``,
+        vendored in docker/cli)::
+
+            // skip attestations and other data included in the manifest index.
+            if p.OS == "unknown" || p.Architecture == "unknown" {
+            // clear architecture field for arm. [...] moby/swarmkit#2294
+            if strings.EqualFold(arch, "arm") { arch = "" }
+            platform := swarm.Platform{Architecture: arch, OS: p.OS}
+            // Skip duplicates. Swarm currently only uses os/arch [...]
+        """
+        digest = str(data["Descriptor"]["digest"])
+        if not digest:
+            raise ValueError("no digest")
+        platforms: list[Platform] = []
+        for entry in data.get("Platforms") or []:
+            os_name = str(entry.get("os") or "")
+            arch = str(entry.get("architecture") or "")
+            if os_name == "unknown" or arch == "unknown":
+                continue
+            platform = Platform(os=os_name, architecture="" if arch.lower() == "arm" else arch)
+            if platform not in platforms:
+                platforms.append(platform)
+        return cls(digest=digest, platforms=tuple(platforms))
+
+    def pin(self, image: str) -> str:
+        """``image`` with this digest: ``name:tag@sha256:...``, the tag
+        ``latest`` if it names none (moby's ``imageWithTagString`` then
+        ``imageWithDigestString``); an image that has a digest is kept."""
+        if "@" in image:
+            return image
+        if ":" not in image.rpartition("/")[2]:
+            image = f"{image}:latest"
+        return f"{image}@{self.digest}"
 
 
 def canonical(value: Any) -> str:

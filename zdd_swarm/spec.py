@@ -18,6 +18,7 @@ from typing import Any
 
 from .config import RollbackConfig, UpdateConfig
 from .errors import ConfigError, InvalidImageReference
+from .model import ResolvedImage
 
 __all__ = ["ServiceChange", "SpecPatch", "diff_specs", "validate_image_reference"]
 
@@ -126,17 +127,35 @@ class ServiceChange:
         if self.pin_digest and self.image is None:
             raise ConfigError("pin_digest", True, "only together with image")
 
-    def apply(self, spec: Mapping[str, Any], image: str | None = None) -> dict[str, Any]:
+    def apply(
+        self,
+        spec: Mapping[str, Any],
+        image: str | None = None,
+        *,
+        resolved: ResolvedImage | None = None,
+    ) -> dict[str, Any]:
         """Return a deep copy of ``spec`` with this change applied.
 
-        ``image`` overrides ``image`` (the controller passes the
-        digest-pinned reference here).
+        ``image`` overrides ``image``. ``resolved`` (what the registry says
+        of ``image``, for ``pin_digest``) pins its digest and sets the
+        placement platforms, as ``docker service update --image`` does.
         """
         new: dict[str, Any] = copy.deepcopy(dict(spec))
         template = new.setdefault("TaskTemplate", {})
         container = template.setdefault("ContainerSpec", {})
         if image or self.image:
             container["Image"] = image or self.image
+        if resolved is not None and self.image:
+            container["Image"] = resolved.pin(self.image)
+            # moby client/service_create.go (resolveContainerSpecImage, vendored
+            # in docker/cli): the platforms replace the spec's only when the
+            # registry names some:
+            #   if len(imgPlatforms) > 0 { [...]
+            #       taskSpec.Placement.Platforms = imgPlatforms
+            if resolved.platforms:
+                placement = dict(template.get("Placement") or {})
+                placement["Platforms"] = [p.to_api() for p in resolved.platforms]
+                template["Placement"] = placement
         if self.env_add or self.env_rm:
             container["Env"] = _edit_env(container.get("Env") or [], self._env_add, self.env_rm)
         if self.labels_add or self.labels_rm:

@@ -30,6 +30,8 @@ from .config import RollbackConfig, UpdateConfig
 from .engine import EngineInfo, NodeView
 from .errors import EngineAPIError, EngineUnavailable, ServiceNotFound, VersionConflict
 from .model import (
+    Platform,
+    ResolvedImage,
     ServiceView,
     TaskView,
     canonical,
@@ -246,9 +248,10 @@ class FakeEngine:
             )
         return []
 
-    def resolve_digest(self, image: str) -> str:
+    def resolve_image(self, image: str) -> ResolvedImage:
         self._api()
-        return "sha256:" + f"{abs(hash(image)):x}".rjust(64, "0")[:64]
+        digest = "sha256:" + f"{abs(hash(image)):x}".rjust(64, "0")[:64]
+        return ResolvedImage(digest, (Platform(os="linux", architecture="amd64"),))
 
     def image_healthcheck(self, image: str) -> Mapping[str, Any] | bool | None:
         return {"Test": ["CMD", "true"], "Interval": 1_000_000_000, "Retries": 2}

@@ -48,10 +48,10 @@ def test_ssh_host_without_the_ssh_extra_says_what_to_install() -> None:
     code = textwrap.dedent("""
         import sys
         sys.modules["paramiko"] = None
-        from zdd_swarm import DockerEngine, EngineAPIError
+        from zdd_swarm import DockerConfigError, DockerEngine
         try:
             DockerEngine("ssh://deploy@127.0.0.1:1").info()
-        except EngineAPIError as exc:
+        except DockerConfigError as exc:
             print(exc)
     """)
     out = subprocess.run(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
 
 from zdd_swarm.model import ServiceView, TaskState, TaskView, UpdateState, parse_timestamp
 
@@ -13,6 +15,37 @@ def test_parse_timestamp_with_nanoseconds() -> None:
     )
     assert parse_timestamp("0001-01-01T00:00:00Z") is None
     assert parse_timestamp(None) is None
+
+
+_PLUS_ONE = timezone(timedelta(hours=1))
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "2026-11-23T10:00:00.123456789+01:00",
+            datetime(2026, 11, 23, 10, 0, 0, 123456, _PLUS_ONE),
+        ),
+        ("2026-11-23T10:00:00+01:00", datetime(2026, 11, 23, 10, 0, 0, tzinfo=_PLUS_ONE)),
+        ("2026-11-23T10:00:00.5-05:30", datetime(2026, 11, 23, 15, 30, 0, 500000, UTC)),
+        ("2026-11-23T10:00:00.123456789Z", datetime(2026, 11, 23, 10, 0, 0, 123456, UTC)),
+        ("2026-11-23T10:00:00Z", datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)),
+        ("2026-11-23T10:00:00.1z", datetime(2026, 11, 23, 10, 0, 0, 100000, UTC)),
+        ("2026-11-23T10:00:00.000000001+0100", datetime(2026, 11, 23, 9, 0, 0, tzinfo=UTC)),
+        ("2026-11-23T10:00:00.123", datetime(2026, 11, 23, 10, 0, 0, 123000, UTC)),
+        ("2026-11-23 10:00:00+00:00", datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)),
+    ],
+)
+def test_parse_timestamp_with_a_zone_offset_and_any_fraction(text: str, expected: datetime) -> None:
+    # a daemon outside UTC writes its local offset (Go's RFC3339Nano)
+    parsed = parse_timestamp(text)
+    assert parsed == expected and parsed is not None and parsed.tzinfo is not None
+
+
+def test_a_timestamp_that_is_not_one_is_an_error() -> None:
+    with pytest.raises(ValueError):
+        parse_timestamp("yesterday")
 
 
 def test_task_states_are_ordered_like_swarm() -> None:
