@@ -23,6 +23,7 @@ import docker
 import pytest
 from docker.errors import NotFound
 
+from zdd_swarm import DockerEngine
 from zdd_swarm.lab import Lab, LabError
 
 NODES = 3
@@ -65,3 +66,9 @@ def service_name(request: pytest.FixtureRequest, docker_client: Any) -> Iterator
     yield name
     with contextlib.suppress(NotFound):
         docker_client.api.remove_service(name)
+
+
+@pytest.fixture
+def engine(lab: Lab) -> DockerEngine:
+    """The engine adapter of the lab's manager."""
+    return DockerEngine(lab.docker_host)

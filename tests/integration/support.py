@@ -17,7 +17,7 @@ from docker.types import (
     ServiceMode,
 )
 
-from zdd_swarm import UpdateConfig
+from zdd_swarm import Controller, DockerEngine, RolloutOptions, UpdateConfig
 
 SECOND = 1_000_000_000
 
@@ -118,3 +118,9 @@ def kill_one_task(lab: Any, client: Any, name: str) -> str:
     container = task["Status"]["ContainerStatus"]["ContainerID"]
     lab.client(node).containers.get(container).kill()
     return str(task["ID"])
+
+
+def controller(engine: DockerEngine, hooks: Sequence[Any] = (), **options: Any) -> Controller:
+    """A controller of the lab's engine; a task not RUNNING in 30 s fails."""
+    options.setdefault("task_deadline", "30s")
+    return Controller(engine, hooks=hooks, options=RolloutOptions(**options))

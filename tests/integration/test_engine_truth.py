@@ -5,29 +5,18 @@ updater has them (swarmkit ``manager/orchestrator/update/updater.go``,
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
 from docker.types import ServiceMode
 
-from zdd_swarm import Controller, DockerEngine, Outcome, RolloutOptions, ServiceChange, UpdateConfig
+from zdd_swarm import DockerEngine, Outcome, ServiceChange, UpdateConfig
 from zdd_swarm.errors import UnsupportedServiceMode, UpdatePaused
 from zdd_swarm.model import UpdateState, canonical
 
-from .support import create_service, images_running, kill_one_task, running_tasks
+from .support import controller, create_service, images_running, kill_one_task, running_tasks
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def engine(lab: Any) -> DockerEngine:
-    return DockerEngine(lab.docker_host)
-
-
-def controller(engine: DockerEngine, hooks: Sequence[Any] = (), **options: Any) -> Controller:
-    options.setdefault("task_deadline", "30s")
-    return Controller(engine, hooks=hooks, options=RolloutOptions(**options))
 
 
 def wait_state(engine: DockerEngine, name: str, *states: UpdateState, timeout: float = 90) -> None:

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import http.server
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from zdd_swarm import (
-    Controller,
-    DockerEngine,
     HttpGate,
     Outcome,
     RollbackConfig,
-    RolloutOptions,
     ServiceChange,
     UpdateConfig,
     events,
@@ -23,19 +20,9 @@ from zdd_swarm import (
 from zdd_swarm.model import canonical
 from zdd_swarm.spec import diff_specs
 
-from .support import cleanup_objects, create_service, images_running, rich_spec_kwargs
+from .support import cleanup_objects, controller, create_service, images_running, rich_spec_kwargs
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def engine(lab: Any) -> DockerEngine:
-    return DockerEngine(lab.docker_host)
-
-
-def controller(engine: DockerEngine, hooks: Sequence[Any] = (), **options: Any) -> Controller:
-    options.setdefault("task_deadline", "30s")
-    return Controller(engine, hooks=hooks, options=RolloutOptions(**options))
 
 
 @pytest.mark.parametrize("order", ["stop-first", "start-first"])

@@ -15,11 +15,6 @@ from zdd_swarm.testing import FakeClock, FakeEngine, ImageBehaviour
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def engine(clock: FakeClock) -> FakeEngine:
     engine = FakeEngine(clock)
     engine.add_service("web", "app:1", replicas=4)

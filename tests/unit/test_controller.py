@@ -27,16 +27,6 @@ from zdd_swarm.model import canonical
 from zdd_swarm.testing import FakeClock, FakeEngine, ImageBehaviour
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def engine(clock: FakeClock) -> FakeEngine:
-    return FakeEngine(clock)
-
-
 def make(engine: FakeEngine, clock: FakeClock, **options: Any) -> tuple[Controller, list[Any]]:
     seen: list[Any] = []
     return Controller(

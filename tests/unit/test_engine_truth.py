@@ -17,16 +17,6 @@ from zdd_swarm.testing import FakeClock, FakeEngine, ImageBehaviour
 from zdd_swarm.tracker import NO_STATUS_GRACE, Finish, Tracker
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def engine(clock: FakeClock) -> FakeEngine:
-    return FakeEngine(clock)
-
-
 def controller(engine: FakeEngine, clock: FakeClock, **options: Any) -> Controller:
     return Controller(engine, clock=clock, options=RolloutOptions(**options))
 
