@@ -29,7 +29,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Self, TypeAlias
 
 from .errors import ConfigError
-from .gates import Gate, as_gate
+from .gates import Gate, as_gates
 
 __all__ = [
     "DurationLike",
@@ -680,7 +680,7 @@ class RolloutOptions:
             set_(self, name, _duration(name, getattr(self, name)))
         for name in ("rollback_timeout", "poll_interval", "engine_outage"):
             set_(self, name, _duration(name, getattr(self, name), allow_none=False))
-        set_(self, "gates", tuple(as_gate(g) for g in self.gates))
+        set_(self, "gates", as_gates(self.gates))
 
     def deadline(self, name: Literal["timeout", "rollback_timeout"], expected: float) -> timedelta:
         """``timeout`` or ``rollback_timeout`` for a rollout expected to take

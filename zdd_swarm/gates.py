@@ -8,16 +8,17 @@ Any callable returning a bool (or raising) can be a gate.
 
 from __future__ import annotations
 
+import inspect
 import socket
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from .errors import ConfigError
 
-__all__ = ["CallableGate", "Gate", "GateSample", "HttpGate", "TcpGate", "as_gate"]
+__all__ = ["CallableGate", "Gate", "GateSample", "HttpGate", "TcpGate", "as_gate", "as_gates"]
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,34 @@ class Gate(Protocol):
     def sample(self) -> GateSample: ...
 
 
-def _check_ratio(value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise ConfigError("min_success_ratio", value, "a number between 0 and 1")
+_GATE_ALLOWED = (
+    "a gate (HttpGate, TcpGate, CallableGate, or an object with name, "
+    "min_success_ratio and sample()) or a callable taking no arguments that returns a bool"
+)
+
+
+def _check_ratio(value: float, field: str = "min_success_ratio") -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0.0 <= value <= 1.0  # also rejects NaN
+    ):
+        raise ConfigError(field, value, "a number between 0 and 1")
+
+
+def _check_callable(field: str, value: object) -> None:
+    """A gate's check is called with no arguments: say so now, not when the
+    first batch is sampled (a class or a function needing arguments fails there)."""
+    if not callable(value):
+        raise ConfigError(field, value, _GATE_ALLOWED)
+    try:
+        signature = inspect.signature(value)
+    except (TypeError, ValueError):  # some builtins have none; calling them will tell
+        return
+    try:
+        signature.bind()
+    except TypeError:
+        raise ConfigError(field, value, _GATE_ALLOWED + f" (it takes {signature})") from None
 
 
 @dataclass(frozen=True)
@@ -112,6 +138,9 @@ class CallableGate:
     min_success_ratio: float = 1.0
 
     def __post_init__(self) -> None:
+        _check_callable("gate.check", self.check)
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError("gate.name", self.name, "a non-empty string")
         _check_ratio(self.min_success_ratio)
 
     def sample(self) -> GateSample:
@@ -121,7 +150,29 @@ class CallableGate:
             return GateSample(False, f"{type(exc).__name__}: {exc}")
 
 
-def as_gate(value: Gate | Callable[[], bool]) -> Gate:
-    if isinstance(value, Gate):
+def as_gate(value: Gate | Callable[[], bool], field: str = "gates") -> Gate:
+    """``value`` as a gate: a gate as it is, a callable wrapped in a
+    ``CallableGate`` named after it. Anything else raises ``ConfigError``
+    naming ``field``, before anything is sent to the engine."""
+    if isinstance(value, Gate) and not isinstance(value, type):
+        if not isinstance(value.name, str) or not value.name:
+            raise ConfigError(f"{field}.name", value.name, "a non-empty string")
+        _check_ratio(value.min_success_ratio, f"{field}.min_success_ratio")
+        if not callable(getattr(value, "sample", None)):
+            raise ConfigError(field, value, _GATE_ALLOWED)
         return value
-    return CallableGate(value, name=getattr(value, "__name__", "check"))
+    _check_callable(field, value)
+    name = getattr(value, "__name__", None)
+    return CallableGate(value, name=name if isinstance(name, str) and name else "check")
+
+
+def as_gates(values: object, field: str = "gates") -> tuple[Gate, ...]:
+    """A sequence of gates (see ``as_gate``); a single gate, a string or a
+    mapping is refused rather than iterated."""
+    if (
+        isinstance(values, str | bytes | Mapping | Gate)
+        or callable(values)
+        or not isinstance(values, Iterable)
+    ):
+        raise ConfigError(field, values, "a list of gates, e.g. [HttpGate(url)]")
+    return tuple(as_gate(value, f"{field}[{i}]") for i, value in enumerate(values))
