@@ -13,8 +13,6 @@ import argparse
 import logging
 import sys
 
-import structlog
-
 import zdd_swarm
 from zdd_swarm import UpdateConfig, events
 
@@ -32,12 +30,10 @@ def post_outcome(event: events.Event) -> None:
 
 
 def quiet_logging() -> None:
-    """The library logs every event with structlog and never configures it;
-    an application does. Here: warnings and errors only, on stderr."""
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-    )
+    """The library logs through the stdlib logger ``zdd_swarm`` and never
+    configures it; an application does. Here: warnings and errors only, on
+    stderr, one line each (docs/logging.md shows JSON)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 def main() -> int:

@@ -38,12 +38,10 @@ stderr. Exit codes are the rollout's: 0 completed, 1 rolled back, 3 halted,
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable
 from typing import TypeVar
 
 import paramiko
-import structlog
 from fabric import Connection, task
 from invoke.context import Context
 from invoke.exceptions import Exit
@@ -62,10 +60,8 @@ ROLLED_BACK = (
     UpdateState.ROLLBACK_COMPLETED,
 )
 
-structlog.configure(
-    wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-    logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-)
+# the library's warnings and errors on stderr, one line each
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 def docker_host(c: Context) -> str:

@@ -14,8 +14,6 @@ import logging
 import sys
 from typing import Any
 
-import structlog
-
 import zdd_swarm
 from zdd_swarm import Controller, DockerEngine, Outcome, RolloutOptions, ServiceChange, events
 
@@ -55,12 +53,10 @@ def roll_out(releases: list[tuple[str, str]]) -> dict[str, Any]:
 
 
 def quiet_logging() -> None:
-    """The library logs every event with structlog and never configures it;
-    an application does. Here: warnings and errors only, on stderr."""
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-    )
+    """The library logs through the stdlib logger ``zdd_swarm`` and never
+    configures it; an application does. Here: warnings and errors only, on
+    stderr, one line each (docs/logging.md shows JSON)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 def main(argv: list[str]) -> int:

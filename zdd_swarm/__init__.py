@@ -9,8 +9,10 @@ release is bad::
                                                                    order="start-first"))
     print(result.outcome, result.reason.message)
 
-The library never configures logging: it logs with ``structlog.get_logger()``
-and delivers typed events to the hooks you pass.
+The library never configures logging: it logs with structlog through the
+stdlib logger ``zdd_swarm`` (silent until the application configures
+``logging``; see docs/logging.md) and delivers typed events to the hooks you
+pass.
 """
 
 from __future__ import annotations

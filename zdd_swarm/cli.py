@@ -30,6 +30,7 @@ import structlog
 import yaml
 from rich.console import Console
 
+from ._logging import LOGGER_NAME
 from .clock import Clock
 from .config import RollbackConfig, UpdateConfig, configs_from_compose
 from .controller import Controller, RolloutOptions
@@ -64,24 +65,40 @@ class _Obj:
         self.clock = clock
 
 
+_LOG_HANDLER = "zdd-swarm-cli"
+
+
 def configure_logging(fmt: str, level: int) -> None:
-    """Send structlog events at ``level`` and above to stderr (the CLI's job,
-    never the library's)."""
+    """Send the library's log events (the stdlib logger ``zdd_swarm``) at
+    ``level`` and above to stderr, rendered by structlog (the CLI's job,
+    never the library's). Calling it again replaces the handler."""
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
+    pre_chain: list[Any] = [
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso"),
+    ]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_LOG_HANDLER)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=pre_chain,
+            processors=[
+                *pre_chain,
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *([structlog.processors.dict_tracebacks] if fmt == "json" else []),
+                renderer,
+            ],
+        )
     )
+    logger = logging.getLogger(LOGGER_NAME)
+    for old in [h for h in logger.handlers if h.get_name() == _LOG_HANDLER]:
+        logger.removeHandler(old)
+    logger.addHandler(handler)
+    logger.setLevel(level)
 
 
 def output_options(fn: F) -> F:

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import structlog
-
+from ._logging import get_logger
 from .clock import Clock, SystemClock
 from .config import (
     AUTO,
@@ -69,7 +68,7 @@ __all__ = [
     "UpdateInProgress",
 ]
 
-log = structlog.get_logger("zdd_swarm")
+log = get_logger()
 
 _WARN_EVENTS = {
     "task_failed",

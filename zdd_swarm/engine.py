@@ -26,9 +26,9 @@ import docker.constants
 import docker.errors
 import docker.utils.config
 import requests.exceptions
-import structlog
 import tenacity
 
+from ._logging import get_logger
 from .errors import (
     DockerConfigError,
     EngineAPIError,
@@ -43,7 +43,7 @@ from .model import ResolvedImage, ServiceView, TaskView
 
 __all__ = ["DockerEngine", "Engine", "EngineInfo", "NodeView"]
 
-log = structlog.get_logger("zdd_swarm.engine")
+log = get_logger("zdd_swarm.engine")
 T = TypeVar("T")
 
 

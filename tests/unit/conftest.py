@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -9,9 +10,14 @@ from zdd_swarm.testing import FakeClock, FakeEngine
 
 
 @pytest.fixture(autouse=True)
-def _structlog_defaults() -> Iterator[None]:
-    """The CLI configures structlog globally; give every test the defaults back."""
+def _logging_defaults() -> Iterator[None]:
+    """The CLI configures the ``zdd_swarm`` logger (and a test may configure
+    structlog); give every test the defaults back."""
+    logger = logging.getLogger("zdd_swarm")
+    handlers, level = list(logger.handlers), logger.level
     yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
     structlog.reset_defaults()
 
 
