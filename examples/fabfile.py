@@ -107,7 +107,7 @@ def progress(event: events.Event) -> None:
     if isinstance(event, events.BatchStarted):
         print(
             f"{event.service}: {event.phase} batch {event.batch + 1}: "
-            f"slot {', '.join(event.slots)}",
+            f"{'slot' if len(event.slots) == 1 else 'slots'} {', '.join(event.slots)}",
             flush=True,
         )
 
