@@ -50,7 +50,7 @@ from .model import (
     spec_key,
 )
 from .result import Outcome, Reason, RolloutResult
-from .spec import ServiceChange, diff_specs
+from .spec import ServiceChange, diff_service_specs, diff_specs
 from .tracker import (
     Finish,
     RequestRollback,
@@ -392,7 +392,7 @@ class Controller:
             current.name,
             current.image,
             image_of(new_spec),
-            diff_specs(current.spec, new_spec),
+            diff_service_specs(current.spec, new_spec),
             total,
             batches,
             update,

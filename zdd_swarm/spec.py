@@ -10,6 +10,7 @@ field the user did not name is sent back exactly as it was.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -20,7 +21,13 @@ from .config import RollbackConfig, UpdateConfig
 from .errors import ConfigError, InvalidImageReference
 from .model import ResolvedImage
 
-__all__ = ["ServiceChange", "SpecPatch", "diff_specs", "validate_image_reference"]
+__all__ = [
+    "ServiceChange",
+    "SpecPatch",
+    "diff_service_specs",
+    "diff_specs",
+    "validate_image_reference",
+]
 
 #: A general hook: receives a deep copy of the service spec (Engine API form)
 #: and either mutates it in place (returning None) or returns a new one.
@@ -228,6 +235,23 @@ def diff_specs(before: Any, after: Any, path: str = "") -> list[str]:
     """Dotted paths where two specs differ (values are not included, so the
     result is safe to log even when the spec holds secrets in env)."""
     return list(_diff(before, after, path))
+
+
+def diff_service_specs(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """``diff_specs`` of two service specs, with ``UpdateConfig`` and
+    ``RollbackConfig`` compared as what they mean (``from_api`` on both
+    sides): a zero the engine left out equals the zero we send, and a missing
+    section equals Swarm's defaults."""
+
+    def normalised(spec: Mapping[str, Any]) -> dict[str, Any]:
+        result = dict(spec)
+        for key, cls in (("UpdateConfig", UpdateConfig), ("RollbackConfig", RollbackConfig)):
+            # not a config we can read: compare it as it is
+            with contextlib.suppress(ConfigError):
+                result[key] = cls.from_api(spec.get(key)).to_api()
+        return result
+
+    return diff_specs(normalised(before), normalised(after))
 
 
 def _diff(before: Any, after: Any, path: str) -> Iterator[str]:

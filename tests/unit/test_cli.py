@@ -206,6 +206,27 @@ def test_dry_run_changes_nothing(engine: FakeEngine, clock: FakeClock) -> None:
     assert code == 0 and "nothing was changed" in output
 
 
+def test_dry_run_lists_only_what_changes_where_the_engine_left_out_zeros(
+    clock: FakeClock,
+) -> None:
+    engine = FakeEngine(clock)
+    # as the engine returns a config whose Delay and MaxFailureRatio are 0
+    # and whose Monitor was never set
+    left_out = {"Parallelism": 1, "FailureAction": "pause", "Order": "stop-first"}
+    engine.add_service("web", "app:1", replicas=4, extra={"UpdateConfig": left_out})
+    code, data, _ = run(
+        engine, clock, "update", "web", "--update-parallelism", "2", "--dry-run", "--json"
+    )
+    assert code == 0 and data["changes"] == ["UpdateConfig.Parallelism"], data
+    code, data, _ = run(
+        engine, clock, "update", "web", "--update-delay", "0s", "--dry-run", "--json"
+    )
+    assert code == 0 and data["changes"] == [], data
+    code, _, output = run(engine, clock, "update", "web", "--update-monitor", "5s", "--dry-run")
+    assert code == 0 and "web: nothing to change" in output, output
+    assert engine.updates == []
+
+
 def test_human_output_ends_with_a_summary(engine: FakeEngine, clock: FakeClock) -> None:
     code, _, output = run(engine, clock, "update", "web", "--image", "app:crash")
     assert code == 1
