@@ -17,24 +17,24 @@ map the outcome to an exit code:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 import structlog
 import yaml
-from rich.console import Console
 
 from ._logging import LOGGER_NAME
 from .clock import Clock
 from .config import RollbackConfig, UpdateConfig, configs_from_compose
 from .controller import Controller, RolloutOptions
-from .display import ProgressDisplay, render_result
+from .display import PipeConsole, ProgressDisplay, render_result, stdout_to_devnull
 from .engine import DockerEngine, Engine
 from .errors import ConfigError, EngineError, InputError, ZddError
 from .gates import Gate, HttpGate, TcpGate
@@ -230,8 +230,27 @@ def _load_compose(path: str, service: str) -> tuple[str | None, UpdateConfig, Ro
     )
 
 
+@contextlib.contextmanager
+def _stdout() -> Iterator[None]:
+    """Write to stdout; a broken pipe is not an error."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        stdout_to_devnull()
+
+
+def _pipe_safe(hook: Callable[[Any], None]) -> Callable[[Any], None]:
+    def call(event: Any) -> None:
+        with _stdout():
+            hook(event)
+
+    return call
+
+
 def _emit_json(payload: Mapping[str, Any]) -> None:
-    click.echo(json.dumps(payload, indent=2, default=str))
+    with _stdout():
+        click.echo(json.dumps(payload, indent=2, default=str))
 
 
 def _result_payload(result: RolloutResult) -> dict[str, Any]:
@@ -274,7 +293,7 @@ def _run_action(
     action: Callable[[Controller], Any],
     service: str,
 ) -> None:
-    hooks = [display] if display else []
+    hooks = [_pipe_safe(display)] if display else []
     try:
         controller = Controller(obj.engine_factory(obj.host), hooks=hooks, clock=obj.clock)
         outcome = action(controller)
@@ -303,7 +322,8 @@ def _run_action(
         if as_json:
             _emit_json(_result_payload(outcome))
         else:
-            render_result(outcome, Console(highlight=False))
+            with _stdout():
+                render_result(outcome, PipeConsole(highlight=False))
         sys.exit(outcome.exit_code)
     if as_json:
         _emit_json(outcome)
@@ -470,7 +490,11 @@ def update(
             )
         if params["dry_run"]:
             plan = controller.plan(service, change)
-            return _plan_payload(plan) if as_json else _print_plan(plan)
+            if as_json:
+                return _plan_payload(plan)
+            with _stdout():
+                _print_plan(plan)
+            sys.exit(EXIT_OK)
         return controller.update(service, change, options)
 
     _run(obj, as_json, log_format, verbose, action, service)
@@ -494,7 +518,7 @@ def _plan_payload(plan: Any) -> dict[str, Any]:
     }
 
 
-def _print_plan(plan: Any) -> dict[str, Any]:
+def _print_plan(plan: Any) -> None:
     if plan.noop:
         click.echo(f"{plan.service}: nothing to change")
     else:
@@ -513,7 +537,6 @@ def _print_plan(plan: Any) -> dict[str, Any]:
     for warning in plan.warnings:
         click.echo(f"  warning: {warning}")
     click.echo("  nothing was changed (--dry-run)")
-    sys.exit(EXIT_OK)
 
 
 @cli.command()
@@ -572,7 +595,8 @@ def status(obj: _Obj, service: str, as_json: bool, log_format: str, verbose: int
         view = controller._prepare(service)
         payload = _status_payload(controller, view)
         if not as_json:
-            _print_status(payload)
+            with _stdout():
+                _print_status(payload)
             sys.exit(EXIT_OK)
         return payload
 
@@ -633,11 +657,18 @@ def _print_status(payload: Mapping[str, Any]) -> None:
         click.echo(f"  last rollout: {payload['last_rollout']} ({status['message']})")
     else:
         click.echo("  last rollout: none")
-    click.echo(f"  update_config: {payload['update_config']}")
+    configs = {key: payload[key] for key in ("update_config", "rollback_config")}
+    # the compose form, as under a service's deploy: key
+    for line in yaml.safe_dump(configs, sort_keys=False).splitlines():
+        click.echo(f"  {line}")
+    if payload["tasks"]:
+        click.echo("  tasks:")
     for node, tasks in sorted(payload["tasks"].items()):
         for task in tasks:
             error = f" ({task['error']})" if task["error"] else ""
-            click.echo(f"  {node:<12} {task['id'][:12]} {task['state']:<9} {task['image']}{error}")
+            click.echo(
+                f"    {node:<12} {task['id'][:12]} {task['state']:<9} {task['image']}{error}"
+            )
 
 
 def main(argv: list[str] | None = None) -> None:

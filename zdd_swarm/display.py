@@ -6,6 +6,8 @@ elsewhere, plain lines. Either way it is only a subscriber to events.
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import IO
 
 from rich.console import Console
@@ -21,14 +23,42 @@ from rich.progress import (
 from . import events
 from .result import RolloutResult
 
-__all__ = ["ProgressDisplay", "render_result"]
+__all__ = ["PipeConsole", "ProgressDisplay", "render_result", "stdout_to_devnull"]
+
+
+def stdout_to_devnull() -> None:
+    """The reader of stdout went away (``zdd-swarm status web | head -1``).
+
+    As the Python docs advise for SIGPIPE ("Note on SIGPIPE", signal module):
+    point stdout at devnull, so that later writes and the flush at exit raise
+    nothing. The program carries on: a rollout being shown is still followed
+    to its outcome, and the exit code stays the command's.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (a test's capture): drop it
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    finally:
+        os.close(devnull)
+
+
+class PipeConsole(Console):
+    """A rich console that goes quiet when its pipe is closed. rich's own
+    ``on_broken_pipe`` raises ``SystemExit(1)``, which from a hook would stop
+    watching a rollout the engine goes on with."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        if self.file is sys.stdout:
+            stdout_to_devnull()
 
 
 class ProgressDisplay:
     """A hook: ``Controller(hooks=[ProgressDisplay()])``."""
 
     def __init__(self, file: IO[str] | None = None, live: bool | None = None) -> None:
-        self.console = Console(file=file, highlight=False, soft_wrap=True)
+        self.console = PipeConsole(file=file, highlight=False, soft_wrap=True)
         self.live = self.console.is_terminal if live is None else live
         self._progress: Progress | None = None
         self._bars: dict[str, TaskID] = {}

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from zdd_swarm.cli import _Obj, cli
+from zdd_swarm.config import RollbackConfig, UpdateConfig
 from zdd_swarm.errors import EngineUnavailable
 from zdd_swarm.testing import FakeClock, FakeEngine, ImageBehaviour
 
@@ -266,3 +271,60 @@ def test_ctrl_c_leaves_the_update_running_and_says_how_to_attach(
     assert data["outcome"] == "detached"
     assert "zdd-swarm watch web" in data["reason"] and "zdd-swarm rollback web" in data["reason"]
     assert [kind for _, kind, _ in engine.updates] == ["update"]
+
+
+def test_status_for_people_shows_both_configs_in_compose_form(clock: FakeClock) -> None:
+    engine = FakeEngine(clock)
+    engine.add_service(
+        "web",
+        "app:1",
+        replicas=2,
+        update_config=UpdateConfig(parallelism=2, delay="10s", order="start-first"),
+        rollback_config=RollbackConfig(parallelism=0, failure_action="continue"),
+    )
+    code, _, output = run(engine, clock, "status", "web")
+    assert code == 0
+    compose = yaml.safe_load(output.split("\n", 2)[2].split("  tasks:")[0])
+    assert compose == {
+        "update_config": UpdateConfig(parallelism=2, delay="10s", order="start-first").to_compose(),
+        "rollback_config": RollbackConfig(parallelism=0, failure_action="continue").to_compose(),
+    }
+    assert "  update_config:\n    parallelism: 2\n    delay: 10s\n" in output
+    assert "  rollback_config:\n    parallelism: 0\n" in output
+    assert "{" not in output
+
+
+CHILD = """
+import sys
+from zdd_swarm.cli import _Obj, cli
+from zdd_swarm.testing import FakeClock, FakeEngine
+
+clock = FakeClock()
+engine = FakeEngine(clock)
+engine.add_service("web", "app:1", replicas=4)
+obj = _Obj(engine_factory=lambda host: engine, clock=clock)
+cli.main(args=sys.argv[1:], prog_name="zdd-swarm", obj=obj)
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["status", "web"], ["status", "web", "--json"], ["update", "web", "--image", "app:2"]],
+)
+def test_a_closed_stdout_is_not_an_error(args: list[str]) -> None:
+    # as `zdd-swarm status web | head -1` once head has exited
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", CHILD, *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert child.returncode == 0, child.stderr
+    assert child.stderr == ""
