@@ -64,7 +64,7 @@ from zdd_swarm.testing import FakeClock, FakeEngine, ImageBehaviour
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = Path(__file__).with_name("documents.txt")
 COMPOSE = ROOT / "examples" / "docker-compose.yml"
-MARKER = re.compile(r"<!--\s*(not run|run):\s*(.*?)\s*-->\s*\Z", re.S)
+MARKER = re.compile(r"<!--\s*(not run|run):\s*((?:(?!-->).)*?)\s*-->\s*\Z", re.S)
 IMAGE = re.compile(r"registry\.example\.com/web:(\w+)")
 SERVICE = re.compile(r"(?<![\w./:@-])(shop_web|web)(?![\w./:@-])")
 
@@ -105,9 +105,6 @@ class Shell:
     source: str
     local: bool
 
-    def __str__(self) -> str:
-        return self.source
-
 
 def _bash(source: str, cwd: Path, env: dict[str, str]) -> None:
     done = subprocess.run(
@@ -132,7 +129,7 @@ def _env() -> dict[str, str]:
 
 
 def run_shell(example: Example) -> None:
-    _bash(str(example.parsed), example.namespace["workdir"], _env())
+    _bash(example.parsed.source, example.namespace["workdir"], _env())
 
 
 def run_on_lab(example: Example) -> None:
@@ -144,7 +141,7 @@ def run_on_lab(example: Example) -> None:
 
     # "<prefix>_web": --compose files find the compose service "web" by it
     name = f"d{uuid.uuid4().hex[:6]}_web"
-    source = IMAGE.sub(lambda m: the_lab.image(f"v{m.group(1)}"), str(example.parsed))
+    source = IMAGE.sub(lambda m: the_lab.image(f"v{m.group(1)}"), example.parsed.source)
     source = SERVICE.sub(name, source)
     create_service(client, the_lab, name, "v1", replicas=4)
     env = _env()
@@ -190,7 +187,7 @@ class Blocks:
                 local = marker == ("run", "local")
                 if marker and not local:
                     raise ValueError(f"{document.path}: unknown marker {marker}")
-                region.parsed = Shell(source, local)
+                region.parsed = Shell(source.text, local)
                 region.evaluator = run_shell if local else run_on_lab
                 yield region
             elif str(source).startswith(">>>"):
