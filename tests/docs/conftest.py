@@ -153,7 +153,34 @@ def run_on_lab(example: Example) -> None:
             client.api.remove_service(name)
 
 
-LAB_EVALUATORS = (run_on_lab,)
+class InOrder:
+    """A document's blocks build on each other, but pytest-xdist may hand
+    them to different workers, and a worker may tear a document down between
+    two of its blocks. So before a block runs, the earlier python blocks of
+    its document that have not run since the document was set up in this
+    process run first."""
+
+    def __init__(self, evaluator: Any, replay: bool) -> None:
+        self.evaluator = evaluator
+        self.replay = replay
+
+    def __call__(self, example: Example) -> Any:
+        done: set[int] = example.namespace.setdefault("_done", set())
+        for earlier in example.document.examples():
+            if earlier.region.start >= example.region.start:
+                break
+            evaluator = earlier.region.evaluator
+            if earlier.region.start not in done and isinstance(evaluator, InOrder):
+                done.add(earlier.region.start)
+                if evaluator.replay:
+                    evaluator.evaluator(earlier)
+        done.add(example.region.start)
+        return self.evaluator(example)
+
+
+def on_lab(item: pytest.Item) -> bool:
+    evaluator = item.example.region.evaluator if isinstance(item, SybilItem) else None
+    return isinstance(evaluator, InOrder) and evaluator.evaluator is run_on_lab
 
 
 # -- the parser ------------------------------------------------------------
@@ -181,21 +208,22 @@ class Blocks:
             if marker and marker[0] == "not run":
                 if not marker[1]:
                     raise ValueError(f"{document.path}: 'not run' needs a reason")
-                region.parsed, region.evaluator = marker[1], skip
+                region.parsed, region.evaluator = marker[1], InOrder(skip, replay=False)
                 yield region
             elif region.lexemes["language"] == "sh":
                 local = marker == ("run", "local")
                 if marker and not local:
                     raise ValueError(f"{document.path}: unknown marker {marker}")
                 region.parsed = Shell(source.text, local)
-                region.evaluator = run_shell if local else run_on_lab
+                region.evaluator = InOrder(run_shell if local else run_on_lab, replay=False)
                 yield region
             elif str(source).startswith(">>>"):
                 for doctest_region in self.doctests(source, document.path):
                     doctest_region.adjust(region, source)
+                    doctest_region.evaluator = InOrder(doctest_region.evaluator, replay=True)
                     yield doctest_region
             else:
-                region.parsed, region.evaluator = source, run_python
+                region.parsed, region.evaluator = source, InOrder(run_python, replay=True)
                 yield region
 
 
@@ -252,6 +280,7 @@ def teardown(namespace: dict[str, Any]) -> None:
     ours.setLevel(level)
     ours.propagate = propagate
     sys.modules.pop("deploy", None)
+    namespace.pop("_done", None)
     shutil.rmtree(namespace["workdir"], ignore_errors=True)
 
 
@@ -287,5 +316,5 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if isinstance(item, SybilItem) and item.example.region.evaluator in LAB_EVALUATORS:
+        if on_lab(item):
             item.add_marker(pytest.mark.integration)
