@@ -213,6 +213,7 @@ def fab(
     )
 
 
+@pytest.mark.core
 def test_fabfile_over_ssh(
     lab: Any, docker_client: Any, service_name: str, ssh_manager: SshManager
 ) -> None:

@@ -25,6 +25,7 @@ from .support import cleanup_objects, controller, create_service, images_running
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("order", ["stop-first", "start-first"])
 @pytest.mark.parametrize("parallelism", [1, 2])
 def test_good_rollout_completes(
@@ -44,6 +45,7 @@ def test_good_rollout_completes(
     assert sum(isinstance(e, events.TaskRunning) for e in seen) == 4
 
 
+@pytest.mark.core
 def test_crashing_image_is_rolled_back(
     lab: Any, docker_client: Any, service_name: str, engine: Any
 ) -> None:
@@ -58,6 +60,7 @@ def test_crashing_image_is_rolled_back(
     assert images_running(docker_client, service_name) == {lab.image("v1")}
 
 
+@pytest.mark.core
 def test_never_healthy_image_is_rolled_back(
     lab: Any, docker_client: Any, service_name: str, engine: Any
 ) -> None:
@@ -159,6 +162,7 @@ def test_continue_reports_and_ends_failed(
     assert not any(isinstance(e, events.RollbackStarted) for e in seen)
 
 
+@pytest.mark.core
 def test_engine_own_rollback_is_reported_as_rolled_back(
     lab: Any, docker_client: Any, service_name: str, engine: Any
 ) -> None:
@@ -239,6 +243,7 @@ def test_change_by_another_client_is_reported_not_overwritten(
     assert engine.inspect_service(service_name).spec["Labels"]["changed_by"] == "someone-else"
 
 
+@pytest.mark.core
 def test_attach_with_watch_follows_an_update_started_elsewhere(
     lab: Any, docker_client: Any, service_name: str, engine: Any
 ) -> None:

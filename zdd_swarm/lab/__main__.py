@@ -4,15 +4,21 @@ look at it, lose and restore a node, or print its environment."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
+from ._engines import DEFAULT_ENGINE
 from ._lab import Lab
 from .errors import LabError
 
 EPILOG = """\
 commands:
-  up [--nodes N]   bring the lab up (idempotent; repairs what is broken)
+  up [--nodes N] [--engine E]
+                   bring the lab up (idempotent; repairs what is broken);
+                   E: 28.5 (default), 26.1, 20.10 or a folder with dockerd,
+                   for every node, or one per node: 28.5,20.10,26.1 (node 1
+                   is the manager); default $ZDD_LAB_ENGINE, else 28.5
   down [--purge]   remove daemons, namespaces, bridge, iptables rules, mounts;
                    --purge also deletes the registry storage and image stamp
   status           what is up; exit 0 if the lab is fully up, 1 if not
@@ -47,6 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--nodes", type=int, default=None, help="number of nodes (default: as last time, else 3)"
     )
+    up.add_argument(
+        "--engine",
+        default=None,
+        metavar="E[,E...]",
+        help=(
+            "engine of every node, or one per node "
+            f"(default: $ZDD_LAB_ENGINE, else {DEFAULT_ENGINE})"
+        ),
+    )
     down = sub.add_parser("down", help="take the lab down", parents=[common])
     down.add_argument(
         "--purge", action="store_true", help="also delete the registry storage and image stamp"
@@ -69,18 +84,32 @@ def _status(lab: Lab) -> int:
     print(f"registry: {lab.registry}  network: {lab.network}  DOCKER_HOST={lab.docker_host}")
     for i in range(1, lab.nodes + 1):
         node = lab.node(i)
+        versions = lab.engine_version(i)
+        running = f"{versions[0]} (API {versions[1]})" if versions else "not answering"
         print(
             f"  {node.name}  {node.address:<11} {node.role:<7} {node.docker_host}  "
-            f"swarm: {lab.node_state(i) or '-'}"
+            f"swarm: {lab.node_state(i) or '-'}  engine {lab.node_engine(i) or '?'}: "
+            f"{running}"
         )
     return 0 if not problems else 1
+
+
+def _engine(args: argparse.Namespace, nodes: int | None) -> str | None:
+    """The engine(s) to use: as given, else $ZDD_LAB_ENGINE; for commands
+    other than ``up``, else those the lab was last brought up with."""
+    given = getattr(args, "engine", None) or os.environ.get("ZDD_LAB_ENGINE")
+    if given or args.command == "up":
+        return given
+    recorded = Lab(nodes=nodes).recorded_engines()
+    return ",".join(recorded) if recorded else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     progress = (lambda message: None) if args.quiet else _say
     try:
-        lab = Lab(nodes=getattr(args, "nodes", None), progress=progress)
+        nodes = getattr(args, "nodes", None)
+        lab = Lab(nodes=nodes, engine=_engine(args, nodes), progress=progress)
         if args.command == "up":
             info = lab.up()
             if info.reused:

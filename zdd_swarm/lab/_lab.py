@@ -28,6 +28,7 @@ import docker
 from docker.errors import APIError, DockerException
 
 from . import _system as sysx
+from ._engines import DEFAULT_ENGINE, ENGINES, SYSTEM_ENGINE, Engine, EngineCache, parse_engines
 from ._images import REPOSITORY, TAGS, ImageBuilder, RegistryClient
 from .errors import LabError
 
@@ -61,7 +62,9 @@ NETWORK_SUBNET = "10.201.16.0/20"
 SWARM_PORT = 2377
 RULE_COMMENT = "zdd-lab"
 CGROUP_ROOT = "zdd-lab"
-API_VERSION = "1.41"  # engine 20.10; newer engines still speak it
+#: The docker SDK asks each engine for its API version (20.10 speaks 1.41,
+#: 28.5 1.51); a fixed one would break with engines whose minimum is higher.
+API_VERSION = "auto"
 BUSYBOX = Path("/bin/busybox")
 PACKAGES = ("docker.io", "docker-registry", "busybox-static", "iptables", "iproute2")
 #: command -> Debian package that provides it
@@ -111,6 +114,8 @@ class LabNode:
     docker_host: str
     #: ``manager`` (node 1) or ``worker``
     role: str
+    #: the engine it runs (or is to run): ``28.5``, ``26.1``, ``20.10`` or a folder
+    engine: str = DEFAULT_ENGINE
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,11 @@ class Lab:
     10.88.0.1:5000 and the test images in it. ``down`` removes all of it.
 
     ``nodes=None`` means the node count of the lab last brought up (else 3).
+    ``engine`` is the Docker engine of every node (``"28.5"``, ``"26.1"``,
+    ``"20.10"`` or a folder with ``dockerd`` in it), or one per node
+    (``"28.5,20.10,26.1"`` or a list; node 1 is the manager); None means
+    ``$ZDD_LAB_ENGINE``, else 28.5. Fetched engines are kept under
+    ``cache_dir`` (default ``/var/cache/zdd-lab`` or ``$ZDD_LAB_CACHE_DIR``).
     State lives under ``state_dir`` (default ``/var/lib/zdd-lab`` or
     ``$ZDD_LAB_STATE_DIR``), runtime files under ``run_dir`` (default
     ``/run/zdd-lab`` or ``$ZDD_LAB_RUN_DIR``). ``progress`` receives one-line
@@ -157,23 +167,38 @@ class Lab:
         run_dir: str | Path | None = None,
         progress: Callable[[str], None] | None = None,
         daemon_timeout: float = 40,
+        engine: str | Sequence[str] | None = None,
+        cache_dir: str | Path | None = None,
     ) -> None:
         self.state_dir = Path(
             state_dir or os.environ.get("ZDD_LAB_STATE_DIR") or "/var/lib/zdd-lab"
         )
         self.run_dir = Path(run_dir or os.environ.get("ZDD_LAB_RUN_DIR") or "/run/zdd-lab")
+        if nodes is not None and (not isinstance(nodes, int) or not 1 <= nodes <= MAX_NODES):
+            raise LabError(f"nodes must be an integer from 1 to {MAX_NODES}, not {nodes!r}")
+        if engine is None:
+            engine = os.environ.get("ZDD_LAB_ENGINE") or DEFAULT_ENGINE
+        text = engine if isinstance(engine, str) else ",".join(engine)
+        engines = parse_engines(text, nodes)
         if nodes is None:
-            nodes = self._recorded_nodes() or DEFAULT_NODES
-        if not isinstance(nodes, int) or not 1 <= nodes <= MAX_NODES:
+            nodes = len(engines) if len(engines) > 1 else self._recorded_nodes() or DEFAULT_NODES
+            engines = engines if len(engines) > 1 else engines * nodes
+        if not 1 <= nodes <= MAX_NODES:
             raise LabError(f"nodes must be an integer from 1 to {MAX_NODES}, not {nodes!r}")
         self.nodes = nodes
+        #: the engine of each node, node 1 first
+        self.engines: list[str] = engines
         self.daemon_timeout = daemon_timeout
         self._progress = progress or (lambda message: log.info("%s", message))
+        self._engine_cache = EngineCache(cache_dir, self._progress)
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._procs_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"Lab(nodes={self.nodes}, state_dir={str(self.state_dir)!r})"
+        return (
+            f"Lab(nodes={self.nodes}, engine={','.join(self.engines)!r}, "
+            f"state_dir={str(self.state_dir)!r})"
+        )
 
     # -- public names ----------------------------------------------------------
 
@@ -211,6 +236,7 @@ class Lab:
             address=self.node_address(i),
             docker_host=self.node_host(i),
             role="manager" if i == 1 else "worker",
+            engine=self.engines[i - 1] if i <= self.nodes else DEFAULT_ENGINE,
         )
 
     def node_name(self, i: int) -> str:
@@ -291,12 +317,73 @@ class Lab:
     def _record(self) -> Path:
         return self.state_dir / "lab.json"
 
-    def _recorded_nodes(self) -> int | None:
+    def _recorded(self) -> dict[str, Any]:
         try:
-            value = json.loads(self._record.read_text()).get("nodes")
-        except (OSError, ValueError, AttributeError):
-            return None
+            value = json.loads(self._record.read_text())
+        except (OSError, ValueError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def _recorded_nodes(self) -> int | None:
+        value = self._recorded().get("nodes")
         return value if isinstance(value, int) and 1 <= value <= MAX_NODES else None
+
+    def recorded_engines(self) -> list[str] | None:
+        """The engines of the lab last brought up (node 1 first), if known."""
+        record = self._recorded()
+        value = record.get("engines")
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            return value
+        nodes = self._recorded_nodes()
+        # A lab recorded without engines ran Debian 12's (the only one then).
+        return [SYSTEM_ENGINE] * nodes if nodes and "engines" not in record else None
+
+    def _engine_file(self, i: int) -> Path:
+        return self._node_dir(i) / "engine.json"
+
+    def node_engine(self, i: int) -> str | None:
+        """The engine node ``i`` was last started with, or the one whose
+        dockerd it runs (None if unknown)."""
+        try:
+            value = json.loads(self._engine_file(i).read_text()).get("engine")
+        except (OSError, ValueError, AttributeError):
+            value = None
+        if isinstance(value, str):
+            return value
+        exe = self._daemon_exe(i)
+        for name in ENGINES:
+            if exe is not None and exe == str(
+                Path(self._engine_cache.engine(name).dockerd).resolve()
+            ):
+                return name
+        return None
+
+    def _daemon_exe(self, i: int) -> str | None:
+        pid = self._daemon_pid(i)
+        if pid is None:
+            return None
+        try:
+            return os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            return None
+
+    def _wanted(self, i: int) -> Engine:
+        return self._engine_cache.engine(self.engines[i - 1])
+
+    def engine_version(self, i: int) -> tuple[str, str] | None:
+        """(engine version, API version) node ``i``'s dockerd reports, or
+        None if it does not answer."""
+        try:
+            client = self.client(i, timeout=5)
+        except DockerException:
+            return None
+        try:
+            version = client.version()
+        except (DockerException, OSError):
+            return None
+        finally:
+            client.close()
+        return str(version.get("Version", "?")), str(version.get("ApiVersion", "?"))
 
     # -- up --------------------------------------------------------------------
 
@@ -311,6 +398,9 @@ class Lab:
         self._require_root()
         self._ensure_packages()
         with self._locked(), self._errors("bringing the lab up"):
+            # Every engine is at hand before any node is touched.
+            for name in dict.fromkeys(self.engines):
+                self._engine_cache.ensure(name)
             problems = self.problems()
             if not problems:
                 return self.info(time.monotonic() - started, reused=True)
@@ -321,12 +411,24 @@ class Lab:
             )
             for path in (self.state_dir, self.run_dir):
                 path.mkdir(parents=True, exist_ok=True)
-            self._record.write_text(json.dumps({"nodes": self.nodes}) + "\n")
+            self._record.write_text(
+                json.dumps({"nodes": self.nodes, "engines": self.engines}) + "\n"
+            )
             self._ensure_host_network()
             extra = sorted(self._existing_nodes() - set(self._indices()))
             if extra:
                 self._progress(f"removing nodes {extra} (the lab now has {self.nodes})")
                 self._parallel(self._remove_node, extra)
+            switched = [i for i in self._indices() if self._engine_problem(i)]
+            if switched:
+                self._progress(
+                    "recreating "
+                    + ", ".join(
+                        f"{self.node_name(i)} on engine {self.engines[i - 1]}" for i in switched
+                    )
+                )
+                self._parallel(self._remove_node, switched)
+                self._flush_neighbours()
             self._ensure_registry()
             self._parallel(self._ensure_node, self._indices())
             self._wait_registry()
@@ -360,7 +462,7 @@ class Lab:
             if not self._rule_present(rule):
                 problems.append(f"iptables rule {' '.join(rule)} missing")
         for i in self._indices():
-            problem = self._netns_problem(i) or self._daemon_problem(i)
+            problem = self._netns_problem(i) or self._engine_problem(i) or self._daemon_problem(i)
             if problem:
                 problems.append(problem)
         extra = sorted(self._existing_nodes() - set(self._indices()))
@@ -732,9 +834,29 @@ class Lab:
             return
         self._start_daemon(i)
 
-    def _dockerd_args(self, i: int) -> list[str]:
+    def _flush_neighbours(self) -> None:
+        """Forget the bridge's neighbours (host and nodes): a recreated node
+        has new MAC addresses, and a stale entry costs a joining worker its
+        first seconds ("i/o timeout" dialing the manager)."""
+        sysx.run(["ip", "neigh", "flush", "dev", BRIDGE], check=False)
+        for i in self._indices():
+            if self._is_nsfs(self._netns(i)):
+                sysx.run(["ip", "-n", self.node_name(i), "neigh", "flush", "all"], check=False)
+
+    def _engine_problem(self, i: int) -> str | None:
+        """Node ``i`` was started with (or runs) another engine than it should."""
+        wanted = self._wanted(i)
+        recorded = self.node_engine(i)
+        if recorded is not None and recorded != wanted.name:
+            return f"{self.node_name(i)} runs engine {recorded}, not {wanted.name}"
+        exe = self._daemon_exe(i)
+        if exe is not None and exe != str(Path(wanted.dockerd).resolve()):
+            return f"{self.node_name(i)} runs {exe}, not engine {wanted.name}"
+        return None
+
+    def _dockerd_args(self, i: int, engine: Engine) -> list[str]:
         return [
-            "dockerd",
+            engine.dockerd,
             "--config-file",
             str(self._node_dir(i) / "daemon.json"),
             "--data-root",
@@ -763,8 +885,16 @@ class Lab:
         self._socket(i).unlink(missing_ok=True)
         self._node_dir(i).mkdir(parents=True, exist_ok=True)
         (self._node_dir(i) / "daemon.json").write_text("{}\n")
+        # A node keeps its engine (its data is that engine's); up() recreates
+        # a node whose engine changes.
+        engine = self._engine_cache.engine(self.node_engine(i) or self.engines[i - 1])
+        self._engine_file(i).write_text(
+            json.dumps({"engine": engine.name, "dockerd": engine.dockerd}) + "\n"
+        )
         logfile = self._daemon_log(i)
-        args = self._dockerd_args(i)
+        args = self._dockerd_args(i, engine)
+        env = sysx.clean_env()
+        env["PATH"] = engine.path(env["PATH"])
         command = [
             "nsenter",
             f"--net={self._netns(i)}",
@@ -779,7 +909,7 @@ class Lab:
             name,
             *args,
         ]
-        self._progress(f"starting dockerd of {name}")
+        self._progress(f"starting dockerd of {name} (engine {engine.name})")
         with open(logfile, "ab") as out:
             out.write(
                 f"\n=== zdd-lab: starting {name} at {time.ctime()}: {' '.join(args)}\n".encode()
@@ -790,7 +920,7 @@ class Lab:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=sysx.clean_env(),
+                env=env,
                 start_new_session=True,
                 close_fds=True,
             )
@@ -1014,12 +1144,18 @@ class Lab:
                 if info.get("LocalNodeState") not in (None, "inactive"):
                     self._leave(i, worker)
                 self._progress(f"joining {self.node_name(i)} to the swarm")
-                worker.swarm.join(
-                    remote_addrs=[f"{self.node_address(1)}:{SWARM_PORT}"],
-                    join_token=token,
-                    listen_addr=f"0.0.0.0:{SWARM_PORT}",
-                    advertise_addr=self.node_address(i),
-                )
+                try:
+                    worker.swarm.join(
+                        remote_addrs=[f"{self.node_address(1)}:{SWARM_PORT}"],
+                        join_token=token,
+                        listen_addr=f"0.0.0.0:{SWARM_PORT}",
+                        advertise_addr=self.node_address(i),
+                    )
+                except APIError as exc:
+                    # The engine keeps trying after its own timeout.
+                    if "continue in the background" not in str(exc):
+                        raise
+                    self._wait_settled(i, 30)
             finally:
                 worker.close()
             return str(self._swarm_info(i).get("NodeID"))
