@@ -261,13 +261,13 @@ class EngineCache:
         self._progress(f"engine {name} (docker.io {release.docker}, from {suite}) in {folder}")
 
 
-def mirror() -> tuple[str, str]:
+def mirror(etc: Path = Path("/etc/apt")) -> tuple[str, str]:
     """The URI of the Debian archive the machine's apt sources name (not the
     security archive), and the keyring to check it with. Read each time,
     never stored."""
     candidates = [
         (uri, keyring)
-        for uri, suites, keyring in _source_entries()
+        for uri, suites, keyring in _source_entries(etc)
         if "security" not in uri and any(s and "security" not in s for s in suites)
     ]
     # The Debian archive's path ends in /debian on deb.debian.org and its mirrors.
@@ -281,10 +281,9 @@ def mirror() -> tuple[str, str]:
     )
 
 
-def _source_entries() -> list[tuple[str, list[str], str | None]]:
+def _source_entries(etc: Path) -> list[tuple[str, list[str], str | None]]:
     """(uri, suites, signed-by) of every ``deb`` source line or stanza."""
     found: list[tuple[str, list[str], str | None]] = []
-    etc = Path("/etc/apt")
     lists = [etc / "sources.list", *sorted((etc / "sources.list.d").glob("*.list"))]
     for path in lists:
         try:
