@@ -250,7 +250,10 @@ def setup(namespace: dict[str, Any]) -> None:
     def no_lab(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("a python block of the docs must not touch the shared lab")
 
-    patch.setattr(zdd_swarm.lab.Lab, "__init__", no_lab)
+    # The module's name, not the class: the lab fixture that the sh blocks ask
+    # for (tests/integration/conftest.py) keeps the real class, also when a
+    # worker first needs it while a document is set up.
+    patch.setattr(zdd_swarm.lab, "Lab", no_lab)
     workdir = Path(tempfile.mkdtemp(prefix="zdd-docs-"))
     shutil.copy(COMPOSE, workdir / "docker-compose.yml")
     patch.chdir(workdir)
