@@ -12,10 +12,11 @@ import time
 from typing import Any
 
 import pytest
+from docker.types import RollbackConfig
 
 from zdd_swarm import ServiceChange, UpdateConfig
 
-from .support import create_service
+from .support import SECOND, create_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.core]
 
@@ -44,7 +45,10 @@ def test_an_engine_rollback_reads_the_same_on_every_engine(
         service_name,
         "v1",
         replicas=2,
-        update_config=UpdateConfig(parallelism=1, monitor="3s", failure_action="rollback"),
+        update_config=UpdateConfig(parallelism=2, monitor="3s", failure_action="rollback"),
+        # both slots fail at once; a delay between their rollbacks keeps
+        # rollback_started in view for the polls below
+        rollback_config=RollbackConfig(parallelism=1, delay=3 * SECOND, monitor=SECOND),
     )
     service = engine.inspect_service(service_name)
     engine.update_service(service, ServiceChange(image=lab.image("crash")).apply(service.spec))
@@ -58,7 +62,7 @@ def test_an_engine_rollback_reads_the_same_on_every_engine(
             seen.append(state)
         if state[0] in ("rollback_completed", "rollback_paused", "paused"):
             break
-        time.sleep(0.3)
+        time.sleep(0.2)
     states = [s for s, _ in seen]
     assert states[-1] == "rollback_completed", seen
     assert "rollback_started" in states, seen
