@@ -22,7 +22,7 @@ import json
 import logging
 import sys
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +39,7 @@ from .engine import DockerEngine, Engine
 from .errors import ConfigError, EngineError, InputError, ZddError
 from .gates import Gate, HttpGate, TcpGate
 from .model import ServiceView
+from .redact import mask_secrets, mask_values
 from .result import RolloutResult
 from .spec import ServiceChange
 
@@ -89,6 +90,7 @@ def configure_logging(fmt: str, level: int) -> None:
             processors=[
                 *pre_chain,
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                _mask_log_values,
                 *([structlog.processors.dict_tracebacks] if fmt == "json" else []),
                 renderer,
             ],
@@ -99,6 +101,13 @@ def configure_logging(fmt: str, level: int) -> None:
         logger.removeHandler(old)
     logger.addHandler(handler)
     logger.setLevel(level)
+
+
+def _mask_log_values(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> Mapping[str, Any]:
+    """A structlog processor: no secret value reaches the log (``zdd_swarm.redact``)."""
+    return {k: v if k == "exc_info" else mask_values(v) for k, v in event_dict.items()}
 
 
 def output_options(fn: F) -> F:
@@ -249,8 +258,9 @@ def _pipe_safe(hook: Callable[[Any], None]) -> Callable[[Any], None]:
 
 
 def _emit_json(payload: Mapping[str, Any]) -> None:
+    masked = mask_values(json.loads(json.dumps(payload, default=str)))
     with _stdout():
-        click.echo(json.dumps(payload, indent=2, default=str))
+        click.echo(json.dumps(masked, indent=2))
 
 
 def _result_payload(result: RolloutResult) -> dict[str, Any]:
@@ -349,7 +359,7 @@ def _fail(
             }
         )
     else:
-        click.echo(f"zdd-swarm: error: {exc}", err=True)
+        click.echo(f"zdd-swarm: error: {mask_secrets(str(exc))}", err=True)
     sys.exit(exit_code)
 
 
