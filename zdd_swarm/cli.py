@@ -30,15 +30,18 @@ import click
 import structlog
 import yaml
 
-from ._logging import LOGGER_NAME
+from . import events
+from ._logging import LOGGER_NAME, get_logger
 from .clock import Clock
 from .config import RollbackConfig, UpdateConfig, configs_from_compose
 from .controller import Controller, RolloutOptions
 from .display import PipeConsole, ProgressDisplay, render_result, stdout_to_devnull
 from .engine import DockerEngine, Engine
 from .errors import ConfigError, EngineError, InputError, ZddError
+from .events import Event, Hook
 from .gates import Gate, HttpGate, TcpGate
 from .model import ServiceView
+from .notify import WebhookNotifier
 from .redact import mask_secrets, mask_values
 from .result import RolloutResult
 from .spec import ServiceChange
@@ -269,6 +272,111 @@ def _result_payload(result: RolloutResult) -> dict[str, Any]:
     return data
 
 
+class _Platform:
+    """What ``--metrics-textfile``, ``--pushgateway`` and ``--notify-webhook``
+    ask for: hooks for the rollout, and its metrics published at the end.
+    Built before anything is sent, so a textfile that cannot be written is
+    refused (exit 2) with the service untouched."""
+
+    def __init__(self, service: str, params: Mapping[str, Any]) -> None:
+        self.service = service
+        self.textfile: str | None = params.get("metrics_textfile")
+        self.pushgateway = params.get("pushgateway")
+        self.notifiers = [
+            WebhookNotifier(url, format=params.get("notify_format") or "json")
+            for url in params.get("notify_webhook") or ()
+        ]
+        self.hooks: list[Hook] = list(self.notifiers)
+        self.registry: Any = None
+        self._textfile_failed: str | None = None
+        if not (self.textfile or self.pushgateway):
+            return
+        try:
+            from prometheus_client import CollectorRegistry
+
+            from .metrics import PrometheusHook, check_textfile
+        except ImportError as exc:
+            flag = "--metrics-textfile" if self.textfile else "--pushgateway"
+            raise ConfigError(
+                flag, "", "the metrics extra: pip install 'zdd_swarm[metrics]'"
+            ) from exc
+        if self.textfile:
+            check_textfile(self.textfile)
+        self.registry = CollectorRegistry()
+        self.hooks.append(PrometheusHook(self.registry))
+        if self.textfile:
+            self.hooks.append(self._write_textfile)
+
+    def _write_textfile(self, event: Event) -> None:
+        """A hook: the textfile follows the rollout's phase and batch as it goes."""
+        if isinstance(event, (events.RolloutStarted, events.BatchStarted, events.RollbackStarted)):
+            self._write_file()
+
+    def _write_file(self) -> None:
+        from .metrics import write_textfile
+
+        assert self.textfile is not None
+        try:
+            write_textfile(self.textfile, self.registry)
+        except OSError as exc:
+            if self._textfile_failed is None:  # one warning
+                self._textfile_failed = f"metrics not written to {self.textfile}: {exc}"
+                get_logger("zdd_swarm.cli").warning(
+                    "metrics_textfile_failed", path=self.textfile, error=str(exc)
+                )
+
+    def publish(self) -> list[str]:
+        """Write the textfile and push to the gateway; warnings, never errors."""
+        warnings: list[str] = []
+        if self.textfile:
+            self._write_file()
+            warnings += [self._textfile_failed] if self._textfile_failed else []
+        if self.pushgateway:
+            from .metrics import push
+
+            warning = push(self.pushgateway, self.registry, grouping_key={"service": self.service})
+            warnings += [warning] if warning else []
+        return warnings
+
+    def close(self) -> None:
+        for notifier in self.notifiers:
+            notifier.close()
+
+
+def _platform_options(fn: F) -> F:
+    for opt in reversed(
+        [
+            click.option(
+                "--metrics-textfile",
+                metavar="PATH",
+                help="Write Prometheus metrics to PATH for node_exporter's textfile "
+                "collector (a .prom file; needs the metrics extra).",
+            ),
+            click.option(
+                "--pushgateway",
+                metavar="URL",
+                help="Push Prometheus metrics to this Pushgateway at the end "
+                "(needs the metrics extra).",
+            ),
+            click.option(
+                "--notify-webhook",
+                multiple=True,
+                metavar="URL",
+                help="POST started, threshold, rollback and finished events to URL (repeatable).",
+            ),
+            click.option(
+                "--notify-format",
+                type=click.Choice(["json", "slack"]),
+                default="json",
+                show_default=True,
+                help='Body of --notify-webhook: the event as JSON, or Slack\'s {"text": ...}.',
+            ),
+        ]
+    ):
+        fn = opt(fn)
+    return fn
+
+
 def _run(
     obj: _Obj,
     as_json: bool,
@@ -276,12 +384,13 @@ def _run(
     verbose: int,
     action: Callable[[Controller], Any],
     service: str,
+    params: Mapping[str, Any] | None = None,
 ) -> None:
     """Run one command, mapping every outcome and error to an exit code."""
     configure_logging(log_format, logging.WARNING - 10 * min(verbose, 2))
     display = None if as_json else ProgressDisplay()
     try:
-        _run_action(obj, as_json, display, action, service)
+        _run_action(obj, as_json, display, action, service, params or {})
     except Exception as exc:
         # a bug: one line (the traceback only with -vv) and an exit code of
         # its own, never 1 ("rolled back")
@@ -302,10 +411,34 @@ def _run_action(
     display: ProgressDisplay | None,
     action: Callable[[Controller], Any],
     service: str,
+    params: Mapping[str, Any],
 ) -> None:
-    hooks = [_pipe_safe(display)] if display else []
     try:
-        controller = Controller(obj.engine_factory(obj.host), hooks=hooks, clock=obj.clock)
+        # checked before anything is sent: an unwritable --metrics-textfile exits 2
+        platform = _Platform(service, params)
+    except InputError as exc:
+        _fail(as_json, service, "invalid_input", exc, EXIT_INPUT)
+    try:
+        _act(obj, as_json, display, action, service, platform)
+    finally:
+        # after the result is out: a slow webhook holds up only the exit,
+        # and for at most its timeout
+        platform.close()
+
+
+def _act(
+    obj: _Obj,
+    as_json: bool,
+    display: ProgressDisplay | None,
+    action: Callable[[Controller], Any],
+    service: str,
+    platform: _Platform,
+) -> None:
+    hooks: list[Hook] = [_pipe_safe(display)] if display else []
+    try:
+        controller = Controller(
+            obj.engine_factory(obj.host), hooks=hooks + platform.hooks, clock=obj.clock
+        )
         outcome = action(controller)
     except KeyboardInterrupt:
         if display:
@@ -329,6 +462,7 @@ def _run_action(
     except ZddError as exc:  # pragma: no cover - every ZddError is one of the above
         _fail(as_json, service, "error", exc, EXIT_ENGINE)
     if isinstance(outcome, RolloutResult):
+        outcome.warnings += platform.publish()
         if as_json:
             _emit_json(_result_payload(outcome))
         else:
@@ -431,6 +565,7 @@ def _deadline_options(fn: F) -> F:
     "file's service of the same name (flags win).",
 )
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@_platform_options
 @output_options
 @click.pass_obj
 def update(
@@ -507,7 +642,7 @@ def update(
             sys.exit(EXIT_OK)
         return controller.update(service, change, options)
 
-    _run(obj, as_json, log_format, verbose, action, service)
+    _run(obj, as_json, log_format, verbose, action, service, params)
 
 
 def _plan_payload(plan: Any) -> dict[str, Any]:
@@ -557,6 +692,7 @@ def _print_plan(plan: Any) -> None:
     type=click.Choice(["continue", "pause", "rollback"]),
     help="What to do when a threshold is crossed (default rollback).",
 )
+@_platform_options
 @output_options
 @click.pass_obj
 def watch(
@@ -570,6 +706,7 @@ def watch(
         verbose,
         lambda c: c.watch(service, _options(params, params["failure_action"])),
         service,
+        params,
     )
 
 
@@ -578,6 +715,7 @@ def watch(
 @click.option(
     "--rollback-timeout", help="Limit of the rollback (default auto: 3x expected, >= 5m)."
 )
+@_platform_options
 @output_options
 @click.pass_obj
 def rollback(
@@ -591,6 +729,7 @@ def rollback(
         verbose,
         lambda c: c.rollback(service, _options(params, None)),
         service,
+        params,
     )
 
 

@@ -42,11 +42,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import structlog
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest, push_to_gateway
 
 from . import events
+from ._logging import get_logger
 from .errors import ConfigError
 from .redact import mask_secrets, mask_url
 from .result import Outcome
@@ -64,7 +64,7 @@ __all__ = [
     "write_textfile",
 ]
 
-log = structlog.get_logger("zdd_swarm.metrics")
+log = get_logger("zdd_swarm.metrics")
 
 REASON_CODES = frozenset(
     {

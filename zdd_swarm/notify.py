@@ -26,7 +26,6 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
-import structlog
 from tenacity import (
     Retrying,
     retry_if_exception,
@@ -35,11 +34,12 @@ from tenacity import (
 )
 
 from . import events
+from ._logging import get_logger
 from .redact import mask_url, mask_values
 
 __all__ = ["DEFAULT_EVENTS", "Transport", "WebhookError", "WebhookNotifier", "urllib_transport"]
 
-log = structlog.get_logger("zdd_swarm.notify")
+log = get_logger("zdd_swarm.notify")
 
 DEFAULT_EVENTS: tuple[type[events.Event], ...] = (
     events.RolloutStarted,
@@ -128,6 +128,7 @@ class WebhookNotifier:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._warned = False
+        self._down = False
 
     def __repr__(self) -> str:
         return f"WebhookNotifier({mask_url(self.url)!r}, format={self.format!r})"
@@ -191,8 +192,11 @@ class WebhookNotifier:
 
     def _deliver(self, body: Mapping[str, Any]) -> None:
         data = json.dumps(body, default=str).encode()
+        # once a webhook has failed every attempt, later bodies get one
+        # attempt each until one goes through: a webhook that is down costs
+        # its retries once, not once per event
         retrying = Retrying(
-            stop=stop_after_attempt(self.attempts),
+            stop=stop_after_attempt(1 if self._down else self.attempts),
             wait=wait_exponential(multiplier=self.backoff, max=30),
             retry=retry_if_exception(_retryable),
             sleep=self.sleep,
@@ -206,9 +210,11 @@ class WebhookNotifier:
                         raise WebhookError(status)
         except Exception as exc:
             self.failed += 1
+            self._down = True
             self._warn("webhook_failed", f"{type(exc).__name__}: {exc}")
         else:
             self.sent += 1
+            self._down = False
 
     def _warn(self, what: str, error: str) -> None:
         """Once per notifier: a webhook that is down would otherwise say so
