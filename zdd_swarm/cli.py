@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from pathlib import Path
@@ -283,7 +284,11 @@ class _Platform:
         self.textfile: str | None = params.get("metrics_textfile")
         self.pushgateway = params.get("pushgateway")
         self.notifiers = [
-            WebhookNotifier(url, format=params.get("notify_format") or "json")
+            WebhookNotifier(
+                url,
+                format=params.get("notify_format") or "json",
+                timeout=params.get("notify_timeout") or 5.0,
+            )
             for url in params.get("notify_webhook") or ()
         ]
         self.hooks: list[Hook] = list(self.notifiers)
@@ -339,8 +344,12 @@ class _Platform:
         return warnings
 
     def close(self) -> None:
+        """Wait for queued notifications: all webhooks together at most one timeout."""
+        if not self.notifiers:
+            return
+        deadline = time.monotonic() + max(n.timeout for n in self.notifiers)
         for notifier in self.notifiers:
-            notifier.close()
+            notifier.close(max(0.0, deadline - time.monotonic()))
 
 
 def _platform_options(fn: F) -> F:
@@ -363,6 +372,14 @@ def _platform_options(fn: F) -> F:
                 multiple=True,
                 metavar="URL",
                 help="POST started, threshold, rollback and finished events to URL (repeatable).",
+            ),
+            click.option(
+                "--notify-timeout",
+                type=click.FloatRange(min=0.1),
+                default=5.0,
+                show_default=True,
+                metavar="SECONDS",
+                help="Limit of one webhook attempt; also the longest the exit waits for them.",
             ),
             click.option(
                 "--notify-format",
