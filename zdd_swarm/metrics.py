@@ -204,7 +204,7 @@ class PrometheusHook:
         )
         self.progress = Gauge(
             "rollout_progress_ratio",
-            "Share of the current phase's tasks running the phase's spec.",
+            "Share of the current phase's tasks running the phase's spec; 0 when none.",
             ["service"],
             namespace=ns,
             registry=reg,
@@ -301,6 +301,7 @@ class PrometheusHook:
                 self.last_finished.labels(service, outcome).set(ended)
             self._set_phase(service, "")
             self.batch.labels(service).set(0)
+            self.progress.labels(service).set(0)
             self._flight.pop(service, None)
 
     def _verdict(self, flight: _InFlight, service: str, code: str, at: float) -> None:
