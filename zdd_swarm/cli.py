@@ -25,7 +25,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import structlog
@@ -42,10 +42,12 @@ from .errors import ConfigError, EngineError, InputError, ZddError
 from .events import Event, Hook
 from .gates import Gate, HttpGate, TcpGate
 from .model import ServiceView
-from .notify import WebhookNotifier
 from .redact import mask_secrets, mask_values
 from .result import RolloutResult
 from .spec import ServiceChange
+
+if TYPE_CHECKING:
+    from .notify import WebhookNotifier
 
 __all__ = ["main"]
 
@@ -283,14 +285,18 @@ class _Platform:
         self.service = service
         self.textfile: str | None = params.get("metrics_textfile")
         self.pushgateway = params.get("pushgateway")
-        self.notifiers = [
-            WebhookNotifier(
-                url,
-                format=params.get("notify_format") or "json",
-                timeout=params.get("notify_timeout") or 5.0,
-            )
-            for url in params.get("notify_webhook") or ()
-        ]
+        self.notifiers: list[WebhookNotifier] = []
+        if params.get("notify_webhook"):
+            from .notify import WebhookNotifier  # urllib: imported only when asked for
+
+            self.notifiers = [
+                WebhookNotifier(
+                    url,
+                    format=params.get("notify_format") or "json",
+                    timeout=params.get("notify_timeout") or 5.0,
+                )
+                for url in params["notify_webhook"]
+            ]
         self.hooks: list[Hook] = list(self.notifiers)
         self.registry: Any = None
         self._textfile_failed: str | None = None

@@ -86,3 +86,11 @@ def test_cli_masks_a_secret_quoted_by_a_task_error_in_every_output() -> None:
             assert json.loads(result.stdout)["outcome"] == "rolled_back"
     assert all(SECRET not in text for text in outputs)
     assert any("DB_PASSWORD=***" in text for text in outputs)
+
+
+def test_every_name_in_all_exists() -> None:
+    from zdd_swarm import metrics, notify, redact
+
+    for module in (metrics, notify, redact):
+        for name in module.__all__:
+            assert hasattr(module, name), f"{module.__name__}.{name}"
