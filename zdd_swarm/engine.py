@@ -11,6 +11,7 @@ methods, and ``zdd_swarm.testing`` provides a fake one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -41,7 +42,7 @@ from .errors import (
 )
 from .model import ResolvedImage, ServiceView, TaskView
 
-__all__ = ["DockerEngine", "Engine", "EngineInfo", "NodeView"]
+__all__ = ["DockerEngine", "Engine", "EngineInfo", "NodeView", "ServiceEvents"]
 
 log = get_logger("zdd_swarm.engine")
 T = TypeVar("T")
@@ -93,6 +94,62 @@ class Engine(Protocol):
         """The image's HEALTHCHECK if the engine has the image, False if it
         has none, None if unknown."""
         ...
+
+    # Optional: ``service_events(service_id) -> ServiceEvents | None``, the
+    # engine's event stream of one service; without it the controller polls.
+
+
+class ServiceEvents:
+    """The engine's events of one service, read on a background thread.
+
+    Swarm's manager emits a service event for every change of the service
+    object, its ``UpdateStatus`` included (moby ``daemon/events.go``,
+    ``logServiceEvent``: "if service.UpdateStatus != nil { ...
+    attributes["updatestate.new"] = ..."), so a
+    state the engine decides (completed, paused, its own rollback) is known
+    at once instead of at the next poll. ``wait(timeout)`` sleeps like
+    ``time.sleep`` but returns True as soon as an event has arrived. A stream
+    that fails or ends only stops the early wake-ups: the poll goes on, so
+    no verdict depends on an event arriving.
+    """
+
+    def __init__(self, open_stream: Callable[[], Any]) -> None:
+        self._open = open_stream
+        self._arrived = threading.Event()
+        self._stream: Any = None
+        self._closed = False
+        #: False once the stream failed or ended (polling alone from then on)
+        self.alive = True
+        self._thread = threading.Thread(target=self._read, name="zdd-swarm-events", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            self._stream = self._open()
+            if self._closed:
+                self._stream.close()
+                return
+            for _event in self._stream:
+                self._arrived.set()
+        except Exception as exc:  # the poll carries on without the stream
+            if not self._closed:
+                log.debug("event_stream_lost", error=str(exc))
+        finally:
+            self.alive = False
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds; True if an event arrived meanwhile
+        (or since the last call)."""
+        woke = self._arrived.wait(timeout) if timeout > 0 else self._arrived.is_set()
+        self._arrived.clear()
+        return woke
+
+    def close(self) -> None:
+        self._closed = True
+        stream = self._stream
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.close()
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -182,6 +239,24 @@ class DockerEngine:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
+
+    def service_events(self, service_id: str) -> ServiceEvents | None:
+        """The event stream of one service (``/events`` filtered by type
+        ``service``), or None where it is not used: over ``ssh://`` the
+        docker SDK cannot close a stream it is reading (the SSH channel
+        stays blocked until the next event)."""
+        host = self.host if self.host is not None else os.environ.get("DOCKER_HOST", "")
+        if host.startswith("ssh://"):
+            return None
+        api = self._api
+        filters = {"type": ["service"], "service": [service_id]}
+
+        def open_stream() -> Any:
+            with _mapped_errors():
+                self.requests += 1
+                return api.events(filters=filters, decode=True)
+
+        return ServiceEvents(open_stream)
 
     # -- Engine ---------------------------------------------------------------
 
