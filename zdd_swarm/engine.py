@@ -42,7 +42,15 @@ from .errors import (
 )
 from .model import ResolvedImage, ServiceView, TaskView
 
-__all__ = ["DockerEngine", "Engine", "EngineInfo", "NodeView", "ServiceEvents"]
+__all__ = [
+    "DockerEngine",
+    "Engine",
+    "EngineInfo",
+    "NodeView",
+    "ServiceEvents",
+    "StackEngine",
+    "SwarmObject",
+]
 
 log = get_logger("zdd_swarm.engine")
 T = TypeVar("T")
@@ -63,6 +71,15 @@ class NodeView:
     state: str
     availability: str
     role: str
+
+
+@dataclass(frozen=True)
+class SwarmObject:
+    """A network, secret or config: what a stack needs to know of it."""
+
+    id: str
+    name: str
+    labels: Mapping[str, str]
 
 
 class Engine(Protocol):
@@ -97,6 +114,31 @@ class Engine(Protocol):
 
     # Optional: ``service_events(service_id) -> ServiceEvents | None``, the
     # engine's event stream of one service; without it the controller polls.
+
+
+class StackEngine(Engine, Protocol):
+    """What a stack deploy needs beyond ``Engine``: services created, listed
+    by label and removed; networks, secrets and configs (``kind`` is
+    ``"network"``, ``"secret"`` or ``"config"``) listed by label, created and
+    removed. Secret values go to the engine and are never returned."""
+
+    def list_services(self, labels: Mapping[str, str]) -> list[ServiceView]: ...
+
+    def create_service(self, spec: Mapping[str, Any]) -> str:
+        """Create a service; returns its id."""
+        ...
+
+    def remove_service(self, service: str) -> None: ...
+
+    def list_objects(self, kind: str, labels: Mapping[str, str]) -> list[SwarmObject]: ...
+
+    def create_object(self, kind: str, spec: Mapping[str, Any]) -> str:
+        """Create a network (``Name``, ``Driver``, ``Labels``, ``Attachable``,
+        ``Internal``, ``Options``), a secret or a config (``Name``,
+        ``Labels``, ``Data`` as bytes); returns its id."""
+        ...
+
+    def remove_object(self, kind: str, object_id: str) -> None: ...
 
 
 class ServiceEvents:
@@ -318,6 +360,81 @@ class DockerEngine:
 
         result = self._call(send)
         return [str(w) for w in (result or {}).get("Warnings") or []]
+
+    # -- StackEngine -----------------------------------------------------------
+
+    def list_services(self, labels: Mapping[str, str]) -> list[ServiceView]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        data = self._call(lambda: self._api.services(filters=filters))
+        return [ServiceView.from_api(s) for s in data]
+
+    def create_service(self, spec: Mapping[str, Any]) -> str:
+        api = self._api
+        image = str(((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Image", ""))
+
+        def send() -> Any:
+            # docker-py's create_service rebuilds the spec from its arguments;
+            # the spec is posted as it is, with the credentials as for an update
+            headers = _registry_auth(api, image) if image else {}
+            url = api._url("/services/create")
+            return api._result(api._post_json(url, data=dict(spec), headers=headers), json=True)
+
+        return str(self._call(send)["ID"])
+
+    def remove_service(self, service: str) -> None:
+        with _service_not_found(service):
+            self._call(lambda: self._api.remove_service(service))
+
+    def list_objects(self, kind: str, labels: Mapping[str, str]) -> list[SwarmObject]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        api = self._api
+        calls: dict[str, Callable[[], Any]] = {
+            "network": lambda: api.networks(filters=filters),
+            "secret": lambda: api.secrets(filters=filters),
+            "config": lambda: api.configs(filters=filters),
+        }
+        data = self._call(calls[kind])
+        found = []
+        for item in data:
+            spec = item.get("Spec") or item  # networks have no Spec
+            found.append(
+                SwarmObject(
+                    id=str(item["Id"] if "Id" in item else item["ID"]),
+                    name=str(spec.get("Name", "")),
+                    labels=dict(spec.get("Labels") or {}),
+                )
+            )
+        return found
+
+    def create_object(self, kind: str, spec: Mapping[str, Any]) -> str:
+        api = self._api
+        name = str(spec["Name"])
+        labels = dict(spec.get("Labels") or {})
+        if kind == "network":
+            data = self._call(
+                lambda: api.create_network(
+                    name,
+                    driver=spec.get("Driver") or "overlay",
+                    options=spec.get("Options") or None,
+                    labels=labels,
+                    attachable=bool(spec.get("Attachable")),
+                    internal=bool(spec.get("Internal")),
+                )
+            )
+        elif kind == "secret":
+            data = self._call(lambda: api.create_secret(name, spec["Data"], labels=labels))
+        else:
+            data = self._call(lambda: api.create_config(name, spec["Data"], labels=labels))
+        return str(data.get("Id") or data.get("ID"))
+
+    def remove_object(self, kind: str, object_id: str) -> None:
+        api = self._api
+        calls: dict[str, Callable[[], Any]] = {
+            "network": lambda: api.remove_network(object_id),
+            "secret": lambda: api.remove_secret(object_id),
+            "config": lambda: api.remove_config(object_id),
+        }
+        self._call(calls[kind])
 
     def resolve_image(self, image: str) -> ResolvedImage:
         def inspect() -> Any:
