@@ -45,6 +45,7 @@ from .model import ServiceView
 from .redact import mask_secrets, mask_values
 from .result import RolloutResult
 from .spec import ServiceChange
+from .stack import StackResult
 
 if TYPE_CHECKING:
     from .notify import WebhookNotifier
@@ -484,6 +485,14 @@ def _act(
         _fail(as_json, service, "engine_error", exc, EXIT_ENGINE)
     except ZddError as exc:  # pragma: no cover - every ZddError is one of the above
         _fail(as_json, service, "error", exc, EXIT_ENGINE)
+    if isinstance(outcome, StackResult):
+        platform.publish()
+        if as_json:
+            _emit_json(outcome.to_dict())
+        else:
+            with _stdout():
+                _print_stack_result(outcome)
+        sys.exit(outcome.exit_code)
     if isinstance(outcome, RolloutResult):
         outcome.warnings += platform.publish()
         if as_json:
@@ -841,6 +850,107 @@ def _print_status(payload: Mapping[str, Any]) -> None:
             click.echo(
                 f"    {node:<12} {task['id'][:12]} {task['state']:<9} {task['image']}{error}"
             )
+
+
+@cli.group()
+def stack() -> None:
+    """Whole stacks: a compose file deployed in waves, to one verdict."""
+
+
+def _print_stack_result(result: StackResult) -> None:
+    click.echo(f"stack {result.stack}: {result.outcome.value} in {result.duration_s:.1f}s")
+    for report in result.services:
+        why = f" ({report.reason})" if report.reason else ""
+        click.echo(f"  wave {report.wave} {report.service}: {report.outcome}{why}")
+    if result.not_put_back:
+        click.echo(f"  not put back: {', '.join(result.not_put_back)}")
+    click.echo(f"  {result.reason}")
+
+
+@stack.command("deploy")
+@click.argument("stack_name", metavar="STACK")
+@click.option(
+    "-c",
+    "--compose-file",
+    "compose_files",
+    multiple=True,
+    required=True,
+    help="Compose file (repeatable; later files override earlier ones, as with docker).",
+)
+@click.option(
+    "--resolve-image",
+    type=click.Choice(["always", "changed", "never"]),
+    default="never",
+    show_default=True,
+    help="Only 'never' is supported: images are deployed as the compose file names them.",
+)
+@click.option("--prune", is_flag=True, help="Not supported yet (refused).")
+@click.option(
+    "--with-registry-auth",
+    is_flag=True,
+    help="Accepted for compatibility: the registry credentials are always sent.",
+)
+@_config_options("update")
+@_config_options("rollback")
+@_deadline_options
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@_platform_options
+@output_options
+@click.pass_obj
+def stack_deploy(
+    obj: _Obj, /, stack_name: str, as_json: bool, log_format: str, verbose: int, **params: Any
+) -> None:
+    """Deploy compose files as STACK: changed services roll wave by wave (depends_on);
+    if one fails, everything this deploy changed is put back."""
+    from .stack import deploy_stack, plan_stack
+
+    def action(controller: Controller) -> Any:
+        if params["prune"]:
+            raise ConfigError("--prune", True, "not supported yet: remove services by hand")
+        if params["resolve_image"] != "never":
+            raise ConfigError("--resolve-image", params["resolve_image"], "only 'never'")
+        update_flags = _config_flags("update", params)
+        rollback_flags = _config_flags("rollback", params)
+        update_cfg = UpdateConfig(**update_flags) if update_flags else None
+        rollback_cfg = RollbackConfig(**rollback_flags) if rollback_flags else None
+        engine: Any = controller.engine
+        if params["dry_run"]:
+            plan = plan_stack(
+                params["compose_files"],
+                stack_name,
+                engine=engine,
+                update_config=update_cfg,
+                rollback_config=rollback_cfg,
+            )
+            if not as_json:
+                with _stdout():
+                    click.echo("\n".join(plan.lines()))
+                sys.exit(EXIT_OK)
+            return {
+                "outcome": "plan",
+                "stack": stack_name,
+                "create": [f"{o.kind} {o.name}" for o in plan.create_objects],
+                "services": [
+                    {
+                        "service": r.service,
+                        "action": r.action.value,
+                        "wave": r.wave,
+                        "changed": r.changed,
+                    }
+                    for r in plan.services
+                ],
+            }
+        return deploy_stack(
+            params["compose_files"],
+            stack_name,
+            engine=engine,
+            controller=controller,
+            options=_options(params, None),
+            update_config=update_cfg,
+            rollback_config=rollback_cfg,
+        )
+
+    _run(obj, as_json, log_format, verbose, action, stack_name, params)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -538,6 +538,8 @@ def _service(
         "Image": image,
         # service.go: "Labels: addStackLabel(namespace, service.Labels)"
         "Labels": _str_map({**_as_map(entry.get("labels")), LABEL_NAMESPACE: stack}),
+        # service.go: "var privileges swarm.Privileges" ... "Privileges: &privileges"
+        "Privileges": {"CredentialSpec": None, "SELinuxContext": None, "NoNewPrivileges": False},
     }
     if env:
         # service.go convertEnvironment: "name+"="+*value" ... "sort.Strings(output)"

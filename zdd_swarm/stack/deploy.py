@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .._logging import get_logger
-from ..config import RolloutOptions
+from ..config import RollbackConfig, RolloutOptions, UpdateConfig
 from ..controller import Controller
 from ..engine import DockerEngine, StackEngine, SwarmObject
 from ..errors import EngineError, InputError, NotAManager, UpdateInProgress, ZddError
@@ -193,7 +193,7 @@ class _Deploy:
 
     # -- planning ---------------------------------------------------------------
 
-    def plan(self) -> StackPlan:
+    def plan(self, *, dry_run: bool = False) -> StackPlan:
         info = self.engine.info()
         if not info.is_manager:
             raise NotAManager("the engine is not a swarm manager: point DOCKER_HOST at a manager")
@@ -225,12 +225,13 @@ class _Deploy:
                     reports.append(ServiceReport(name, ServiceAction.CREATE, index))
                     continue
                 self.current[name] = current
-                if current.state in (UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED):
+                changed = _changes(desired, current.spec)
+                busy = current.state in (UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED)
+                if changed and busy and current.state is not None and not dry_run:
                     raise UpdateInProgress(
                         f"service {name!r}: an update is already in progress "
                         f"({current.state.value}); wait for it, or use zdd-swarm watch"
                     )
-                changed = _changes(desired, current.spec)
                 action = ServiceAction.UPDATE if changed else ServiceAction.UNCHANGED
                 reports.append(ServiceReport(name, action, index, changed))
         return StackPlan(self.stack, reports, missing)
@@ -427,8 +428,17 @@ def _setup(
     hooks: Sequence[Hook],
     options: RolloutOptions | None,
     environment: Mapping[str, str] | None,
+    update_config: UpdateConfig | None = None,
+    rollback_config: RollbackConfig | None = None,
 ) -> _Deploy:
     spec = load_stack(files, stack, environment=environment)
+    for service in spec.services.values():
+        # the defaults given (the CLI's --update-* flags) for a service
+        # whose compose entry has no update_config / rollback_config
+        if update_config is not None and "UpdateConfig" not in service:
+            service["UpdateConfig"] = update_config.to_api()
+        if rollback_config is not None and "RollbackConfig" not in service:
+            service["RollbackConfig"] = rollback_config.to_api()
     if controller is None:
         controller = Controller(engine if engine is not None else DockerEngine(), hooks=hooks)
     the_engine: Any = engine if engine is not None else controller.engine
@@ -441,9 +451,14 @@ def plan_stack(
     *,
     engine: StackEngine | None = None,
     environment: Mapping[str, str] | None = None,
+    update_config: UpdateConfig | None = None,
+    rollback_config: RollbackConfig | None = None,
 ) -> StackPlan:
     """What ``deploy_stack`` would do, changing nothing."""
-    return _setup(files, stack, engine, None, (), None, environment).plan()
+    deploy = _setup(
+        files, stack, engine, None, (), None, environment, update_config, rollback_config
+    )
+    return deploy.plan(dry_run=True)
 
 
 def deploy_stack(
@@ -455,15 +470,28 @@ def deploy_stack(
     hooks: Sequence[Hook] = (),
     options: RolloutOptions | None = None,
     environment: Mapping[str, str] | None = None,
+    update_config: UpdateConfig | None = None,
+    rollback_config: RollbackConfig | None = None,
 ) -> StackResult:
     """Deploy the compose ``files`` as ``stack``, wave by wave, to one verdict.
 
     Input errors (``InputError``: a missing file, YAML, an unsupported key,
     an undefined variable) are raised before anything changes. ``controller``
     (with its clock and hooks) rolls each service; by default one over
-    ``engine`` (a ``DockerEngine`` from the environment).
+    ``engine`` (a ``DockerEngine`` from the environment). ``update_config``
+    and ``rollback_config`` apply to services whose compose entry has none.
     """
-    deploy = _setup(files, stack, engine, controller, hooks, options, environment)
+    deploy = _setup(
+        files,
+        stack,
+        engine,
+        controller,
+        hooks,
+        options,
+        environment,
+        update_config,
+        rollback_config,
+    )
     plan = deploy.plan()
     started = time.monotonic()
     result = deploy.run(plan)
