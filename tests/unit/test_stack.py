@@ -3,6 +3,7 @@ the coordinated rollback, and input refused before anything changes."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -330,16 +331,89 @@ def test_an_update_in_progress_is_refused_before_anything_changes(
     stack_dir: Path, engine: FakeEngine, clock: FakeClock
 ) -> None:
     deploy(engine, clock, stack_dir)
-    engine.behave("app/api:slow", ImageBehaviour(start=100))
-    api = engine.inspect_service("shop_api")
-    spec = dict(api.spec)
+    engine.behave("app/web:slow", ImageBehaviour(start=100))
+    web = engine.inspect_service("shop_web")
+    spec = dict(web.spec)
     spec["TaskTemplate"] = {**spec["TaskTemplate"]}
     spec["TaskTemplate"]["ContainerSpec"] = {
         **spec["TaskTemplate"]["ContainerSpec"],
-        "Image": "app/api:slow",
+        "Image": "app/web:slow",
     }
-    engine.update_service(api, spec)
+    engine.update_service(web, spec)
     updates = len(engine.updates)
     with pytest.raises(InputError, match="already in progress"):
         deploy(engine, clock, stack_dir, WEB_IMAGE="app/web:2")
     assert len(engine.updates) == updates
+
+
+# -- the CLI -----------------------------------------------------------------------
+
+
+def cli_deploy(engine: FakeEngine, clock: FakeClock, *args: str) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from zdd_swarm.cli import _Obj, cli
+
+    result = CliRunner().invoke(
+        cli,
+        ["stack", "deploy", *args],
+        obj=_Obj(engine_factory=lambda host: engine, clock=clock),
+    )
+    return result.exit_code, result.output
+
+
+def test_cli_exit_codes_0_1_and_2(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in IMAGES.items():
+        monkeypatch.setenv(key, value)
+    compose = str(stack_dir / "compose.yml")
+    code, output = cli_deploy(engine, clock, "-c", compose, "shop", "--task-deadline", "30s")
+    assert code == 0, output
+    assert "stack shop: completed" in output
+    engine.behave("app/api:bad", ImageBehaviour(fail_after=1.0))
+    monkeypatch.setenv("API_IMAGE", "app/api:bad")
+    code, output = cli_deploy(engine, clock, "-c", compose, "shop", "--json")
+    assert code == 1, output
+    data = json.loads(output[output.index("{") :])
+    assert data["outcome"] == "rolled_back"
+    assert {s["service"]: s["outcome"] for s in data["services"]}["shop_api"] == "rolled_back"
+    versions = {s.id: s.version for s in engine.services.values()}
+    for args in (
+        ["-c", str(stack_dir / "missing.yml"), "shop"],
+        ["-c", compose, "shop", "--prune"],
+        ["-c", compose, "bad name"],
+    ):
+        code, output = cli_deploy(engine, clock, *args)
+        assert code == 2, output
+    monkeypatch.delenv("WEB_IMAGE")
+    (stack_dir / "strict.yml").write_text("services:\n  web: {image: '${NOPE:?set NOPE}'}\n")
+    code, output = cli_deploy(engine, clock, "-c", str(stack_dir / "strict.yml"), "shop")
+    assert code == 2 and "required variable NOPE is missing a value: set NOPE" in output
+    assert {s.id: s.version for s in engine.services.values()} == versions
+
+
+def test_cli_dry_run_prints_the_plan(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in IMAGES.items():
+        monkeypatch.setenv(key, value)
+    code, output = cli_deploy(
+        engine, clock, "-c", str(stack_dir / "compose.yml"), "shop", "--dry-run"
+    )
+    assert code == 0, output
+    assert "create secret shop_api_token" in output
+    assert "wave 1:\n    create shop_web" in output
+    assert engine.services == {}
+
+
+def test_no_secret_value_is_printed(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in IMAGES.items():
+        monkeypatch.setenv(key, value)
+    compose = str(stack_dir / "compose.yml")
+    for extra in ([], ["--json"], ["--dry-run"], ["-vv"]):
+        code, output = cli_deploy(engine, clock, "-c", compose, "shop", *extra)
+        assert code == 0, output
+        assert "example-token-for-the-example-only" not in output

@@ -341,8 +341,11 @@ class _Deploy:
 
     def _wait_running(self, name: str, spec: Mapping[str, Any]) -> tuple[bool, str]:
         """A created service is up when as many tasks run (healthy) as it
-        has replicas; it failed when a task failed or the task deadline
-        passed without that."""
+        has replicas. It failed when as many tasks failed as it has replicas
+        (at least two: Swarm replaces a task a node rejected for a passing
+        reason, such as "Pool overlaps with other one on this address space"
+        right after another overlay network was removed), or when the task
+        deadline passed first."""
         clock = self.controller.clock
         deadline = self.options.task_deadline
         limit = deadline.total_seconds() if deadline is not None else 300.0
@@ -353,13 +356,13 @@ class _Deploy:
             tasks = [t for t in self.engine.list_tasks(view.id)]
             running = [t for t in tasks if t.state is TaskState.RUNNING]
             broken = [t for t in tasks if t.state in (TaskState.FAILED, TaskState.REJECTED)]
-            if broken:
-                task = broken[0]
-                return (
-                    False,
-                    f"task {task.id[:12]} {task.state.value}: {task.error or task.message}",
+            wanted = replicas if replicas is not None else max(len(tasks) - len(broken), 1)
+            if broken and len(broken) >= max(wanted, 2):
+                task = broken[-1]
+                return False, (
+                    f"{len(broken)} tasks failed; task {task.id[:12]} {task.state.value}: "
+                    f"{task.error or task.message}"
                 )
-            wanted = replicas if replicas is not None else max(len(tasks), 1)
             if len(running) >= wanted:
                 return True, f"{len(running)} tasks running"
             if clock.monotonic() - start > limit:
