@@ -7,6 +7,7 @@ services, networks, secrets and configs afterwards.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -146,9 +147,26 @@ def make_stack(
 def test_first_deploy_creates_everything_then_a_new_web_image_updates_only_web(
     make_stack: Any,
 ) -> None:
+    """The first deploy by the CI example script, the second by the Python example."""
     stack = make_stack()
-    result = stack.deploy()
-    assert result.outcome is StackOutcome.COMPLETED, result.summary()
+    run = subprocess.run(
+        ["sh", str(EXAMPLE.parent / "ci" / "stack-deploy.sh")],
+        env={
+            **os.environ,
+            **stack.images,
+            "DOCKER_HOST": stack.lab.docker_host,
+            "STACK": stack.name,
+            "COMPOSE_FILE": str(stack.folder / "compose.yml"),
+            "RESULT_FILE": str(stack.folder / "result.json"),
+            "ZDD_SWARM": f"{sys.executable} -m zdd_swarm",
+        },
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"wave 1:\n    create {stack.name}_web" in run.stdout
+    assert json.loads((stack.folder / "result.json").read_text())["outcome"] == "completed"
     assert set(stack.specs()) == {f"{stack.name}_{s}" for s in SERVICES}
     assert stack.objects() == {
         "network": [f"{stack.name}_backend"],
@@ -156,7 +174,14 @@ def test_first_deploy_creates_everything_then_a_new_web_image_updates_only_web(
         "config": [f"{stack.name}_web_conf"],
     }
     before = stack.versions()
-    result = stack.deploy(WEB_IMAGE="v2")
+    example = _load_example()
+    engine = DockerEngine(stack.lab.docker_host)
+    result = example.deploy(
+        stack.name,
+        engine=engine,
+        controller=Controller(engine),
+        environment={**stack.images, "WEB_IMAGE": stack.lab.image("v2")},
+    )
     assert result.outcome is StackOutcome.COMPLETED, result.summary()
     assert {r.service: r.outcome for r in result.services} == {
         f"{stack.name}_api": "unchanged",
@@ -169,6 +194,16 @@ def test_first_deploy_creates_everything_then_a_new_web_image_updates_only_web(
         k: v for k, v in before.items() if k != web
     }
     assert stack.specs()[web]["TaskTemplate"]["ContainerSpec"]["Image"] == stack.lab.image("v2")
+
+
+def _load_example() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "example_stack_deploy", EXAMPLE.parent / "stack_deploy.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 WEB_FIRST = """

@@ -417,3 +417,23 @@ def test_no_secret_value_is_printed(
         code, output = cli_deploy(engine, clock, "-c", compose, "shop", *extra)
         assert code == 0, output
         assert "example-token-for-the-example-only" not in output
+
+
+def test_the_stack_deploy_example_lands_and_puts_back(
+    engine: FakeEngine, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    path = EXAMPLE.parent / "stack_deploy.py"
+    spec = importlib.util.spec_from_file_location("example_stack_deploy", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    controller = Controller(engine, clock=clock)
+    result = example.deploy("shop", engine=engine, controller=controller, environment=IMAGES)
+    assert result.exit_code == 0
+    engine.behave("app/api:bad", ImageBehaviour(fail_after=1.0))
+    bad = {**IMAGES, "API_IMAGE": "app/api:bad"}
+    result = example.deploy("shop", engine=engine, controller=controller, environment=bad)
+    assert result.exit_code == 1
+    assert "wave 0 shop_api: update -> rolled_back" in capsys.readouterr().out
