@@ -953,6 +953,27 @@ def stack_deploy(
     _run(obj, as_json, log_format, verbose, action, stack_name, params)
 
 
+@stack.command("watch")
+@click.argument("stack_name", metavar="STACK")
+@_deadline_options
+@output_options
+@click.pass_obj
+def stack_watch(
+    obj: _Obj, /, stack_name: str, as_json: bool, log_format: str, verbose: int, **params: Any
+) -> None:
+    """Finish the deploy of STACK in flight (its process died): watch the service
+    that was rolling; put everything back unless the deploy had landed."""
+    from .stack import watch_stack
+
+    def action(controller: Controller) -> Any:
+        engine: Any = controller.engine
+        return watch_stack(
+            stack_name, engine=engine, controller=controller, options=_options(params, None)
+        )
+
+    _run(obj, as_json, log_format, verbose, action, stack_name, params)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``zdd-swarm``; usage errors exit 2 (click's own)."""
     cli.main(args=argv, prog_name="zdd-swarm")

@@ -437,3 +437,141 @@ def test_the_stack_deploy_example_lands_and_puts_back(
     result = example.deploy("shop", engine=engine, controller=controller, environment=bad)
     assert result.exit_code == 1
     assert "wave 0 shop_api: update -> rolled_back" in capsys.readouterr().out
+
+
+# -- a deploy whose process died: stack watch ---------------------------------------
+
+
+class Killed(BaseException):
+    """The deploying process dies (nothing of it runs any more)."""
+
+
+def kill_at(service: str, phase: str = "update") -> Any:
+    from zdd_swarm import events
+
+    def hook(event: Any) -> None:
+        if (
+            isinstance(event, events.BatchStarted)
+            and event.service == service
+            and event.phase == phase
+        ):
+            raise Killed
+
+    return hook
+
+
+def deploy_killed(
+    engine: FakeEngine, clock: FakeClock, folder: Path, hook: Any, **images: str
+) -> None:
+    with pytest.raises(Killed):
+        deploy_stack(
+            [folder / "compose.yml"],
+            "shop",
+            engine=engine,
+            controller=Controller(engine, clock=clock, hooks=[hook]),
+            options=RolloutOptions(task_deadline="30s"),
+            environment={**IMAGES, **images},
+        )
+
+
+def watch(engine: FakeEngine, clock: FakeClock) -> Any:
+    from zdd_swarm.stack import watch_stack
+
+    return watch_stack(
+        "shop",
+        engine=engine,
+        controller=Controller(engine, clock=clock),
+        options=RolloutOptions(task_deadline="30s"),
+    )
+
+
+def test_watch_without_a_deploy_in_flight_has_nothing_to_do(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock
+) -> None:
+    deploy(engine, clock, stack_dir)
+    result = watch(engine, clock)
+    assert result.exit_code == 0 and result.reason == "no stack deploy in flight"
+
+
+def test_watch_finishes_a_deploy_killed_in_its_last_service(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock
+) -> None:
+    deploy(engine, clock, stack_dir)
+    deploy_killed(
+        engine, clock, stack_dir, kill_at("shop_web"), WEB_IMAGE="app/web:2", API_IMAGE="app/api:2"
+    )
+    assert any(n == "shop_zdd-swarm-deploy" for n, _, _ in engine.objects["config"].values())
+    result = watch(engine, clock)
+    assert result.outcome is StackOutcome.COMPLETED, result.summary()
+    assert {r.service: r.outcome for r in result.services} == {
+        "shop_api": "completed",
+        "shop_web": "completed",
+    }
+    assert specs(engine)["shop_web"]["TaskTemplate"]["ContainerSpec"]["Image"] == "app/web:2"
+    assert not any(n == "shop_zdd-swarm-deploy" for n, _, _ in engine.objects["config"].values())
+
+
+def test_watch_puts_back_a_deploy_killed_before_its_last_wave(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock
+) -> None:
+    deploy(engine, clock, stack_dir)
+    before = specs(engine)
+    deploy_killed(
+        engine, clock, stack_dir, kill_at("shop_api"), WEB_IMAGE="app/web:2", API_IMAGE="app/api:2"
+    )
+    result = watch(engine, clock)
+    assert result.outcome is StackOutcome.ROLLED_BACK, result.summary()
+    assert "stopped before shop_web rolled" in result.reason
+    assert specs(engine) == before
+
+
+def test_watch_carries_on_a_put_back_already_started(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock
+) -> None:
+    deploy(engine, clock, stack_dir)
+    before = specs(engine)
+    objects = {kind: dict(objs) for kind, objs in engine.objects.items()}
+    engine.behave("app/web:bad", ImageBehaviour(fail_after=1.0))
+    compose = (stack_dir / "compose.yml").read_text()
+    (stack_dir / "compose.yml").write_text(
+        compose.replace("services:\n", "services:\n  cache:\n    image: app/cache:1\n", 1)
+    )
+    # api and worker land, cache is created, web fails; killed while api is put back
+    deploy_killed(
+        engine,
+        clock,
+        stack_dir,
+        kill_at("shop_api", phase="rollback"),
+        WEB_IMAGE="app/web:bad",
+        API_IMAGE="app/api:2",
+        WORKER_IMAGE="app/worker:2",
+    )
+    result = watch(engine, clock)
+    assert result.outcome is StackOutcome.ROLLED_BACK, result.summary()
+    outcomes = {r.service: r.outcome for r in result.services}
+    assert outcomes["shop_cache"] == "removed"
+    assert outcomes["shop_api"] == "put_back"
+    assert specs(engine) == before
+    assert {kind: dict(objs) for kind, objs in engine.objects.items()} == objects
+
+
+def test_cli_stack_watch_puts_back_with_exit_1(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock
+) -> None:
+    from click.testing import CliRunner
+
+    from zdd_swarm.cli import _Obj, cli
+
+    deploy(engine, clock, stack_dir)
+    before = specs(engine)
+    deploy_killed(
+        engine, clock, stack_dir, kill_at("shop_api"), WEB_IMAGE="app/web:2", API_IMAGE="app/api:2"
+    )
+    run = CliRunner().invoke(
+        cli,
+        ["stack", "watch", "shop", "--json"],
+        obj=_Obj(engine_factory=lambda host: engine, clock=clock),
+    )
+    assert run.exit_code == 1, run.output
+    assert json.loads(run.output[run.output.index("{") :])["outcome"] == "rolled_back"
+    assert specs(engine) == before

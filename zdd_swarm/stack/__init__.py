@@ -26,6 +26,7 @@ from .deploy import (
     StackResult,
     deploy_stack,
     plan_stack,
+    watch_stack,
 )
 
 __all__ = [
@@ -44,4 +45,5 @@ __all__ = [
     "interpolate",
     "load_stack",
     "plan_stack",
+    "watch_stack",
 ]

@@ -9,8 +9,10 @@ created services, networks, secrets and configs are removed.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import enum
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +23,14 @@ from .._logging import get_logger
 from ..config import RollbackConfig, RolloutOptions, UpdateConfig
 from ..controller import Controller
 from ..engine import DockerEngine, StackEngine, SwarmObject
-from ..errors import EngineError, InputError, NotAManager, UpdateInProgress, ZddError
+from ..errors import (
+    EngineError,
+    InputError,
+    NotAManager,
+    ServiceNotFound,
+    UpdateInProgress,
+    ZddError,
+)
 from ..events import Hook
 from ..model import ServiceView, TaskState, UpdateState
 from ..result import Outcome, RolloutResult
@@ -36,6 +45,7 @@ __all__ = [
     "StackResult",
     "deploy_stack",
     "plan_stack",
+    "watch_stack",
 ]
 
 log = get_logger("zdd_swarm.stack")
@@ -190,6 +200,7 @@ class _Deploy:
         self.labels = {LABEL_NAMESPACE: stack.name}
         self.ids: dict[tuple[str, str], str] = {}
         self.created_objects: list[tuple[str, str, str]] = []  # kind, id, name
+        self.record = _Record(stack.name, engine)
 
     # -- planning ---------------------------------------------------------------
 
@@ -272,6 +283,9 @@ class _Deploy:
         start = self.controller.clock.monotonic()
         done: list[ServiceReport] = []
         failed: ServiceReport | None = None
+        changing = [r for r in plan.services if r.action is not ServiceAction.UNCHANGED]
+        if changing or plan.create_objects:
+            self.record.write("rolling", done, changing, plan.create_objects)
         try:
             for obj in plan.create_objects:
                 object_id = self.engine.create_object(obj.kind, obj.to_api())
@@ -288,6 +302,7 @@ class _Deploy:
                     if report.action is ServiceAction.UNCHANGED:
                         continue
                     done.append(report)
+                    self.record.write("rolling", done, changing, plan.create_objects)
                     if not self._roll(report):
                         failed = report
                         break
@@ -302,6 +317,7 @@ class _Deploy:
             failed = last or ServiceReport(self.stack.name, ServiceAction.UPDATE, 0)
             failed.reason = failed.reason or str(exc)
         if failed is None:
+            self.record.clear()
             return StackResult(
                 self.stack.name,
                 StackOutcome.COMPLETED,
@@ -309,7 +325,18 @@ class _Deploy:
                 plan.services,
                 self.controller.clock.monotonic() - start,
             )
+        self.record.write("putting_back", done, changing, plan.create_objects, failed)
+        return self._finish_put_back(done, failed, plan.services, start)
+
+    def _finish_put_back(
+        self,
+        done: list[ServiceReport],
+        failed: ServiceReport,
+        services: list[ServiceReport],
+        start: float,
+    ) -> StackResult:
         not_put_back = self._put_back(done, failed)
+        self.record.clear()
         outcome = StackOutcome.ROLLBACK_FAILED if not_put_back else StackOutcome.ROLLED_BACK
         reason = f"{failed.service} failed: {failed.reason}"
         if not_put_back:
@@ -318,7 +345,7 @@ class _Deploy:
             self.stack.name,
             outcome,
             reason,
-            plan.services,
+            services,
             self.controller.clock.monotonic() - start,
             not_put_back,
         )
@@ -338,6 +365,33 @@ class _Deploy:
         report.result = result
         report.outcome, report.reason = result.outcome.value, result.reason.message
         return result.outcome is Outcome.COMPLETED
+
+    def _settle(self, report: ServiceReport) -> bool:
+        """The outcome of the service that was rolling when the deploying
+        process died: a created one is waited for, an update watched."""
+        name = report.service
+        try:
+            view = self.engine.inspect_service(name)
+        except ServiceNotFound:
+            report.outcome, report.reason = "not_started", "not created"
+            return False
+        if report.action is ServiceAction.CREATE:
+            ok, why = self._wait_running(name, view.spec)
+            report.outcome, report.reason = ("completed" if ok else "failed"), why
+            return ok
+        if view.state in (UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED):
+            result = self.controller.watch(name, self.options)
+            report.result = result
+            report.outcome, report.reason = result.outcome.value, result.reason.message
+            return result.outcome is Outcome.COMPLETED
+        if view.state is UpdateState.ROLLBACK_COMPLETED:
+            report.outcome, report.reason = "rolled_back", "rolled back"
+            return False
+        if view.state is UpdateState.COMPLETED or view.state is None:
+            report.outcome, report.reason = "completed", "landed"
+            return True
+        report.outcome, report.reason = "failed", f"update {view.state.value}"
+        return False
 
     def _wait_running(self, name: str, spec: Mapping[str, Any]) -> tuple[bool, str]:
         """A created service is up when as many tasks run (healthy) as it
@@ -379,7 +433,8 @@ class _Deploy:
             name = report.service
             try:
                 if report.action is ServiceAction.CREATE:
-                    self.engine.remove_service(name)
+                    with contextlib.suppress(ServiceNotFound):
+                        self.engine.remove_service(name)
                     report.outcome = "removed"
                     continue
                 if report.outcome == Outcome.ROLLED_BACK.value:
@@ -387,8 +442,11 @@ class _Deploy:
                 if report.outcome == Outcome.ROLLBACK_FAILED.value:
                     not_put_back.append(name)
                     continue
-                result = self.controller.rollback(name, self.options)
-                if result.outcome is Outcome.COMPLETED:
+                result = self._roll_back(name)
+                if result is None:
+                    report.outcome = "put_back"
+                    continue
+                if result.outcome in (Outcome.COMPLETED, Outcome.ROLLED_BACK):
                     report.outcome = "put_back"
                 else:
                     report.outcome = "not_put_back"
@@ -404,6 +462,21 @@ class _Deploy:
             if not self._remove_object(kind, object_id):
                 not_put_back.append(f"{kind} {name}")
         return not_put_back
+
+    def _roll_back(self, name: str) -> RolloutResult | None:
+        """Roll ``name`` back to its previous spec and watch it; a rollback
+        already under way is watched, one already done is left (None)."""
+        view = self.engine.inspect_service(name)
+        if view.state is UpdateState.ROLLBACK_COMPLETED:
+            return None
+        if view.state in (UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED):
+            result = self.controller.watch(name, self.options)
+            if (
+                view.state is UpdateState.ROLLBACK_STARTED
+                or result.outcome is not Outcome.COMPLETED
+            ):
+                return result
+        return self.controller.rollback(name, self.options)
 
     def _remove_object(self, kind: str, object_id: str) -> bool:
         """Removed once no task uses it any more (a removed service's tasks
@@ -421,6 +494,139 @@ class _Deploy:
                     log.warning("stack_object_not_removed", kind=kind, id=object_id, error=str(exc))
                     return False
                 clock.sleep(1.0)
+
+
+RECORD_LABEL = "com.zdd-swarm.stack.deploy"
+
+
+class _Record:
+    """The deploy in flight, kept with the stack so that ``watch_stack`` can
+    finish it after the deploying process died: a config named
+    ``STACK_zdd-swarm-deploy`` (labelled with the stack, so ``docker stack
+    rm`` removes it too), the state in its ``com.zdd-swarm.stack.deploy``
+    label as JSON: the phase, the services started so far, those still to
+    roll, and the objects this deploy creates. Names only, never a value."""
+
+    def __init__(self, stack: str, engine: StackEngine) -> None:
+        self.stack = stack
+        self.engine = engine
+        self.name = f"{stack}_zdd-swarm-deploy"
+
+    def _existing(self) -> list[SwarmObject]:
+        found = self.engine.list_objects("config", {LABEL_NAMESPACE: self.stack})
+        return [o for o in found if o.name == self.name]
+
+    def read(self) -> dict[str, Any] | None:
+        for obj in self._existing():
+            with contextlib.suppress(ValueError, TypeError):
+                data = json.loads(obj.labels.get(RECORD_LABEL, ""))
+                if isinstance(data, dict):
+                    return data
+        return None
+
+    def write(
+        self,
+        phase: str,
+        done: Sequence[ServiceReport],
+        changing: Sequence[ServiceReport],
+        objects: Sequence[ObjectSpec],
+        failed: ServiceReport | None = None,
+    ) -> None:
+        state = {
+            "phase": phase,
+            "started": [[r.service, r.action.value, r.wave] for r in done],
+            "remaining": [r.service for r in changing if r not in done],
+            "objects": [[o.kind, o.name] for o in objects],
+            "failed": [failed.service, failed.reason] if failed else None,
+        }
+        self.put(state)
+
+    def put(self, state: Mapping[str, Any]) -> None:
+        self.clear()
+        # a config's data cannot change: the record is replaced whole
+        self.engine.create_object(
+            "config",
+            {
+                "Name": self.name,
+                "Labels": {LABEL_NAMESPACE: self.stack, RECORD_LABEL: json.dumps(state)},
+                "Data": b"zdd-swarm stack deploy in flight\n",
+            },
+        )
+
+    def clear(self) -> None:
+        for obj in self._existing():
+            with contextlib.suppress(EngineError):
+                self.engine.remove_object("config", obj.id)
+
+
+def watch_stack(
+    stack: str,
+    *,
+    engine: StackEngine | None = None,
+    controller: Controller | None = None,
+    options: RolloutOptions | None = None,
+) -> StackResult:
+    """Finish a stack deploy whose process died (``zdd-swarm stack watch``).
+
+    The service that was rolling is watched to its outcome. If it landed and
+    it was the last, the deploy is complete. Otherwise (it failed, or
+    services were still to roll: their specs went with the process) every
+    service the deploy changed is put back and what it created is removed,
+    as the deploy itself would have. A put-back already under way is
+    carried on. Without a deploy in flight there is nothing to do.
+    """
+    if controller is None:
+        controller = Controller(engine if engine is not None else DockerEngine())
+    the_engine: Any = engine if engine is not None else controller.engine
+    deploy = _Deploy(
+        StackSpec(stack, {}, [], []), the_engine, controller, options or controller.options
+    )
+    start = controller.clock.monotonic()
+    state = deploy.record.read()
+    if state is None:
+        return StackResult(stack, StackOutcome.COMPLETED, "no stack deploy in flight", [], 0.0)
+    reports = [
+        ServiceReport(str(name), ServiceAction(str(action)), int(wave), outcome="completed")
+        for name, action, wave in state.get("started") or []
+    ]
+    remaining = [str(n) for n in state.get("remaining") or []]
+    for kind, name in state.get("objects") or []:
+        for obj in the_engine.list_objects(str(kind), {LABEL_NAMESPACE: stack}):
+            if obj.name == name:
+                deploy.created_objects.append((str(kind), obj.id, obj.name))
+    failed: ServiceReport | None = None
+    if state.get("phase") == "putting_back":
+        name, why = state.get("failed") or [stack, "the deploy failed"]
+        failed = next((r for r in reports if r.service == name), None)
+        failed = failed or ServiceReport(str(name), ServiceAction.UPDATE, 0)
+        failed.reason = str(why)
+        for report in reports:
+            report.outcome = "unknown"
+    elif reports:
+        last = reports[-1]
+        ok = deploy._settle(last)
+        if not ok:
+            failed = last
+        elif remaining:
+            failed = last
+            failed.reason = (
+                f"the deploy stopped before {', '.join(remaining)} rolled; "
+                "everything it changed is put back"
+            )
+    elif remaining:
+        failed = ServiceReport(stack, ServiceAction.UPDATE, 0)
+        failed.reason = "the deploy stopped before any service rolled"
+    if failed is None:
+        deploy.record.clear()
+        return StackResult(
+            stack,
+            StackOutcome.COMPLETED,
+            "the deploy in flight landed",
+            reports,
+            controller.clock.monotonic() - start,
+        )
+    deploy.record.put({**state, "phase": "putting_back", "failed": [failed.service, failed.reason]})
+    return deploy._finish_put_back(reports, failed, reports, start)
 
 
 def _setup(
