@@ -389,3 +389,54 @@ def test_web_under_load_fails_no_request_through_a_release_put_back(
     assert stack.specs() == before
     assert traffic.failed == 0, f"{traffic}: {traffic.errors[:5]}"
     assert traffic.sent >= 3_000, str(traffic)
+
+
+def test_stack_watch_finishes_a_deploy_whose_process_was_killed(
+    make_stack: Any, lab: Any, docker_client: Any
+) -> None:
+    """The deploying process is killed while api (wave 0) rolls; web (wave 1)
+    never started. ``stack watch`` watches api to its end and, the release
+    being incomplete, puts the stack back: exit 1, specs as before."""
+    stack = make_stack()
+    assert stack.deploy().exit_code == 0
+    before = stack.specs()
+    env = {
+        **os.environ,
+        **stack.images,
+        "API_IMAGE": lab.image("v2"),
+        "WEB_IMAGE": lab.image("v2"),
+        "DOCKER_HOST": lab.docker_host,
+    }
+    command = [sys.executable, "-m", "zdd_swarm", "stack", "deploy"]
+    deploying = subprocess.Popen(
+        [*command, "-c", str(stack.folder / "compose.yml"), stack.name],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    api = f"{stack.name}_api"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = docker_client.api.inspect_service(api).get("UpdateStatus") or {}
+            if status.get("State") == "updating":
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("api's update never started")
+    finally:
+        deploying.kill()
+        deploying.wait(timeout=30)
+    run = subprocess.run(
+        [sys.executable, "-m", "zdd_swarm", "stack", "watch", stack.name, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 1, run.stdout + run.stderr
+    data = json.loads(run.stdout)
+    assert data["outcome"] == "rolled_back"
+    assert "stopped before" in data["reason"]
+    assert stack.specs() == before
+    assert f"{stack.name}_zdd-swarm-deploy" not in stack.objects()["config"]
