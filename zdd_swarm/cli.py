@@ -929,6 +929,7 @@ def stack_deploy(
             return {
                 "outcome": "plan",
                 "stack": stack_name,
+                "estimated_seconds": plan.estimated_seconds,
                 "create": [f"{o.kind} {o.name}" for o in plan.create_objects],
                 "services": [
                     {

@@ -324,6 +324,9 @@ def test_dry_run_plans_without_changing(
         "update shop_web (Labels.com.docker.stack.image, TaskTemplate.ContainerSpec.Image)" in text
     )
     assert "unchanged shop_api" in text
+    assert plan.estimated_seconds > 0 and text.startswith(
+        f"stack shop: expected {plan.estimated_seconds:.0f}s"
+    )
     assert len(engine.updates) == requests
 
 

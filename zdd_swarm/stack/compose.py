@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import os
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -512,8 +513,6 @@ def _command(value: Any) -> list[str] | None:
     if value is None:
         return None
     if isinstance(value, str):
-        import shlex
-
         return shlex.split(value)
     return [str(v) for v in value]
 

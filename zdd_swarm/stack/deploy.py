@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from .._logging import get_logger
-from ..config import RollbackConfig, RolloutOptions, UpdateConfig
+from ..config import (
+    TASK_START_ALLOWANCE,
+    RollbackConfig,
+    RolloutOptions,
+    UpdateConfig,
+    expected_seconds,
+)
 from ..controller import Controller
 from ..engine import DockerEngine, StackEngine, SwarmObject
 from ..errors import (
@@ -88,6 +94,13 @@ class ServiceReport:
     not_put_back"""
     reason: str = ""
     result: RolloutResult | None = None
+    estimated_seconds: float = 0.0
+    """the expected duration of its rollout (as ``zdd-swarm update --dry-run``)"""
+
+
+def _expected(spec: Mapping[str, Any]) -> float:
+    replicas = ((spec.get("Mode") or {}).get("Replicated") or {}).get("Replicas")
+    return expected_seconds(UpdateConfig.from_api(spec.get("UpdateConfig")), int(replicas or 1))
 
 
 @dataclass
@@ -99,7 +112,7 @@ class StackPlan:
 
     def lines(self) -> list[str]:
         """The plan for people: wave by wave, what is created, updated or left."""
-        out = [f"stack {self.stack.name}:"]
+        out = [f"stack {self.stack.name}: expected {self.estimated_seconds:.0f}s"]
         for obj in self.create_objects:
             out.append(f"  create {obj.kind} {obj.name}")
         for index in range(len(self.stack.waves)):
@@ -108,7 +121,8 @@ class StackPlan:
                 if report.wave != index:
                     continue
                 detail = f" ({', '.join(report.changed)})" if report.changed else ""
-                out.append(f"    {report.action.value} {report.service}{detail}")
+                took = f", ~{report.estimated_seconds:.0f}s" if report.estimated_seconds else ""
+                out.append(f"    {report.action.value} {report.service}{detail}{took}")
         return out
 
 
@@ -233,7 +247,9 @@ class _Deploy:
                 desired = self._resolved(spec, current)
                 self.desired[name] = desired
                 if current is None:
-                    reports.append(ServiceReport(name, ServiceAction.CREATE, index))
+                    created = ServiceReport(name, ServiceAction.CREATE, index)
+                    created.estimated_seconds = TASK_START_ALLOWANCE.total_seconds()
+                    reports.append(created)
                     continue
                 self.current[name] = current
                 changed = _changes(desired, current.spec)
@@ -244,8 +260,13 @@ class _Deploy:
                         f"({current.state.value}); wait for it, or use zdd-swarm watch"
                     )
                 action = ServiceAction.UPDATE if changed else ServiceAction.UNCHANGED
-                reports.append(ServiceReport(name, action, index, changed))
-        return StackPlan(self.stack, reports, missing)
+                report = ServiceReport(name, action, index, changed)
+                if changed:
+                    report.estimated_seconds = _expected(desired)
+                reports.append(report)
+        return StackPlan(
+            self.stack, reports, missing, round(sum(r.estimated_seconds for r in reports), 1)
+        )
 
     def _by_name(self, kind: str, external: bool) -> dict[str, SwarmObject]:
         labels = {} if external else self.labels
