@@ -144,6 +144,57 @@ def make_stack(
         remove_services(docker_client, name)
 
 
+LOAD = """
+services:
+  web:
+    x-zdd-swarm: {wave: 0}
+    networks: [backend, lab]
+    # an old task serves 12 s after SIGTERM: Swarm takes it out of its DNS
+    # 2 s before the signal, and the other nodes learn it by gossip, which
+    # lags on a loaded machine (8 s was not always enough here)
+    environment: {APP_DRAIN_SECONDS: "12"}
+    stop_grace_period: 20s
+    deploy: {replicas: 4}
+  api:
+    x-zdd-swarm: {wave: 1}
+networks:
+  lab:
+    external: true
+    name: ${LAB_NETWORK}
+"""
+
+
+@pytest.mark.load
+@pytest.mark.serial
+def test_web_under_load_fails_no_request_through_a_release_put_back(
+    make_stack: Any, lab: Any, docker_client: Any, _stacks_made: list[str]
+) -> None:
+    """web v1 -> v2 lands, api crashes, web goes back to v1: all under the
+    load clients, and not one request to web fails."""
+    # the stacks of earlier tests gone first, their tasks included: tasks
+    # shutting down and networks going away on a 2-core machine delay the
+    # overlay's updates on the nodes (a client then meets "No route to host")
+    while _stacks_made:
+        remove_stack(docker_client, _stacks_made.pop())
+    stack = make_stack("ld")
+    (stack.folder / "load.yml").write_text(LOAD)
+    stack.images["LAB_NETWORK"] = lab.network
+    assert stack.deploy("compose.yml", "load.yml").exit_code == 0
+    before = stack.specs()
+    web = f"{stack.name}_web"
+    started = time.time()
+    with load(docker_client, lab, web, seconds=40, rate=240) as traffic:
+        time.sleep(4)
+        result = stack.deploy("compose.yml", "load.yml", WEB_IMAGE="v2", API_IMAGE="crash")
+    print(f"\nstack release put back under load: {traffic}; {result.summary()}")
+    assert result.outcome is StackOutcome.ROLLED_BACK, result.summary()
+    assert {r.service: r.outcome for r in result.services}[web] == "put_back"
+    assert stack.specs() == before
+    offsets = sorted({round(t - started) for t in traffic.error_times})
+    assert traffic.failed == 0, f"{traffic}: {traffic.errors[:5]}; seconds in: {offsets}"
+    assert traffic.sent >= 3_000, str(traffic)
+
+
 def test_first_deploy_creates_everything_then_a_new_web_image_updates_only_web(
     make_stack: Any,
 ) -> None:
@@ -350,55 +401,6 @@ def test_bad_input_exits_2_and_changes_nothing(
     assert message in run.stderr
     assert stack.specs() == {}
     assert stack.objects() == {"network": [], "secret": [], "config": []}
-
-
-LOAD = """
-services:
-  web:
-    x-zdd-swarm: {wave: 0}
-    networks: [backend, lab]
-    # an old task serves 12 s after SIGTERM: Swarm takes it out of its DNS
-    # 2 s before the signal, and the other nodes learn it by gossip, which
-    # lags on a loaded machine (8 s was not always enough here)
-    environment: {APP_DRAIN_SECONDS: "12"}
-    stop_grace_period: 20s
-    deploy: {replicas: 4}
-  api:
-    x-zdd-swarm: {wave: 1}
-networks:
-  lab:
-    external: true
-    name: ${LAB_NETWORK}
-"""
-
-
-@pytest.mark.load
-@pytest.mark.serial
-def test_web_under_load_fails_no_request_through_a_release_put_back(
-    make_stack: Any, lab: Any, docker_client: Any, _stacks_made: list[str]
-) -> None:
-    """web v1 -> v2 lands, api crashes, web goes back to v1: all under the
-    load clients, and not one request to web fails."""
-    # the stacks of earlier tests gone first, their tasks included: tasks
-    # shutting down and networks going away on a 2-core machine delay the
-    # overlay's updates on the nodes (a client then meets "No route to host")
-    while _stacks_made:
-        remove_stack(docker_client, _stacks_made.pop())
-    stack = make_stack("ld")
-    (stack.folder / "load.yml").write_text(LOAD)
-    stack.images["LAB_NETWORK"] = lab.network
-    assert stack.deploy("compose.yml", "load.yml").exit_code == 0
-    before = stack.specs()
-    web = f"{stack.name}_web"
-    with load(docker_client, lab, web, seconds=40) as traffic:
-        time.sleep(4)
-        result = stack.deploy("compose.yml", "load.yml", WEB_IMAGE="v2", API_IMAGE="crash")
-    print(f"\nstack release put back under load: {traffic}; {result.summary()}")
-    assert result.outcome is StackOutcome.ROLLED_BACK, result.summary()
-    assert {r.service: r.outcome for r in result.services}[web] == "put_back"
-    assert stack.specs() == before
-    assert traffic.failed == 0, f"{traffic}: {traffic.errors[:5]}"
-    assert traffic.sent >= 3_000, str(traffic)
 
 
 def test_stack_watch_finishes_a_deploy_whose_process_was_killed(
