@@ -42,6 +42,7 @@ from .events import Event, Hook
 from .gates import CallableGate, Gate, HttpGate, TcpGate
 from .result import BatchReport, GateReport, Outcome, Reason, RolloutResult, TaskReport
 from .spec import ServiceChange
+from .stack import StackOutcome, StackResult
 
 __version__ = "0.1.0"
 
@@ -77,6 +78,8 @@ __all__ = [
     "RolloutResult",
     "ServiceChange",
     "ServiceNotFound",
+    "StackOutcome",
+    "StackResult",
     "SystemClock",
     "TaskReport",
     "TcpGate",
@@ -84,6 +87,7 @@ __all__ = [
     "UpdateInProgress",
     "VersionConflict",
     "ZddError",
+    "deploy_stack",
     "events",
     "rollback",
     "update",
@@ -159,3 +163,29 @@ def rollback(
 ) -> RolloutResult:
     """Roll ``service`` back to its previous spec and watch the rollback."""
     return _controller(host, hooks, options, option_kwargs).rollback(service)
+
+
+def deploy_stack(
+    files: Sequence[str] | str,
+    stack: str,
+    *,
+    host: str | None = None,
+    hooks: Sequence[Hook] = (),
+    options: RolloutOptions | None = None,
+    environment: Mapping[str, str] | None = None,
+    **option_kwargs: Any,
+) -> StackResult:
+    """Deploy compose ``files`` as ``stack`` in waves, to one verdict
+    (``zdd-swarm stack deploy``; see docs/stacks.md). ``option_kwargs`` are
+    ``RolloutOptions`` fields, used for every service."""
+    from .stack import deploy_stack as _deploy_stack
+
+    controller = _controller(host, hooks, options, option_kwargs)
+    engine: Any = controller.engine
+    return _deploy_stack(
+        [files] if isinstance(files, str) else files,
+        stack,
+        engine=engine,
+        controller=controller,
+        environment=environment,
+    )

@@ -21,26 +21,34 @@ import contextlib
 import json
 import logging
 import sys
+import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import structlog
 import yaml
 
-from ._logging import LOGGER_NAME
+from . import events
+from ._logging import LOGGER_NAME, get_logger
 from .clock import Clock
 from .config import RollbackConfig, UpdateConfig, configs_from_compose
 from .controller import Controller, RolloutOptions
 from .display import PipeConsole, ProgressDisplay, render_result, stdout_to_devnull
 from .engine import DockerEngine, Engine
 from .errors import ConfigError, EngineError, InputError, ZddError
+from .events import Event, Hook
 from .gates import Gate, HttpGate, TcpGate
 from .model import ServiceView
+from .redact import mask_secrets, mask_values
 from .result import RolloutResult
 from .spec import ServiceChange
+from .stack import StackResult
+
+if TYPE_CHECKING:
+    from .notify import WebhookNotifier
 
 __all__ = ["main"]
 
@@ -89,6 +97,7 @@ def configure_logging(fmt: str, level: int) -> None:
             processors=[
                 *pre_chain,
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                _mask_log_values,
                 *([structlog.processors.dict_tracebacks] if fmt == "json" else []),
                 renderer,
             ],
@@ -99,6 +108,13 @@ def configure_logging(fmt: str, level: int) -> None:
         logger.removeHandler(old)
     logger.addHandler(handler)
     logger.setLevel(level)
+
+
+def _mask_log_values(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> Mapping[str, Any]:
+    """A structlog processor: no secret value reaches the log (``zdd_swarm.redact``)."""
+    return {k: v if k == "exc_info" else mask_values(v) for k, v in event_dict.items()}
 
 
 def output_options(fn: F) -> F:
@@ -249,14 +265,140 @@ def _pipe_safe(hook: Callable[[Any], None]) -> Callable[[Any], None]:
 
 
 def _emit_json(payload: Mapping[str, Any]) -> None:
+    masked = mask_values(json.loads(json.dumps(payload, default=str)))
     with _stdout():
-        click.echo(json.dumps(payload, indent=2, default=str))
+        click.echo(json.dumps(masked, indent=2))
 
 
 def _result_payload(result: RolloutResult) -> dict[str, Any]:
     data = result.to_dict()
     data["service"] = result.service
     return data
+
+
+class _Platform:
+    """What ``--metrics-textfile``, ``--pushgateway`` and ``--notify-webhook``
+    ask for: hooks for the rollout, and its metrics published at the end.
+    Built before anything is sent, so a textfile that cannot be written is
+    refused (exit 2) with the service untouched."""
+
+    def __init__(self, service: str, params: Mapping[str, Any]) -> None:
+        self.service = service
+        self.textfile: str | None = params.get("metrics_textfile")
+        self.pushgateway = params.get("pushgateway")
+        self.notifiers: list[WebhookNotifier] = []
+        if params.get("notify_webhook"):
+            from .notify import WebhookNotifier  # urllib: imported only when asked for
+
+            self.notifiers = [
+                WebhookNotifier(
+                    url,
+                    format=params.get("notify_format") or "json",
+                    timeout=params.get("notify_timeout") or 5.0,
+                )
+                for url in params["notify_webhook"]
+            ]
+        self.hooks: list[Hook] = list(self.notifiers)
+        self.registry: Any = None
+        self._textfile_failed: str | None = None
+        if not (self.textfile or self.pushgateway):
+            return
+        try:
+            from prometheus_client import CollectorRegistry
+
+            from .metrics import PrometheusHook, check_textfile
+        except ImportError as exc:
+            flag = "--metrics-textfile" if self.textfile else "--pushgateway"
+            raise ConfigError(
+                flag, "", "the metrics extra: pip install 'zdd_swarm[metrics]'"
+            ) from exc
+        if self.textfile:
+            check_textfile(self.textfile)
+        self.registry = CollectorRegistry()
+        self.hooks.append(PrometheusHook(self.registry))
+        if self.textfile:
+            self.hooks.append(self._write_textfile)
+
+    def _write_textfile(self, event: Event) -> None:
+        """A hook: the textfile follows the rollout's phase and batch as it goes."""
+        if isinstance(event, (events.RolloutStarted, events.BatchStarted, events.RollbackStarted)):
+            self._write_file()
+
+    def _write_file(self) -> None:
+        from .metrics import write_textfile
+
+        assert self.textfile is not None
+        try:
+            write_textfile(self.textfile, self.registry)
+        except OSError as exc:
+            if self._textfile_failed is None:  # one warning
+                self._textfile_failed = f"metrics not written to {self.textfile}: {exc}"
+                get_logger("zdd_swarm.cli").warning(
+                    "metrics_textfile_failed", path=self.textfile, error=str(exc)
+                )
+
+    def publish(self) -> list[str]:
+        """Write the textfile and push to the gateway; warnings, never errors."""
+        warnings: list[str] = []
+        if self.textfile:
+            self._write_file()
+            warnings += [self._textfile_failed] if self._textfile_failed else []
+        if self.pushgateway:
+            from .metrics import push
+
+            warning = push(self.pushgateway, self.registry, grouping_key={"service": self.service})
+            warnings += [warning] if warning else []
+        return warnings
+
+    def close(self) -> None:
+        """Wait for queued notifications: all webhooks together at most one timeout."""
+        if not self.notifiers:
+            return
+        deadline = time.monotonic() + max(n.timeout for n in self.notifiers)
+        for notifier in self.notifiers:
+            notifier.close(max(0.0, deadline - time.monotonic()))
+
+
+def _platform_options(fn: F) -> F:
+    for opt in reversed(
+        [
+            click.option(
+                "--metrics-textfile",
+                metavar="PATH",
+                help="Write Prometheus metrics to PATH for node_exporter's textfile "
+                "collector (a .prom file; needs the metrics extra).",
+            ),
+            click.option(
+                "--pushgateway",
+                metavar="URL",
+                help="Push Prometheus metrics to this Pushgateway at the end "
+                "(needs the metrics extra).",
+            ),
+            click.option(
+                "--notify-webhook",
+                multiple=True,
+                metavar="URL",
+                help="POST started, threshold, rollback and finished events to URL (repeatable).",
+            ),
+            click.option(
+                "--notify-timeout",
+                type=click.FloatRange(min=0.1),
+                default=5.0,
+                show_default=True,
+                metavar="SECONDS",
+                help="Limit of one webhook attempt; also the longest the exit waits for them.",
+            ),
+            click.option(
+                "--notify-format",
+                type=click.Choice(["json", "slack"]),
+                default="json",
+                show_default=True,
+                help='Body of --notify-webhook: the event as JSON, or Slack\'s {"text": ...}.',
+            ),
+        ]
+    ):
+        fn = opt(fn)
+    return fn
 
 
 def _run(
@@ -266,12 +408,13 @@ def _run(
     verbose: int,
     action: Callable[[Controller], Any],
     service: str,
+    params: Mapping[str, Any] | None = None,
 ) -> None:
     """Run one command, mapping every outcome and error to an exit code."""
     configure_logging(log_format, logging.WARNING - 10 * min(verbose, 2))
     display = None if as_json else ProgressDisplay()
     try:
-        _run_action(obj, as_json, display, action, service)
+        _run_action(obj, as_json, display, action, service, params or {})
     except Exception as exc:
         # a bug: one line (the traceback only with -vv) and an exit code of
         # its own, never 1 ("rolled back")
@@ -292,10 +435,34 @@ def _run_action(
     display: ProgressDisplay | None,
     action: Callable[[Controller], Any],
     service: str,
+    params: Mapping[str, Any],
 ) -> None:
-    hooks = [_pipe_safe(display)] if display else []
     try:
-        controller = Controller(obj.engine_factory(obj.host), hooks=hooks, clock=obj.clock)
+        # checked before anything is sent: an unwritable --metrics-textfile exits 2
+        platform = _Platform(service, params)
+    except InputError as exc:
+        _fail(as_json, service, "invalid_input", exc, EXIT_INPUT)
+    try:
+        _act(obj, as_json, display, action, service, platform)
+    finally:
+        # after the result is out: a slow webhook holds up only the exit,
+        # and for at most its timeout
+        platform.close()
+
+
+def _act(
+    obj: _Obj,
+    as_json: bool,
+    display: ProgressDisplay | None,
+    action: Callable[[Controller], Any],
+    service: str,
+    platform: _Platform,
+) -> None:
+    hooks: list[Hook] = [_pipe_safe(display)] if display else []
+    try:
+        controller = Controller(
+            obj.engine_factory(obj.host), hooks=hooks + platform.hooks, clock=obj.clock
+        )
         outcome = action(controller)
     except KeyboardInterrupt:
         if display:
@@ -318,7 +485,16 @@ def _run_action(
         _fail(as_json, service, "engine_error", exc, EXIT_ENGINE)
     except ZddError as exc:  # pragma: no cover - every ZddError is one of the above
         _fail(as_json, service, "error", exc, EXIT_ENGINE)
+    if isinstance(outcome, StackResult):
+        platform.publish()
+        if as_json:
+            _emit_json(outcome.to_dict())
+        else:
+            with _stdout():
+                _print_stack_result(outcome)
+        sys.exit(outcome.exit_code)
     if isinstance(outcome, RolloutResult):
+        outcome.warnings += platform.publish()
         if as_json:
             _emit_json(_result_payload(outcome))
         else:
@@ -349,7 +525,7 @@ def _fail(
             }
         )
     else:
-        click.echo(f"zdd-swarm: error: {exc}", err=True)
+        click.echo(f"zdd-swarm: error: {mask_secrets(str(exc))}", err=True)
     sys.exit(exit_code)
 
 
@@ -421,6 +597,7 @@ def _deadline_options(fn: F) -> F:
     "file's service of the same name (flags win).",
 )
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@_platform_options
 @output_options
 @click.pass_obj
 def update(
@@ -497,7 +674,7 @@ def update(
             sys.exit(EXIT_OK)
         return controller.update(service, change, options)
 
-    _run(obj, as_json, log_format, verbose, action, service)
+    _run(obj, as_json, log_format, verbose, action, service, params)
 
 
 def _plan_payload(plan: Any) -> dict[str, Any]:
@@ -547,6 +724,7 @@ def _print_plan(plan: Any) -> None:
     type=click.Choice(["continue", "pause", "rollback"]),
     help="What to do when a threshold is crossed (default rollback).",
 )
+@_platform_options
 @output_options
 @click.pass_obj
 def watch(
@@ -560,6 +738,7 @@ def watch(
         verbose,
         lambda c: c.watch(service, _options(params, params["failure_action"])),
         service,
+        params,
     )
 
 
@@ -568,6 +747,7 @@ def watch(
 @click.option(
     "--rollback-timeout", help="Limit of the rollback (default auto: 3x expected, >= 5m)."
 )
+@_platform_options
 @output_options
 @click.pass_obj
 def rollback(
@@ -581,6 +761,7 @@ def rollback(
         verbose,
         lambda c: c.rollback(service, _options(params, None)),
         service,
+        params,
     )
 
 
@@ -669,6 +850,129 @@ def _print_status(payload: Mapping[str, Any]) -> None:
             click.echo(
                 f"    {node:<12} {task['id'][:12]} {task['state']:<9} {task['image']}{error}"
             )
+
+
+@cli.group()
+def stack() -> None:
+    """Whole stacks: a compose file deployed in waves, to one verdict."""
+
+
+def _print_stack_result(result: StackResult) -> None:
+    click.echo(f"stack {result.stack}: {result.outcome.value} in {result.duration_s:.1f}s")
+    for report in result.services:
+        why = f" ({report.reason})" if report.reason else ""
+        click.echo(f"  wave {report.wave} {report.service}: {report.outcome}{why}")
+    if result.not_put_back:
+        click.echo(f"  not put back: {', '.join(result.not_put_back)}")
+    click.echo(f"  {result.reason}")
+
+
+@stack.command("deploy")
+@click.argument("stack_name", metavar="STACK")
+@click.option(
+    "-c",
+    "--compose-file",
+    "compose_files",
+    multiple=True,
+    required=True,
+    help="Compose file (repeatable; later files override earlier ones, as with docker).",
+)
+@click.option(
+    "--resolve-image",
+    type=click.Choice(["always", "changed", "never"]),
+    default="never",
+    show_default=True,
+    help="Only 'never' is supported: images are deployed as the compose file names them.",
+)
+@click.option("--prune", is_flag=True, help="Not supported yet (refused).")
+@click.option(
+    "--with-registry-auth",
+    is_flag=True,
+    help="Accepted for compatibility: the registry credentials are always sent.",
+)
+@_config_options("update")
+@_config_options("rollback")
+@_deadline_options
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@_platform_options
+@output_options
+@click.pass_obj
+def stack_deploy(
+    obj: _Obj, /, stack_name: str, as_json: bool, log_format: str, verbose: int, **params: Any
+) -> None:
+    """Deploy compose files as STACK: changed services roll wave by wave (depends_on);
+    if one fails, everything this deploy changed is put back."""
+    from .stack import deploy_stack, plan_stack
+
+    def action(controller: Controller) -> Any:
+        if params["prune"]:
+            raise ConfigError("--prune", True, "not supported yet: remove services by hand")
+        if params["resolve_image"] != "never":
+            raise ConfigError("--resolve-image", params["resolve_image"], "only 'never'")
+        update_flags = _config_flags("update", params)
+        rollback_flags = _config_flags("rollback", params)
+        update_cfg = UpdateConfig(**update_flags) if update_flags else None
+        rollback_cfg = RollbackConfig(**rollback_flags) if rollback_flags else None
+        engine: Any = controller.engine
+        if params["dry_run"]:
+            plan = plan_stack(
+                params["compose_files"],
+                stack_name,
+                engine=engine,
+                update_config=update_cfg,
+                rollback_config=rollback_cfg,
+            )
+            if not as_json:
+                with _stdout():
+                    click.echo("\n".join(plan.lines()))
+                sys.exit(EXIT_OK)
+            return {
+                "outcome": "plan",
+                "stack": stack_name,
+                "estimated_seconds": plan.estimated_seconds,
+                "create": [f"{o.kind} {o.name}" for o in plan.create_objects],
+                "services": [
+                    {
+                        "service": r.service,
+                        "action": r.action.value,
+                        "wave": r.wave,
+                        "changed": r.changed,
+                    }
+                    for r in plan.services
+                ],
+            }
+        return deploy_stack(
+            params["compose_files"],
+            stack_name,
+            engine=engine,
+            controller=controller,
+            options=_options(params, None),
+            update_config=update_cfg,
+            rollback_config=rollback_cfg,
+        )
+
+    _run(obj, as_json, log_format, verbose, action, stack_name, params)
+
+
+@stack.command("watch")
+@click.argument("stack_name", metavar="STACK")
+@_deadline_options
+@output_options
+@click.pass_obj
+def stack_watch(
+    obj: _Obj, /, stack_name: str, as_json: bool, log_format: str, verbose: int, **params: Any
+) -> None:
+    """Finish the deploy of STACK in flight (its process died): watch the service
+    that was rolling; put everything back unless the deploy had landed."""
+    from .stack import watch_stack
+
+    def action(controller: Controller) -> Any:
+        engine: Any = controller.engine
+        return watch_stack(
+            stack_name, engine=engine, controller=controller, options=_options(params, None)
+        )
+
+    _run(obj, as_json, log_format, verbose, action, stack_name, params)
 
 
 def main(argv: list[str] | None = None) -> None:

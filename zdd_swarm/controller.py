@@ -25,7 +25,7 @@ from .config import (
     expected_seconds,
     lint,
 )
-from .engine import DockerEngine, Engine
+from .engine import DockerEngine, Engine, ServiceEvents
 from .errors import (
     ConcurrentChange,
     ConfigError,
@@ -37,6 +37,7 @@ from .errors import (
     UpdateInProgress,
     UpdatePaused,
     VersionConflict,
+    ZddError,
 )
 from .events import EngineUnreachable, Event, Hook, RolloutFinished, RolloutStarted
 from .model import (
@@ -117,22 +118,33 @@ class _TaskCadence:
     API requests per second, plus the node list every ``_NODE_REFRESH``."""
 
     QUIET_POLLS = 3
+    #: With the engine's event stream, which wakes the loop when the service
+    #: changes, the service is inspected on an event and otherwise only every
+    #: this many polls (in case an event is lost).
+    EVENT_POLLS = 5
 
-    def __init__(self, poll: float) -> None:
+    def __init__(self, poll: float, events: ServiceEvents | None = None) -> None:
         self.poll = poll
         self.interval = poll
         self.last_listed = -math.inf
         self.tasks_seen: object = None
         self.service_seen: object = None
         self.service_skipped = True
+        self.events = events
+        self.since_inspected = 0
 
     def service_due(self) -> bool:
-        due = self.interval > self.poll or self.service_skipped
-        self.service_skipped = not due
+        if self.events is not None and self.events.alive:
+            due = self.service_skipped or self.since_inspected + 1 >= self.EVENT_POLLS
+        else:
+            due = self.interval > self.poll or self.service_skipped
+        self.service_skipped = not due and self.events is None
+        self.since_inspected = 0 if due else self.since_inspected + 1
         return due
 
     def service_changed(self) -> None:
-        """We changed the service: inspect it on the next poll."""
+        """We changed the service, or the engine said it changed: inspect it
+        on the next poll."""
         self.service_skipped = True
 
     def tasks_due(self, now: float, service: ServiceView) -> bool:
@@ -573,7 +585,6 @@ class Controller:
         warnings: list[str],
     ) -> RolloutResult:
         name = before.name
-        started_at = self.clock.now()
         update = tracker.update_config
         before_image, after_image = image_of(tracker.original_spec), image_of(tracker.target_spec)
         if tracker.in_rollback:
@@ -592,6 +603,43 @@ class Controller:
                 order=update.order.value,
             ),
         )
+        events = self._service_events(before.id)
+        try:
+            return self._loop(tracker, before, target, opts, phase, warnings, events)
+        finally:
+            if events is not None:
+                events.close()
+
+    def _service_events(self, service_id: str) -> ServiceEvents | None:
+        opener = getattr(self.engine, "service_events", None)
+        if opener is None:
+            return None
+        try:
+            events: ServiceEvents | None = opener(service_id)
+        except ZddError:
+            return None  # polling alone
+        return events
+
+    def _pause(self, cadence: _TaskCadence, seconds: float) -> None:
+        """Sleep until the next poll; an event of the service ends it early."""
+        events = cadence.events
+        if events is None or not events.alive:
+            self.clock.sleep(seconds)
+        elif events.wait(seconds):
+            cadence.service_changed()
+
+    def _loop(
+        self,
+        tracker: Tracker,
+        before: ServiceView,
+        target: ServiceView,
+        opts: RolloutOptions,
+        phase: str,
+        warnings: list[str],
+        events: ServiceEvents | None,
+    ) -> RolloutResult:
+        name = before.name
+        started_at = self.clock.now()
         nodes: dict[str, str] = {}
         down: set[str] = set()
         drained: set[str] = set()
@@ -603,7 +651,7 @@ class Controller:
         outage_since: float | None = None
         service = target
         tasks: list[TaskView] = []
-        cadence = _TaskCadence(poll)
+        cadence = _TaskCadence(poll, events)
         removed = Finish(
             Outcome.SUPERSEDED,
             Reason("service_removed", "the service was removed while we watched it"),
@@ -680,7 +728,7 @@ class Controller:
                 return self._finish(
                     tracker, before, service, tasks, nodes, action, started_at, warnings
                 )
-            self.clock.sleep(max(0.0, poll - (self.clock.monotonic() - now)))
+            self._pause(cadence, max(0.0, poll - (self.clock.monotonic() - now)))
 
     def _request_rollback(
         self, tracker: Tracker, action: RequestRollback, service: ServiceView

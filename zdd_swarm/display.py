@@ -21,6 +21,7 @@ from rich.progress import (
 )
 
 from . import events
+from .redact import mask_secrets
 from .result import RolloutResult
 
 __all__ = ["PipeConsole", "ProgressDisplay", "render_result", "stdout_to_devnull"]
@@ -64,6 +65,7 @@ class ProgressDisplay:
         self._bars: dict[str, TaskID] = {}
 
     def _line(self, text: str) -> None:
+        text = mask_secrets(text)
         if self._progress is not None:
             self._progress.console.print(text)
         else:
@@ -142,13 +144,17 @@ class ProgressDisplay:
 
 
 def render_result(result: RolloutResult, console: Console) -> None:
-    """A short summary: outcome, batches, durations."""
-    console.print(
+    """A short summary: outcome, batches, durations (secret values masked)."""
+
+    def say(text: str, markup: bool = True) -> None:
+        console.print(mask_secrets(text), markup=markup)
+
+    say(
         f"\n{result.service}: [bold]{result.outcome.value}[/bold] "
         f"(exit {result.exit_code}) in {result.duration_s:.1f}s"
     )
-    console.print(f"  reason: {result.reason.message} [{result.reason.code}]", markup=False)
-    console.print(
+    say(f"  reason: {result.reason.message} [{result.reason.code}]", markup=False)
+    say(
         f"  image: {result.image_before} -> target {result.image_target}; now {result.image_after}",
         markup=False,
     )
@@ -157,12 +163,12 @@ def render_result(result: RolloutResult, console: Console) -> None:
         if batch.running_at is not None:
             took = f", running after {batch.running_at - batch.started_at:.1f}s"
         state = "FAILED" if batch.failed else ("ok" if batch.completed_at is not None else "-")
-        console.print(
+        say(
             f"  {batch.phase} batch {batch.index + 1}: {len(batch.tasks)} tasks, {state}{took}",
             markup=False,
         )
         for task in batch.tasks:
             extra = f" {task.failure}: {task.error}" if task.failure else ""
-            console.print(f"    {task.id[:12]} {task.node:<10} {task.state}{extra}", markup=False)
+            say(f"    {task.id[:12]} {task.node:<10} {task.state}{extra}", markup=False)
     for warning in result.warnings:
-        console.print(f"  warning: {warning}", markup=False)
+        say(f"  warning: {warning}", markup=False)

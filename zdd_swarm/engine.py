@@ -11,6 +11,7 @@ methods, and ``zdd_swarm.testing`` provides a fake one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -41,7 +42,15 @@ from .errors import (
 )
 from .model import ResolvedImage, ServiceView, TaskView
 
-__all__ = ["DockerEngine", "Engine", "EngineInfo", "NodeView"]
+__all__ = [
+    "DockerEngine",
+    "Engine",
+    "EngineInfo",
+    "NodeView",
+    "ServiceEvents",
+    "StackEngine",
+    "SwarmObject",
+]
 
 log = get_logger("zdd_swarm.engine")
 T = TypeVar("T")
@@ -62,6 +71,15 @@ class NodeView:
     state: str
     availability: str
     role: str
+
+
+@dataclass(frozen=True)
+class SwarmObject:
+    """A network, secret or config: what a stack needs to know of it."""
+
+    id: str
+    name: str
+    labels: Mapping[str, str]
 
 
 class Engine(Protocol):
@@ -93,6 +111,87 @@ class Engine(Protocol):
         """The image's HEALTHCHECK if the engine has the image, False if it
         has none, None if unknown."""
         ...
+
+    # Optional: ``service_events(service_id) -> ServiceEvents | None``, the
+    # engine's event stream of one service; without it the controller polls.
+
+
+class StackEngine(Engine, Protocol):
+    """What a stack deploy needs beyond ``Engine``: services created, listed
+    by label and removed; networks, secrets and configs (``kind`` is
+    ``"network"``, ``"secret"`` or ``"config"``) listed by label, created and
+    removed. Secret values go to the engine and are never returned."""
+
+    def list_services(self, labels: Mapping[str, str]) -> list[ServiceView]: ...
+
+    def create_service(self, spec: Mapping[str, Any]) -> str:
+        """Create a service; returns its id."""
+        ...
+
+    def remove_service(self, service: str) -> None: ...
+
+    def list_objects(self, kind: str, labels: Mapping[str, str]) -> list[SwarmObject]: ...
+
+    def create_object(self, kind: str, spec: Mapping[str, Any]) -> str:
+        """Create a network (``Name``, ``Driver``, ``Labels``, ``Attachable``,
+        ``Internal``, ``Options``), a secret or a config (``Name``,
+        ``Labels``, ``Data`` as bytes); returns its id."""
+        ...
+
+    def remove_object(self, kind: str, object_id: str) -> None: ...
+
+
+class ServiceEvents:
+    """The engine's events of one service, read on a background thread.
+
+    Swarm's manager emits a service event for every change of the service
+    object, its ``UpdateStatus`` included (moby ``daemon/events.go``,
+    ``logServiceEvent``: "if service.UpdateStatus != nil { ...
+    attributes["updatestate.new"] = ..."), so a
+    state the engine decides (completed, paused, its own rollback) is known
+    at once instead of at the next poll. ``wait(timeout)`` sleeps like
+    ``time.sleep`` but returns True as soon as an event has arrived. A stream
+    that fails or ends only stops the early wake-ups: the poll goes on, so
+    no verdict depends on an event arriving.
+    """
+
+    def __init__(self, open_stream: Callable[[], Any]) -> None:
+        self._open = open_stream
+        self._arrived = threading.Event()
+        self._stream: Any = None
+        self._closed = False
+        #: False once the stream failed or ended (polling alone from then on)
+        self.alive = True
+        self._thread = threading.Thread(target=self._read, name="zdd-swarm-events", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            self._stream = self._open()
+            if self._closed:
+                self._stream.close()
+                return
+            for _event in self._stream:
+                self._arrived.set()
+        except Exception as exc:  # the poll carries on without the stream
+            if not self._closed:
+                log.debug("event_stream_lost", error=str(exc))
+        finally:
+            self.alive = False
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds; True if an event arrived meanwhile
+        (or since the last call)."""
+        woke = self._arrived.wait(timeout) if timeout > 0 else self._arrived.is_set()
+        self._arrived.clear()
+        return woke
+
+    def close(self) -> None:
+        self._closed = True
+        stream = self._stream
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.close()
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -183,6 +282,24 @@ class DockerEngine:
         if self._client is not None:
             self._client.close()
 
+    def service_events(self, service_id: str) -> ServiceEvents | None:
+        """The event stream of one service (``/events`` filtered by type
+        ``service``), or None where it is not used: over ``ssh://`` the
+        docker SDK cannot close a stream it is reading (the SSH channel
+        stays blocked until the next event)."""
+        host = self.host if self.host is not None else os.environ.get("DOCKER_HOST", "")
+        if host.startswith("ssh://"):
+            return None
+        api = self._api
+        filters = {"type": ["service"], "service": [service_id]}
+
+        def open_stream() -> Any:
+            with _mapped_errors():
+                self.requests += 1
+                return api.events(filters=filters, decode=True)
+
+        return ServiceEvents(open_stream)
+
     # -- Engine ---------------------------------------------------------------
 
     def info(self) -> EngineInfo:
@@ -243,6 +360,81 @@ class DockerEngine:
 
         result = self._call(send)
         return [str(w) for w in (result or {}).get("Warnings") or []]
+
+    # -- StackEngine -----------------------------------------------------------
+
+    def list_services(self, labels: Mapping[str, str]) -> list[ServiceView]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        data = self._call(lambda: self._api.services(filters=filters))
+        return [ServiceView.from_api(s) for s in data]
+
+    def create_service(self, spec: Mapping[str, Any]) -> str:
+        api = self._api
+        image = str(((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Image", ""))
+
+        def send() -> Any:
+            # docker-py's create_service rebuilds the spec from its arguments;
+            # the spec is posted as it is, with the credentials as for an update
+            headers = _registry_auth(api, image) if image else {}
+            url = api._url("/services/create")
+            return api._result(api._post_json(url, data=dict(spec), headers=headers), json=True)
+
+        return str(self._call(send)["ID"])
+
+    def remove_service(self, service: str) -> None:
+        with _service_not_found(service):
+            self._call(lambda: self._api.remove_service(service))
+
+    def list_objects(self, kind: str, labels: Mapping[str, str]) -> list[SwarmObject]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        api = self._api
+        calls: dict[str, Callable[[], Any]] = {
+            "network": lambda: api.networks(filters=filters),
+            "secret": lambda: api.secrets(filters=filters),
+            "config": lambda: api.configs(filters=filters),
+        }
+        data = self._call(calls[kind])
+        found = []
+        for item in data:
+            spec = item.get("Spec") or item  # networks have no Spec
+            found.append(
+                SwarmObject(
+                    id=str(item["Id"] if "Id" in item else item["ID"]),
+                    name=str(spec.get("Name", "")),
+                    labels=dict(spec.get("Labels") or {}),
+                )
+            )
+        return found
+
+    def create_object(self, kind: str, spec: Mapping[str, Any]) -> str:
+        api = self._api
+        name = str(spec["Name"])
+        labels = dict(spec.get("Labels") or {})
+        if kind == "network":
+            data = self._call(
+                lambda: api.create_network(
+                    name,
+                    driver=spec.get("Driver") or "overlay",
+                    options=spec.get("Options") or None,
+                    labels=labels,
+                    attachable=bool(spec.get("Attachable")),
+                    internal=bool(spec.get("Internal")),
+                )
+            )
+        elif kind == "secret":
+            data = self._call(lambda: api.create_secret(name, spec["Data"], labels=labels))
+        else:
+            data = self._call(lambda: api.create_config(name, spec["Data"], labels=labels))
+        return str(data.get("Id") or data.get("ID"))
+
+    def remove_object(self, kind: str, object_id: str) -> None:
+        api = self._api
+        calls: dict[str, Callable[[], Any]] = {
+            "network": lambda: api.remove_network(object_id),
+            "secret": lambda: api.remove_secret(object_id),
+            "config": lambda: api.remove_config(object_id),
+        }
+        self._call(calls[kind])
 
     def resolve_image(self, image: str) -> ResolvedImage:
         def inspect() -> Any:

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .config import RollbackConfig, UpdateConfig
-from .engine import EngineInfo, NodeView
+from .engine import EngineInfo, NodeView, SwarmObject
 from .errors import EngineAPIError, EngineUnavailable, ServiceNotFound, VersionConflict
 from .model import (
     Platform,
@@ -148,6 +148,12 @@ class FakeEngine:
         #: nodes the manager reports down: their tasks that do not run yet stay
         #: ASSIGNED, and Swarm's updater waits for them (it has no timeout)
         self.down_nodes: set[str] = set()
+        #: networks, secrets and configs by kind, then id: (name, labels, data)
+        self.objects: dict[str, dict[str, tuple[str, dict[str, str], bytes]]] = {
+            "network": {},
+            "secret": {},
+            "config": {},
+        }
 
     # -- scripting -------------------------------------------------------------
 
@@ -247,6 +253,68 @@ class FakeEngine:
                 current, copy.deepcopy(dict(spec)), rollback=False, message="update in progress"
             )
         return []
+
+    # -- StackEngine ---------------------------------------------------------------
+
+    def list_services(self, labels: Mapping[str, str]) -> list[ServiceView]:
+        self._api()
+        found = []
+        for service in list(self.services.values()):
+            have = service.spec.get("Labels") or {}
+            if all(have.get(k) == v for k, v in labels.items()):
+                found.append(service.id)
+        return [self.inspect_service(i) for i in found]
+
+    def create_service(self, spec: Mapping[str, Any]) -> str:
+        """controlapi ``CreateService``: the orchestrator creates the tasks,
+        which start as their image's behaviour says."""
+        self._api()
+        name = str(spec.get("Name", ""))
+        if any(s.spec["Name"] == name for s in self.services.values()):
+            raise EngineAPIError(
+                f"rpc error: code = AlreadyExists desc = name conflicts: {name}", 409
+            )
+        service = _Service(next(self.ids), 10, copy.deepcopy(dict(spec)))
+        self.services[service.id] = service
+        self.tasks[service.id] = []
+        self._scale(service, service.spec)
+        return service.id
+
+    def remove_service(self, service: str) -> None:
+        self._api()
+        found = self._find(service)
+        del self.services[found.id]
+        del self.tasks[found.id]
+
+    def list_objects(self, kind: str, labels: Mapping[str, str]) -> list[SwarmObject]:
+        self._api()
+        return [
+            SwarmObject(object_id, name, dict(have))
+            for object_id, (name, have, _) in self.objects[kind].items()
+            if all(have.get(k) == v for k, v in labels.items())
+        ]
+
+    def create_object(self, kind: str, spec: Mapping[str, Any]) -> str:
+        self._api()
+        name = str(spec["Name"])
+        if any(n == name for n, _, _ in self.objects[kind].values()):
+            raise EngineAPIError(
+                f"rpc error: code = AlreadyExists desc = {kind} {name} exists", 409
+            )
+        object_id = next(self.ids)
+        data = bytes(spec.get("Data") or b"")
+        self.objects[kind][object_id] = (name, dict(spec.get("Labels") or {}), data)
+        return object_id
+
+    def remove_object(self, kind: str, object_id: str) -> None:
+        self._api()
+        if object_id not in self.objects[kind]:
+            raise EngineAPIError(f"{kind} {object_id} not found", 404)
+        name = self.objects[kind][object_id][0]
+        for service in self.services.values():
+            if name in _uses(service.spec):
+                raise EngineAPIError(f"{kind} {name} is in use by service {service.id}", 400)
+        del self.objects[kind][object_id]
 
     def resolve_image(self, image: str) -> ResolvedImage:
         self._api()
@@ -523,3 +591,18 @@ class FakeEngine:
                 "ContainerStatus": {"ExitCode": task.exit_code},
             },
         }
+
+
+def _uses(spec: Mapping[str, Any]) -> set[str]:
+    """Names and ids of the networks, secrets and configs a service spec uses."""
+    template = spec.get("TaskTemplate") or {}
+    container = template.get("ContainerSpec") or {}
+    used = {str(n.get("Target", "")) for n in template.get("Networks") or []}
+    for ref in list(container.get("Secrets") or []) + list(container.get("Configs") or []):
+        used.update(
+            {
+                str(ref.get("SecretName") or ref.get("ConfigName") or ""),
+                str(ref.get("SecretID") or ref.get("ConfigID") or ""),
+            }
+        )
+    return used

@@ -114,7 +114,7 @@ def kill_one_task(lab: Any, client: Any, name: str) -> str:
     would; Swarm restarts it (restart policy ``any``)."""
     task = running_tasks(client, name)[0]
     hostname = client.nodes.get(task["NodeID"]).attrs["Description"]["Hostname"]
-    node = int(hostname.removeprefix("zdd-n"))
+    node = next(i for i in range(1, lab.nodes + 1) if lab.node_name(i) == hostname)
     container = task["Status"]["ContainerStatus"]["ContainerID"]
     lab.client(node).containers.get(container).kill()
     return str(task["ID"])

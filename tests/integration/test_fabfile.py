@@ -31,8 +31,6 @@ from .support import create_service, images_running
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-MANAGER_NETNS = "/var/run/netns/zdd-n1"
-MANAGER_ADDRESS = "10.88.0.11"
 SSH_PORT = 2222
 SSHD = Path("/usr/sbin/sshd")
 SSH_USER = "root"
@@ -107,8 +105,10 @@ def ssh_manager(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     if importlib.util.find_spec("fabric") is None:
         pytest.fail("fabric is not installed (pip install fabric)", pytrace=False)
     _ensure_sshd()
-    if _port_open(MANAGER_ADDRESS, SSH_PORT):
-        pytest.fail(f"{MANAGER_ADDRESS}:{SSH_PORT} is already in use", pytrace=False)
+    manager_netns = f"/var/run/netns/{lab.node_name(1)}"
+    manager_address = lab.node_address(1)
+    if _port_open(manager_address, SSH_PORT):
+        pytest.fail(f"{manager_address}:{SSH_PORT} is already in use", pytrace=False)
     tmp = tmp_path_factory.mktemp("ssh")
     tmp.chmod(0o700)
     host_key, client_key = tmp / "ssh_host_ed25519_key", tmp / "id_ed25519"
@@ -120,7 +120,7 @@ def ssh_manager(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "\n".join(
             [
                 f"Port {SSH_PORT}",
-                f"ListenAddress {MANAGER_ADDRESS}",
+                f"ListenAddress {manager_address}",
                 f"HostKey {host_key}",
                 f"AuthorizedKeysFile {authorized_keys}",
                 f"PidFile {tmp / 'sshd.pid'}",
@@ -148,32 +148,32 @@ def ssh_manager(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     host_public = host_key.with_suffix(".pub").read_text().split()
     _write(
         home / ".ssh" / "known_hosts",
-        f"[{MANAGER_ADDRESS}]:{SSH_PORT} {host_public[0]} {host_public[1]}\n",
+        f"[{manager_address}]:{SSH_PORT} {host_public[0]} {host_public[1]}\n",
     )
     _write(
         home / ".ssh" / "config",
-        f"Host {MANAGER_ADDRESS}\n    IdentityFile {client_key}\n    IdentitiesOnly yes\n",
+        f"Host {manager_address}\n    IdentityFile {client_key}\n    IdentitiesOnly yes\n",
     )
 
     log = tmp / "sshd.log"
     with log.open("wb") as log_file:
         sshd = subprocess.Popen(
-            ["nsenter", f"--net={MANAGER_NETNS}", str(SSHD), "-D", "-e", "-f", str(config)],
+            ["nsenter", f"--net={manager_netns}", str(SSHD), "-D", "-e", "-f", str(config)],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 15
-        while not _port_open(MANAGER_ADDRESS, SSH_PORT):
+        while not _port_open(manager_address, SSH_PORT):
             if sshd.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(
-                    f"sshd did not listen on {MANAGER_ADDRESS}:{SSH_PORT}: "
+                    f"sshd did not listen on {manager_address}:{SSH_PORT}: "
                     f"{log.read_text().strip()[-500:]}",
                     pytrace=False,
                 )
             time.sleep(0.1)
-        yield SshManager(SSH_USER, MANAGER_ADDRESS, SSH_PORT, client_key, home, log)
+        yield SshManager(SSH_USER, manager_address, SSH_PORT, client_key, home, log)
     finally:
         sshd.terminate()
         try:

@@ -103,14 +103,14 @@ def health(c: Any) -> str:
 def test_three_ready_nodes_with_distinct_hostnames(lab: Lab, docker_client: Any) -> None:
     nodes = docker_client.api.nodes()
     hosts = sorted(n["Description"]["Hostname"] for n in nodes)
-    assert hosts == ["zdd-n1", "zdd-n2", "zdd-n3"]
+    assert hosts == [lab.node_name(i) for i in (1, 2, 3)]
     assert {n["Status"]["State"] for n in nodes} == {"ready"}
     leader = [n for n in nodes if n.get("ManagerStatus", {}).get("Leader")]
-    assert [n["Description"]["Hostname"] for n in leader] == ["zdd-n1"]
+    assert [n["Description"]["Hostname"] for n in leader] == [lab.node_name(1)]
     workers = {
         n["Description"]["Hostname"]: n["Status"]["Addr"] for n in nodes if "ManagerStatus" not in n
     }
-    assert workers == {"zdd-n2": "10.88.0.12", "zdd-n3": "10.88.0.13"}
+    assert workers == {lab.node_name(i): lab.node_address(i) for i in (2, 3)}
 
 
 @pytest.mark.serial
@@ -121,14 +121,15 @@ def test_up_again_is_fast_and_changes_nothing(lab: Lab) -> None:
     assert info.reused
     assert elapsed < 5, f"a second up() took {elapsed:.1f}s"
     assert lab.is_up()
-    assert info.docker_host == lab.docker_host == "unix:///run/zdd-lab/node1.sock"
-    assert info.registry == lab.registry == "10.88.0.1:5000"
-    assert [n.name for n in info.nodes] == ["zdd-n1", "zdd-n2", "zdd-n3"]
-    assert info.images == {tag: f"10.88.0.1:5000/zdd-app:{tag}" for tag in TAGS}
-    assert lab.image("v2") == "10.88.0.1:5000/zdd-app:v2"
+    assert info.docker_host == lab.docker_host == f"unix://{lab.run_dir}/node1.sock"
+    registry = f"{lab.host_address}:5000"
+    assert info.registry == lab.registry == registry
+    assert [n.name for n in info.nodes] == [lab.node_name(i) for i in (1, 2, 3)]
+    assert info.images == {tag: f"{registry}/zdd-app:{tag}" for tag in TAGS}
+    assert lab.image("v2") == f"{registry}/zdd-app:v2"
 
 
-def test_cli_env_and_status() -> None:
+def test_cli_env_and_status(lab: Lab) -> None:
     env = subprocess.run(
         [sys.executable, "-m", "zdd_swarm.lab", "env"],
         capture_output=True,
@@ -136,7 +137,7 @@ def test_cli_env_and_status() -> None:
         timeout=30,
         check=True,
     ).stdout
-    assert "export DOCKER_HOST=unix:///run/zdd-lab/node1.sock\n" in env
+    assert f"export DOCKER_HOST={lab.docker_host}\n" in env
     status = subprocess.run(
         [sys.executable, "-m", "zdd_swarm.lab", "status"],
         capture_output=True,

@@ -86,3 +86,49 @@ def test_a_removed_service_is_not_found_for_its_tasks_too() -> None:
         raise _api_error("service lu1pwph6d31q not found", 404)
     with pytest.raises(EngineAPIError), _service_not_found("web"), _mapped_errors():
         raise _api_error("invalid filter", 400)
+
+
+class _StackApi:
+    """The few docker-py APIClient calls of the stack methods, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def networks(self, filters: object) -> list[dict[str, object]]:
+        self.calls.append(("networks", filters))
+        return [{"Id": "n1", "Name": "shop_backend", "Labels": {"a": "b"}}]
+
+    def secrets(self, filters: object) -> list[dict[str, object]]:
+        return [{"ID": "s1", "Spec": {"Name": "shop_token", "Labels": {}}}]
+
+    def create_secret(self, name: str, data: bytes, labels: object) -> dict[str, str]:
+        self.calls.append(("create_secret", (name, labels)))
+        return {"ID": "s2"}
+
+    def remove_service(self, service: str) -> None:
+        raise _api_error("service shop_web not found", 404)
+
+    def remove_network(self, network: str) -> None:
+        raise _api_error("network shop_backend is in use", 403)
+
+
+def test_stack_calls_are_typed_and_their_errors_mapped() -> None:
+    from types import SimpleNamespace
+    from typing import Any
+
+    from zdd_swarm.engine import DockerEngine, SwarmObject
+    from zdd_swarm.errors import ServiceNotFound
+
+    api = _StackApi()
+    client: Any = SimpleNamespace(api=api)
+    engine = DockerEngine(client=client, retry_for=0)
+    assert engine.list_objects("network", {"com.docker.stack.namespace": "shop"}) == [
+        SwarmObject("n1", "shop_backend", {"a": "b"})
+    ]
+    assert api.calls[0] == ("networks", {"label": ["com.docker.stack.namespace=shop"]})
+    assert engine.list_objects("secret", {}) == [SwarmObject("s1", "shop_token", {})]
+    assert engine.create_object("secret", {"Name": "t", "Labels": {}, "Data": b"x"}) == "s2"
+    with pytest.raises(ServiceNotFound):
+        engine.remove_service("shop_web")
+    with pytest.raises(EngineAPIError, match="in use"):
+        engine.remove_object("network", "n1")

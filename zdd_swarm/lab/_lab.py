@@ -80,15 +80,64 @@ COMMANDS = {
     "mount": "mount",
     "umount": "mount",
 }
+
+
 #: iptables rules (filter table) up() inserts and down() deletes, tagged RULE_COMMENT.
-RULES: tuple[tuple[str, ...], ...] = (
-    # Bridge netfilter + a FORWARD policy of DROP (any dockerd in the host
-    # namespace sets it) would drop traffic between the node namespaces.
-    ("FORWARD", "-i", BRIDGE, "-o", BRIDGE),
-    # The registry listens on the bridge address; keep it reachable from the
-    # nodes whatever the host's INPUT policy is.
-    ("INPUT", "-i", BRIDGE),
-)
+def _rules(bridge: str) -> tuple[tuple[str, ...], ...]:
+    return (
+        # Bridge netfilter + a FORWARD policy of DROP (any dockerd in the host
+        # namespace sets it) would drop traffic between the node namespaces.
+        ("FORWARD", "-i", bridge, "-o", bridge),
+        # The registry listens on the bridge address; keep it reachable from
+        # the nodes whatever the host's INPUT policy is.
+        ("INPUT", "-i", bridge),
+    )
+
+
+RULES = _rules(BRIDGE)
+#: Labs side by side on one machine: instance 0 (the default) and 1..MAX_INSTANCE.
+MAX_INSTANCE = 9
+
+
+@dataclass(frozen=True)
+class _Site:
+    """The host-side names and addresses of one lab instance."""
+
+    instance: int
+
+    @property
+    def tag(self) -> str:
+        return "" if self.instance == 0 else str(self.instance)
+
+    @property
+    def bridge(self) -> str:
+        return f"zddbr{self.instance}"
+
+    @property
+    def host_address(self) -> str:
+        return f"10.88.{self.instance}.1"
+
+    @property
+    def registry(self) -> str:
+        return f"{self.host_address}:{REGISTRY_PORT}"
+
+    @property
+    def comment(self) -> str:
+        """Tags the iptables rules and names the cgroup root."""
+        return f"zdd-lab{self.tag}"
+
+    @property
+    def node_prefix(self) -> str:
+        return f"zdd{self.tag}-n"
+
+    @property
+    def veth_prefix(self) -> str:
+        return f"vethzdd{self.tag}x" if self.tag else "vethzdd"
+
+    @property
+    def rules(self) -> tuple[tuple[str, ...], ...]:
+        return _rules(self.bridge)
+
 
 # Run in the node's new UTS and mount namespaces (see _start_daemon): the
 # node gets its own hostname, and a private /run/containerd, so that dockerd
@@ -169,11 +218,22 @@ class Lab:
         daemon_timeout: float = 40,
         engine: str | Sequence[str] | None = None,
         cache_dir: str | Path | None = None,
+        instance: int | None = None,
     ) -> None:
+        if instance is None:
+            text = os.environ.get("ZDD_LAB_INSTANCE") or "0"
+            instance = int(text) if text.isdigit() else -1
+        if not isinstance(instance, int) or not 0 <= instance <= MAX_INSTANCE:
+            raise LabError(
+                f"instance must be an integer from 0 to {MAX_INSTANCE}, not {instance!r}"
+            )
+        self.instance = instance
+        self._site = _Site(instance)
+        suffix = f"-{instance}" if instance else ""
         self.state_dir = Path(
-            state_dir or os.environ.get("ZDD_LAB_STATE_DIR") or "/var/lib/zdd-lab"
+            state_dir or os.environ.get("ZDD_LAB_STATE_DIR") or f"/var/lib/zdd-lab{suffix}"
         )
-        self.run_dir = Path(run_dir or os.environ.get("ZDD_LAB_RUN_DIR") or "/run/zdd-lab")
+        self.run_dir = Path(run_dir or os.environ.get("ZDD_LAB_RUN_DIR") or f"/run/zdd-lab{suffix}")
         if nodes is not None and (not isinstance(nodes, int) or not 1 <= nodes <= MAX_NODES):
             raise LabError(f"nodes must be an integer from 1 to {MAX_NODES}, not {nodes!r}")
         if engine is None:
@@ -213,11 +273,16 @@ class Lab:
 
     @property
     def registry(self) -> str:
-        return REGISTRY
+        return self._site.registry
+
+    @property
+    def host_address(self) -> str:
+        """The host's address on the lab bridge (the nodes' default route)."""
+        return self._site.host_address
 
     def image(self, tag: str) -> str:
         """The reference of a test image, e.g. ``10.88.0.1:5000/zdd-app:v1``."""
-        return f"{REGISTRY}/{REPOSITORY}:{tag}"
+        return f"{self.registry}/{REPOSITORY}:{tag}"
 
     @property
     def images(self) -> dict[str, str]:
@@ -240,10 +305,10 @@ class Lab:
         )
 
     def node_name(self, i: int) -> str:
-        return f"zdd-n{i}"
+        return f"{self._site.node_prefix}{i}"
 
     def node_address(self, i: int) -> str:
-        return f"10.88.0.{10 + i}"
+        return f"10.88.{self.instance}.{10 + i}"
 
     def client(self, i: int = 1, timeout: int = 60) -> docker.DockerClient:
         """A ``docker.DockerClient`` for node ``i`` (default: the manager)."""
@@ -252,7 +317,7 @@ class Lab:
     def info(self, seconds: float = 0.0, reused: bool = False) -> LabInfo:
         return LabInfo(
             docker_host=self.docker_host,
-            registry=REGISTRY,
+            registry=self.registry,
             network=NETWORK,
             nodes=[self.node(i) for i in self._indices()],
             images=self.images,
@@ -292,10 +357,10 @@ class Lab:
         return Path("/run/netns") / self.node_name(i)
 
     def _veth(self, i: int) -> str:
-        return f"vethzdd{i}"
+        return f"{self._site.veth_prefix}{i}"
 
     def _cgroup(self, i: int) -> str:
-        return f"/{CGROUP_ROOT}/n{i}"
+        return f"/{self._site.comment}/n{i}"
 
     @property
     def _registry_config(self) -> Path:
@@ -456,9 +521,10 @@ class Lab:
         Needs root, like everything that looks at the lab's namespaces."""
         self._require_root()
         problems: list[str] = []
-        if not Path(f"/sys/class/net/{BRIDGE}").exists():
-            return [f"no bridge {BRIDGE}"]
-        for rule in RULES:
+        bridge = self._site.bridge
+        if not Path(f"/sys/class/net/{bridge}").exists():
+            return [f"no bridge {bridge}"]
+        for rule in self._site.rules:
             if not self._rule_present(rule):
                 problems.append(f"iptables rule {' '.join(rule)} missing")
         for i in self._indices():
@@ -469,7 +535,7 @@ class Lab:
         if extra:
             problems.append(f"leftover nodes {extra}")
         if self._registry_pid() is None or not self._registry_client().answers():
-            problems.append(f"registry {REGISTRY} not answering")
+            problems.append(f"registry {self.registry} not answering")
         if problems:
             return problems
         problems += self._swarm_problems()
@@ -501,7 +567,7 @@ class Lab:
                 lambda i: self._remove_node(i) if i else self._stop_registry(), [0, *indices]
             )
             self._remove_host_network()
-            sysx.remove_cgroups(CGROUP_ROOT)
+            sysx.remove_cgroups(self._site.comment)
             sysx.remove_tree(self.run_dir)
             if purge:
                 sysx.remove_tree(self.state_dir)
@@ -659,18 +725,19 @@ class Lab:
     # -- helpers: host network -------------------------------------------------
 
     def _rule_spec(self, rule: Sequence[str]) -> list[str]:
-        return [*rule[1:], "-m", "comment", "--comment", RULE_COMMENT, "-j", "ACCEPT"]
+        return [*rule[1:], "-m", "comment", "--comment", self._site.comment, "-j", "ACCEPT"]
 
     def _rule_present(self, rule: Sequence[str]) -> bool:
         args = ["iptables", "-w", "-C", rule[0], *self._rule_spec(rule)]
         return sysx.run(args, check=False).returncode == 0
 
     def _ensure_host_network(self) -> None:
-        if not Path(f"/sys/class/net/{BRIDGE}").exists():
-            sysx.run(["ip", "link", "add", BRIDGE, "type", "bridge"])
-        sysx.run(["ip", "addr", "replace", f"{HOST_ADDRESS}/{PREFIX_LEN}", "dev", BRIDGE])
-        sysx.run(["ip", "link", "set", BRIDGE, "up"])
-        for rule in RULES:
+        bridge = self._site.bridge
+        if not Path(f"/sys/class/net/{bridge}").exists():
+            sysx.run(["ip", "link", "add", bridge, "type", "bridge"])
+        sysx.run(["ip", "addr", "replace", f"{self.host_address}/{PREFIX_LEN}", "dev", bridge])
+        sysx.run(["ip", "link", "set", bridge, "up"])
+        for rule in self._site.rules:
             if not self._rule_present(rule):
                 sysx.run(["iptables", "-w", "-I", rule[0], "1", *self._rule_spec(rule)])
 
@@ -681,14 +748,14 @@ class Lab:
                 line
                 for line in listing
                 if line.startswith("-A ")
-                and re.search(rf'--comment "?{re.escape(RULE_COMMENT)}"?(\s|$)', line)
+                and re.search(rf'--comment "?{re.escape(self._site.comment)}"?(\s|$)', line)
             ]
             if not ours:
                 break
             for line in ours:
                 sysx.run(["iptables", "-w", "-D", *shlex.split(line)[1:]], check=False)
-        if Path(f"/sys/class/net/{BRIDGE}").exists():
-            sysx.run(["ip", "link", "del", BRIDGE], check=False)
+        if Path(f"/sys/class/net/{self._site.bridge}").exists():
+            sysx.run(["ip", "link", "del", self._site.bridge], check=False)
 
     # -- helpers: nodes --------------------------------------------------------
 
@@ -697,8 +764,8 @@ class Lab:
         processes."""
         found: set[int] = set()
         sources: list[tuple[Path, str]] = [
-            (Path("/run/netns"), r"zdd-n(\d+)"),
-            (Path("/sys/class/net"), r"vethzdd(\d+)"),
+            (Path("/run/netns"), re.escape(self._site.node_prefix) + r"(\d+)"),
+            (Path("/sys/class/net"), re.escape(self._site.veth_prefix) + r"(\d+)"),
             (self.state_dir, r"n(\d+)"),
             (self.run_dir, r"n(\d+)"),
             (self.run_dir, r"node(\d+)\.sock"),
@@ -737,16 +804,16 @@ class Lab:
         if not self._is_nsfs(netns):
             return f"no network namespace {name}"
         master = Path(f"/sys/class/net/{self._veth(i)}/master")
-        if not master.exists() or master.resolve().name != BRIDGE:
-            return f"{self._veth(i)} not on {BRIDGE}"
+        if not master.exists() or master.resolve().name != self._site.bridge:
+            return f"{self._veth(i)} not on {self._site.bridge}"
         addr = sysx.run(
             ["ip", "-n", name, "-o", "-4", "addr", "show", "dev", "eth0", "up"], check=False
         ).stdout
         if f" {self.node_address(i)}/{PREFIX_LEN} " not in addr:
             return f"{name}: eth0 has no {self.node_address(i)}/{PREFIX_LEN}"
         route = sysx.run(["ip", "-n", name, "route", "show", "default"], check=False).stdout
-        if f"via {HOST_ADDRESS}" not in route:
-            return f"{name}: no default route via {HOST_ADDRESS}"
+        if f"via {self.host_address}" not in route:
+            return f"{name}: no default route via {self.host_address}"
         return None
 
     def _ensure_netns(self, i: int) -> None:
@@ -768,7 +835,7 @@ class Lab:
             sysx.run(
                 ["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", name]
             )
-        sysx.run(["ip", "link", "set", veth, "master", BRIDGE, "up"])
+        sysx.run(["ip", "link", "set", veth, "master", self._site.bridge, "up"])
         sysx.run(
             [
                 "ip",
@@ -783,7 +850,7 @@ class Lab:
         )
         sysx.run(["ip", "-n", name, "link", "set", "eth0", "up"])
         sysx.run(["ip", "-n", name, "link", "set", "lo", "up"])
-        sysx.run(["ip", "-n", name, "route", "replace", "default", "via", HOST_ADDRESS])
+        sysx.run(["ip", "-n", name, "route", "replace", "default", "via", self.host_address])
 
     def _daemon_pid(self, i: int) -> int | None:
         """The pid of node ``i``'s dockerd, if it runs."""
@@ -838,7 +905,7 @@ class Lab:
         """Forget the bridge's neighbours (host and nodes): a recreated node
         has new MAC addresses, and a stale entry costs a joining worker its
         first seconds ("i/o timeout" dialing the manager)."""
-        sysx.run(["ip", "neigh", "flush", "dev", BRIDGE], check=False)
+        sysx.run(["ip", "neigh", "flush", "dev", self._site.bridge], check=False)
         for i in self._indices():
             if self._is_nsfs(self._netns(i)):
                 sysx.run(["ip", "-n", self.node_name(i), "neigh", "flush", "all"], check=False)
@@ -868,7 +935,7 @@ class Lab:
             "--pidfile",
             str(self._pidfile(i)),
             "--insecure-registry",
-            REGISTRY,
+            self.registry,
             "--cgroup-parent",
             self._cgroup(i),
             "--label",
@@ -982,7 +1049,7 @@ class Lab:
     # -- helpers: registry -----------------------------------------------------
 
     def _registry_client(self) -> RegistryClient:
-        return RegistryClient(REGISTRY)
+        return RegistryClient(self.registry)
 
     def _registry_pid(self) -> int | None:
         marker = str(self._registry_config)
@@ -998,13 +1065,13 @@ class Lab:
         if self._registry_pid() is not None and self._registry_client().answers():
             return
         self._stop_registry()
-        if sysx.port_in_use(HOST_ADDRESS, REGISTRY_PORT):
+        if sysx.port_in_use(self.host_address, REGISTRY_PORT):
             owners = sorted(sysx.listener_pids(REGISTRY_PORT))
             who = ", ".join(
                 f"pid {p} ({' '.join(' '.join(sysx.cmdline(p)).split())[:60]})" for p in owners
             )
             raise LabError(
-                f"port {REGISTRY_PORT} on {HOST_ADDRESS} is taken by another "
+                f"port {REGISTRY_PORT} on {self.host_address} is taken by another "
                 f"process{': ' + who if who else ''}; stop it and retry"
             )
         self._registry_storage.mkdir(parents=True, exist_ok=True)
@@ -1015,9 +1082,9 @@ class Lab:
             "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self._registry_storage}\n"
             "  delete:\n    enabled: true\n"
-            f"http:\n  addr: {REGISTRY}\n  secret: zdd-lab-not-secret\n"
+            f"http:\n  addr: {self.registry}\n  secret: zdd-lab-not-secret\n"
         )
-        self._progress(f"starting the registry on {REGISTRY}")
+        self._progress(f"starting the registry on {self.registry}")
         with open(self._registry_log, "ab") as out:
             proc = subprocess.Popen(
                 ["docker-registry", "serve", str(self._registry_config)],
@@ -1036,7 +1103,7 @@ class Lab:
         client = self._registry_client()
         if not sysx.wait_for(client.answers, timeout, 0.1):
             raise LabError(
-                f"the registry does not answer on {REGISTRY} after {timeout:.0f}s; "
+                f"the registry does not answer on {self.registry} after {timeout:.0f}s; "
                 f"{self._registry_log} ends: {self._log_tail(self._registry_log)}"
             )
 

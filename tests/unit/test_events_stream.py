@@ -1,0 +1,76 @@
+"""The engine's event stream: early wake-ups of the watch loop, never needed
+for a verdict."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from zdd_swarm.controller import _TaskCadence
+from zdd_swarm.engine import ServiceEvents
+
+
+class Stream:
+    """A stream that yields an event whenever ``push`` is called."""
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        self.closed = False
+
+    def push(self) -> None:
+        self.ready.set()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        while not self.closed:
+            if self.ready.wait(0.05):
+                self.ready.clear()
+                yield {"Type": "service", "Action": "update"}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_an_event_ends_the_wait_early() -> None:
+    stream = Stream()
+    events = ServiceEvents(lambda: stream)
+    threading.Timer(0.1, stream.push).start()
+    start = time.monotonic()
+    assert events.wait(5.0) is True
+    assert time.monotonic() - start < 2.0
+    assert events.wait(0.05) is False  # consumed
+    events.close()
+    assert stream.closed
+
+
+def test_a_stream_that_cannot_open_leaves_polling_alone() -> None:
+    def broken() -> Any:
+        raise OSError("connection refused")
+
+    events = ServiceEvents(broken)
+    deadline = time.monotonic() + 2
+    while events.alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not events.alive
+    start = time.monotonic()
+    events.wait(0.1)
+    assert time.monotonic() - start >= 0.09  # a plain sleep, no busy loop
+
+
+class Alive:
+    alive = True
+
+
+def test_with_events_the_service_is_inspected_on_change_and_every_fifth_poll() -> None:
+    cadence = _TaskCadence(1.0, Alive())  # type: ignore[arg-type]
+    due = [cadence.service_due() for _ in range(11)]
+    assert due == [True, False, False, False, False, True, False, False, False, False, True]
+    cadence.service_changed()
+    assert cadence.service_due() is True
+    assert cadence.service_due() is False
+
+
+def test_without_events_the_cadence_is_unchanged() -> None:
+    cadence = _TaskCadence(1.0)
+    assert [cadence.service_due() for _ in range(4)] == [True, False, True, False]

@@ -1,0 +1,734 @@
+"""Deploy a stack in waves, with one verdict and a coordinated rollback.
+
+Each changed service rolls with ``Controller.update`` (its gates, deadlines,
+events and hooks); a service the stack creates is watched until its tasks
+run (healthy). When any service fails, everything this deploy changed is put
+back, later waves first: updated services roll back to the spec they had,
+created services, networks, secrets and configs are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import enum
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._logging import get_logger
+from ..config import (
+    TASK_START_ALLOWANCE,
+    RollbackConfig,
+    RolloutOptions,
+    UpdateConfig,
+    expected_seconds,
+)
+from ..controller import Controller
+from ..engine import DockerEngine, StackEngine, SwarmObject
+from ..errors import (
+    EngineError,
+    InputError,
+    NotAManager,
+    ServiceNotFound,
+    UpdateInProgress,
+    ZddError,
+)
+from ..events import Hook
+from ..model import ServiceView, TaskState, UpdateState
+from ..result import Outcome, RolloutResult
+from ..spec import ServiceChange, diff_service_specs
+from .compose import LABEL_IMAGE, LABEL_NAMESPACE, ObjectSpec, StackSpec, load_stack
+
+__all__ = [
+    "ServiceAction",
+    "ServiceReport",
+    "StackOutcome",
+    "StackPlan",
+    "StackResult",
+    "deploy_stack",
+    "plan_stack",
+    "watch_stack",
+]
+
+log = get_logger("zdd_swarm.stack")
+
+_DEFAULTS: dict[str, Any] = {"Isolation": "default", "Runtime": "container"}
+
+
+class ServiceAction(enum.StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    UNCHANGED = "unchanged"
+
+
+class StackOutcome(enum.StrEnum):
+    """The stack's one verdict; the exit codes are those of ``update``."""
+
+    COMPLETED = "completed"
+    """Every change landed (or there was nothing to do)."""
+    ROLLED_BACK = "rolled_back"
+    """A service failed; everything this deploy changed was put back."""
+    ROLLBACK_FAILED = "rollback_failed"
+    """A service failed and something could not be put back (named in the result)."""
+
+    @property
+    def exit_code(self) -> int:
+        return {"completed": 0, "rolled_back": 1, "rollback_failed": 4}[self.value]
+
+
+@dataclass
+class ServiceReport:
+    """One service of the stack: what the deploy did to it, and how it ended."""
+
+    service: str
+    action: ServiceAction
+    wave: int
+    changed: list[str] = field(default_factory=list)
+    """dotted paths of the spec that differ (no values: env may hold secrets)"""
+    outcome: str = "not_started"
+    """completed, rolled_back, put_back, removed, unchanged, not_started, failed,
+    not_put_back"""
+    reason: str = ""
+    result: RolloutResult | None = None
+    estimated_seconds: float = 0.0
+    """the expected duration of its rollout (as ``zdd-swarm update --dry-run``)"""
+
+
+def _expected(spec: Mapping[str, Any]) -> float:
+    replicas = ((spec.get("Mode") or {}).get("Replicated") or {}).get("Replicas")
+    return expected_seconds(UpdateConfig.from_api(spec.get("UpdateConfig")), int(replicas or 1))
+
+
+@dataclass
+class StackPlan:
+    stack: StackSpec
+    services: list[ServiceReport]
+    create_objects: list[ObjectSpec]
+    estimated_seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        """The plan for people: wave by wave, what is created, updated or left."""
+        out = [f"stack {self.stack.name}: expected {self.estimated_seconds:.0f}s"]
+        for obj in self.create_objects:
+            out.append(f"  create {obj.kind} {obj.name}")
+        for index in range(len(self.stack.waves)):
+            out.append(f"  wave {index}:")
+            for report in self.services:
+                if report.wave != index:
+                    continue
+                detail = f" ({', '.join(report.changed)})" if report.changed else ""
+                took = f", ~{report.estimated_seconds:.0f}s" if report.estimated_seconds else ""
+                out.append(f"    {report.action.value} {report.service}{detail}{took}")
+        return out
+
+
+@dataclass
+class StackResult:
+    stack: str
+    outcome: StackOutcome
+    reason: str
+    services: list[ServiceReport]
+    duration_s: float
+    not_put_back: list[str] = field(default_factory=list)
+    """what could not be put back (services, networks, secrets, configs), by name"""
+
+    @property
+    def exit_code(self) -> int:
+        return self.outcome.exit_code
+
+    def summary(self) -> str:
+        parts = [f"{r.service}: {r.outcome}" for r in self.services]
+        return (
+            f"stack {self.stack}: {self.outcome.value} in {self.duration_s:.1f}s: "
+            f"{self.reason} [{'; '.join(parts)}]"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stack": self.stack,
+            "outcome": self.outcome.value,
+            "exit_code": self.exit_code,
+            "reason": self.reason,
+            "duration_s": self.duration_s,
+            "not_put_back": list(self.not_put_back),
+            "services": [
+                {
+                    "service": r.service,
+                    "action": r.action.value,
+                    "wave": r.wave,
+                    "changed": list(r.changed),
+                    "outcome": r.outcome,
+                    "reason": r.reason,
+                    "code": r.result.code if r.result else None,
+                }
+                for r in self.services
+            ],
+        }
+
+
+def _pruned(value: Any) -> Any:
+    """A spec without what the engine fills in by itself (empty sections,
+    false, zero, ``Isolation: default``, ``Runtime: container``)."""
+    if isinstance(value, Mapping):
+        result = {}
+        for key, item in value.items():
+            item = _pruned(item)
+            if item in (None, {}, [], "", False, 0) or _DEFAULTS.get(key) == item:
+                continue
+            result[key] = item
+        return result
+    if isinstance(value, list):
+        return [_pruned(v) for v in value]
+    return value
+
+
+def _changes(desired: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    before = dict(current)
+    before.pop("TaskTemplate", None)
+    template = copy.deepcopy(dict(current.get("TaskTemplate") or {}))
+    template.pop("ForceUpdate", None)
+    after_template = copy.deepcopy(dict(desired.get("TaskTemplate") or {}))
+    after_template.pop("ForceUpdate", None)
+    return diff_service_specs(
+        _pruned({**before, "TaskTemplate": template}),
+        _pruned({**dict(desired), "TaskTemplate": after_template}),
+    )
+
+
+class _Deploy:
+    def __init__(
+        self,
+        stack: StackSpec,
+        engine: StackEngine,
+        controller: Controller,
+        options: RolloutOptions,
+    ) -> None:
+        self.stack = stack
+        self.engine = engine
+        self.controller = controller
+        self.options = options
+        self.labels = {LABEL_NAMESPACE: stack.name}
+        self.ids: dict[tuple[str, str], str] = {}
+        self.created_objects: list[tuple[str, str, str]] = []  # kind, id, name
+        self.record = _Record(stack.name, engine)
+
+    # -- planning ---------------------------------------------------------------
+
+    def plan(self, *, dry_run: bool = False) -> StackPlan:
+        info = self.engine.info()
+        if not info.is_manager:
+            raise NotAManager("the engine is not a swarm manager: point DOCKER_HOST at a manager")
+        existing = {s.name: s for s in self.engine.list_services(self.labels)}
+        missing: list[ObjectSpec] = []
+        for kind in ("network", "secret", "config"):
+            wanted = [o for o in self.stack.objects if o.kind == kind]
+            if not wanted:
+                continue
+            found = self._by_name(kind, external=any(o.external for o in wanted))
+            for obj in wanted:
+                if obj.name in found:
+                    self.ids[(kind, obj.name)] = found[obj.name].id
+                elif obj.external:
+                    raise InputError(f"external {kind} {obj.name!r} not found")
+                else:
+                    missing.append(obj)
+        reports = []
+        self.current: dict[str, ServiceView] = {}
+        self.desired: dict[str, dict[str, Any]] = {}
+        for index, wave in enumerate(self.stack.waves):
+            for key in wave:
+                spec = self.stack.services[key]
+                name = spec["Name"]
+                current = existing.get(name)
+                desired = self._resolved(spec, current)
+                self.desired[name] = desired
+                if current is None:
+                    created = ServiceReport(name, ServiceAction.CREATE, index)
+                    created.estimated_seconds = TASK_START_ALLOWANCE.total_seconds()
+                    reports.append(created)
+                    continue
+                self.current[name] = current
+                changed = _changes(desired, current.spec)
+                busy = current.state in (UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED)
+                if changed and busy and current.state is not None and not dry_run:
+                    raise UpdateInProgress(
+                        f"service {name!r}: an update is already in progress "
+                        f"({current.state.value}); wait for it, or use zdd-swarm watch"
+                    )
+                action = ServiceAction.UPDATE if changed else ServiceAction.UNCHANGED
+                report = ServiceReport(name, action, index, changed)
+                if changed:
+                    report.estimated_seconds = _expected(desired)
+                reports.append(report)
+        return StackPlan(
+            self.stack, reports, missing, round(sum(r.estimated_seconds for r in reports), 1)
+        )
+
+    def _by_name(self, kind: str, external: bool) -> dict[str, SwarmObject]:
+        labels = {} if external else self.labels
+        return {o.name: o for o in self.engine.list_objects(kind, labels)}
+
+    def _resolved(self, spec: Mapping[str, Any], current: ServiceView | None) -> dict[str, Any]:
+        """``spec`` with network, secret and config ids filled in (the engine
+        stores ids), the current image kept where the compose image did not
+        change, and the current ``ForceUpdate``."""
+        result = copy.deepcopy(dict(spec))
+        template = result["TaskTemplate"]
+        container = template["ContainerSpec"]
+        for network in template.get("Networks") or []:
+            network["Target"] = self.ids.get(("network", network["Target"]), network["Target"])
+        for kind, name_key, id_key in (
+            ("secret", "SecretName", "SecretID"),
+            ("config", "ConfigName", "ConfigID"),
+        ):
+            for ref in container.get(kind.capitalize() + "s") or []:
+                ref[id_key] = self.ids.get((kind, ref[name_key]), "")
+        if current is not None:
+            # deploy_composefile.go: "if image == svc.Spec.Labels[convert.LabelImage]
+            # { ... serviceSpec.TaskTemplate.ContainerSpec.Image =
+            # svc.Spec.TaskTemplate.ContainerSpec.Image }" and "Preserve existing
+            # ForceUpdate value so that tasks are not re-deployed if not updated"
+            old = current.spec
+            if container["Image"] == (old.get("Labels") or {}).get(LABEL_IMAGE):
+                container["Image"] = old["TaskTemplate"]["ContainerSpec"]["Image"]
+            template["ForceUpdate"] = (old.get("TaskTemplate") or {}).get("ForceUpdate", 0)
+        return result
+
+    # -- deploying ----------------------------------------------------------------
+
+    def run(self, plan: StackPlan) -> StackResult:
+        start = self.controller.clock.monotonic()
+        done: list[ServiceReport] = []
+        failed: ServiceReport | None = None
+        changing = [r for r in plan.services if r.action is not ServiceAction.UNCHANGED]
+        if changing or plan.create_objects:
+            self.record.write("rolling", done, changing, plan.create_objects)
+        try:
+            for obj in plan.create_objects:
+                object_id = self.engine.create_object(obj.kind, obj.to_api())
+                log.info(
+                    "stack_object_created", stack=self.stack.name, kind=obj.kind, name=obj.name
+                )
+                self.ids[(obj.kind, obj.name)] = object_id
+                self.created_objects.append((obj.kind, object_id, obj.name))
+            for report in plan.services:
+                if report.action is ServiceAction.UNCHANGED:
+                    report.outcome = "unchanged"
+            for index in range(len(self.stack.waves)):
+                for report in [r for r in plan.services if r.wave == index]:
+                    if report.action is ServiceAction.UNCHANGED:
+                        continue
+                    done.append(report)
+                    self.record.write("rolling", done, changing, plan.create_objects)
+                    if not self._roll(report):
+                        failed = report
+                        break
+                if failed is not None:
+                    break
+        except ZddError as exc:
+            if not done and not self.created_objects:
+                raise
+            last = done[-1] if done else None
+            if last is not None and last.outcome == "not_started":
+                last.outcome, last.reason = "failed", str(exc)
+            failed = last or ServiceReport(self.stack.name, ServiceAction.UPDATE, 0)
+            failed.reason = failed.reason or str(exc)
+        if failed is None:
+            self.record.clear()
+            return StackResult(
+                self.stack.name,
+                StackOutcome.COMPLETED,
+                "every change landed" if done else "nothing to do",
+                plan.services,
+                self.controller.clock.monotonic() - start,
+            )
+        self.record.write("putting_back", done, changing, plan.create_objects, failed)
+        return self._finish_put_back(done, failed, plan.services, start)
+
+    def _finish_put_back(
+        self,
+        done: list[ServiceReport],
+        failed: ServiceReport,
+        services: list[ServiceReport],
+        start: float,
+    ) -> StackResult:
+        not_put_back = self._put_back(done, failed)
+        self.record.clear()
+        outcome = StackOutcome.ROLLBACK_FAILED if not_put_back else StackOutcome.ROLLED_BACK
+        reason = f"{failed.service} failed: {failed.reason}"
+        if not_put_back:
+            reason += f"; not put back: {', '.join(not_put_back)}"
+        return StackResult(
+            self.stack.name,
+            outcome,
+            reason,
+            services,
+            self.controller.clock.monotonic() - start,
+            not_put_back,
+        )
+
+    def _roll(self, report: ServiceReport) -> bool:
+        name = report.service
+        desired = self._resolved(self.desired[name], self.current.get(name))
+        if report.action is ServiceAction.CREATE:
+            self.engine.create_service(desired)
+            log.info("stack_service_created", stack=self.stack.name, service=name)
+            ok, why = self._wait_running(name, desired)
+            report.outcome, report.reason = ("completed" if ok else "failed"), why
+            return ok
+        result = self.controller.update(
+            name, ServiceChange(patch=lambda _spec: copy.deepcopy(desired)), self.options
+        )
+        report.result = result
+        report.outcome, report.reason = result.outcome.value, result.reason.message
+        return result.outcome is Outcome.COMPLETED
+
+    def _settle(self, report: ServiceReport) -> bool:
+        """The outcome of the service that was rolling when the deploying
+        process died: a created one is waited for, an update watched."""
+        name = report.service
+        try:
+            view = self.engine.inspect_service(name)
+        except ServiceNotFound:
+            report.outcome, report.reason = "not_started", "not created"
+            return False
+        if report.action is ServiceAction.CREATE:
+            ok, why = self._wait_running(name, view.spec)
+            report.outcome, report.reason = ("completed" if ok else "failed"), why
+            return ok
+        if view.state in (UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED):
+            result = self.controller.watch(name, self.options)
+            report.result = result
+            report.outcome, report.reason = result.outcome.value, result.reason.message
+            return result.outcome is Outcome.COMPLETED
+        if view.state is UpdateState.ROLLBACK_COMPLETED:
+            report.outcome, report.reason = "rolled_back", "rolled back"
+            return False
+        if view.state is UpdateState.COMPLETED or view.state is None:
+            report.outcome, report.reason = "completed", "landed"
+            return True
+        report.outcome, report.reason = "failed", f"update {view.state.value}"
+        return False
+
+    def _wait_running(self, name: str, spec: Mapping[str, Any]) -> tuple[bool, str]:
+        """A created service is up when as many tasks run (healthy) as it
+        has replicas. It failed when as many tasks failed as it has replicas
+        (at least two: Swarm replaces a task a node rejected for a passing
+        reason, such as "Pool overlaps with other one on this address space"
+        right after another overlay network was removed), or when the task
+        deadline passed first."""
+        clock = self.controller.clock
+        deadline = self.options.task_deadline
+        limit = deadline.total_seconds() if deadline is not None else 300.0
+        start = clock.monotonic()
+        replicas = ((spec.get("Mode") or {}).get("Replicated") or {}).get("Replicas")
+        view = self.engine.inspect_service(name)
+        while True:
+            tasks = [t for t in self.engine.list_tasks(view.id)]
+            running = [t for t in tasks if t.state is TaskState.RUNNING]
+            broken = [t for t in tasks if t.state in (TaskState.FAILED, TaskState.REJECTED)]
+            wanted = replicas if replicas is not None else max(len(tasks) - len(broken), 1)
+            if broken and len(broken) >= max(wanted, 2):
+                task = broken[-1]
+                return False, (
+                    f"{len(broken)} tasks failed; task {task.id[:12]} {task.state.value}: "
+                    f"{task.error or task.message}"
+                )
+            if len(running) >= wanted:
+                return True, f"{len(running)} tasks running"
+            if clock.monotonic() - start > limit:
+                return False, f"not running after {limit:.0f}s ({len(running)} of {wanted} tasks)"
+            clock.sleep(self.options.poll_interval.total_seconds())
+
+    # -- putting back ---------------------------------------------------------------
+
+    def _put_back(self, done: list[ServiceReport], failed: ServiceReport) -> list[str]:
+        """Later waves first: roll updated services back, remove created
+        ones, then the objects this deploy created."""
+        not_put_back: list[str] = []
+        for report in reversed(done):
+            name = report.service
+            try:
+                if report.action is ServiceAction.CREATE:
+                    with contextlib.suppress(ServiceNotFound):
+                        self.engine.remove_service(name)
+                    report.outcome = "removed"
+                    continue
+                if report.outcome == Outcome.ROLLED_BACK.value:
+                    continue  # the controller put it back already
+                if report.outcome == Outcome.ROLLBACK_FAILED.value:
+                    not_put_back.append(name)
+                    continue
+                result = self._roll_back(name)
+                if result is None:
+                    report.outcome = "put_back"
+                    continue
+                if result.outcome in (Outcome.COMPLETED, Outcome.ROLLED_BACK):
+                    report.outcome = "put_back"
+                else:
+                    report.outcome = "not_put_back"
+                    not_put_back.append(name)
+                report.reason = (
+                    report.reason if report is failed else f"put back: {result.reason.message}"
+                )
+            except ZddError as exc:
+                log.warning("stack_put_back_failed", service=name, error=str(exc))
+                report.outcome, report.reason = "not_put_back", str(exc)
+                not_put_back.append(name)
+        for kind, object_id, name in reversed(self.created_objects):
+            if not self._remove_object(kind, object_id):
+                not_put_back.append(f"{kind} {name}")
+        return not_put_back
+
+    def _roll_back(self, name: str) -> RolloutResult | None:
+        """Roll ``name`` back to its previous spec and watch it; a rollback
+        already under way is watched, one already done is left (None)."""
+        view = self.engine.inspect_service(name)
+        if view.state is UpdateState.ROLLBACK_COMPLETED:
+            return None
+        if view.state in (UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED):
+            result = self.controller.watch(name, self.options)
+            if (
+                view.state is UpdateState.ROLLBACK_STARTED
+                or result.outcome is not Outcome.COMPLETED
+            ):
+                return result
+        return self.controller.rollback(name, self.options)
+
+    def _remove_object(self, kind: str, object_id: str) -> bool:
+        """Removed once no task uses it any more (a removed service's tasks
+        take a moment to go)."""
+        clock = self.controller.clock
+        start = clock.monotonic()
+        while True:
+            try:
+                self.engine.remove_object(kind, object_id)
+                return True
+            except EngineError as exc:
+                if getattr(exc, "status_code", None) == 404:
+                    return True
+                if clock.monotonic() - start > 60:
+                    log.warning("stack_object_not_removed", kind=kind, id=object_id, error=str(exc))
+                    return False
+                clock.sleep(1.0)
+
+
+RECORD_LABEL = "com.zdd-swarm.stack.deploy"
+
+
+class _Record:
+    """The deploy in flight, kept with the stack so that ``watch_stack`` can
+    finish it after the deploying process died: a config named
+    ``STACK_zdd-swarm-deploy`` (labelled with the stack, so ``docker stack
+    rm`` removes it too), the state in its ``com.zdd-swarm.stack.deploy``
+    label as JSON: the phase, the services started so far, those still to
+    roll, and the objects this deploy creates. Names only, never a value."""
+
+    def __init__(self, stack: str, engine: StackEngine) -> None:
+        self.stack = stack
+        self.engine = engine
+        self.name = f"{stack}_zdd-swarm-deploy"
+
+    def _existing(self) -> list[SwarmObject]:
+        found = self.engine.list_objects("config", {LABEL_NAMESPACE: self.stack})
+        return [o for o in found if o.name == self.name]
+
+    def read(self) -> dict[str, Any] | None:
+        for obj in self._existing():
+            with contextlib.suppress(ValueError, TypeError):
+                data = json.loads(obj.labels.get(RECORD_LABEL, ""))
+                if isinstance(data, dict):
+                    return data
+        return None
+
+    def write(
+        self,
+        phase: str,
+        done: Sequence[ServiceReport],
+        changing: Sequence[ServiceReport],
+        objects: Sequence[ObjectSpec],
+        failed: ServiceReport | None = None,
+    ) -> None:
+        state = {
+            "phase": phase,
+            "started": [[r.service, r.action.value, r.wave] for r in done],
+            "remaining": [r.service for r in changing if r not in done],
+            "objects": [[o.kind, o.name] for o in objects],
+            "failed": [failed.service, failed.reason] if failed else None,
+        }
+        self.put(state)
+
+    def put(self, state: Mapping[str, Any]) -> None:
+        self.clear()
+        # a config's data cannot change: the record is replaced whole
+        self.engine.create_object(
+            "config",
+            {
+                "Name": self.name,
+                "Labels": {LABEL_NAMESPACE: self.stack, RECORD_LABEL: json.dumps(state)},
+                "Data": b"zdd-swarm stack deploy in flight\n",
+            },
+        )
+
+    def clear(self) -> None:
+        for obj in self._existing():
+            with contextlib.suppress(EngineError):
+                self.engine.remove_object("config", obj.id)
+
+
+def watch_stack(
+    stack: str,
+    *,
+    engine: StackEngine | None = None,
+    controller: Controller | None = None,
+    options: RolloutOptions | None = None,
+) -> StackResult:
+    """Finish a stack deploy whose process died (``zdd-swarm stack watch``).
+
+    The service that was rolling is watched to its outcome. If it landed and
+    it was the last, the deploy is complete. Otherwise (it failed, or
+    services were still to roll: their specs went with the process) every
+    service the deploy changed is put back and what it created is removed,
+    as the deploy itself would have. A put-back already under way is
+    carried on. Without a deploy in flight there is nothing to do.
+    """
+    if controller is None:
+        controller = Controller(engine if engine is not None else DockerEngine())
+    the_engine: Any = engine if engine is not None else controller.engine
+    deploy = _Deploy(
+        StackSpec(stack, {}, [], []), the_engine, controller, options or controller.options
+    )
+    start = controller.clock.monotonic()
+    state = deploy.record.read()
+    if state is None:
+        return StackResult(stack, StackOutcome.COMPLETED, "no stack deploy in flight", [], 0.0)
+    reports = [
+        ServiceReport(str(name), ServiceAction(str(action)), int(wave), outcome="completed")
+        for name, action, wave in state.get("started") or []
+    ]
+    remaining = [str(n) for n in state.get("remaining") or []]
+    for kind, name in state.get("objects") or []:
+        for obj in the_engine.list_objects(str(kind), {LABEL_NAMESPACE: stack}):
+            if obj.name == name:
+                deploy.created_objects.append((str(kind), obj.id, obj.name))
+    failed: ServiceReport | None = None
+    if state.get("phase") == "putting_back":
+        name, why = state.get("failed") or [stack, "the deploy failed"]
+        failed = next((r for r in reports if r.service == name), None)
+        failed = failed or ServiceReport(str(name), ServiceAction.UPDATE, 0)
+        failed.reason = str(why)
+        for report in reports:
+            report.outcome = "unknown"
+    elif reports:
+        last = reports[-1]
+        ok = deploy._settle(last)
+        if not ok:
+            failed = last
+        elif remaining:
+            failed = last
+            failed.reason = (
+                f"the deploy stopped before {', '.join(remaining)} rolled; "
+                "everything it changed is put back"
+            )
+    elif remaining:
+        failed = ServiceReport(stack, ServiceAction.UPDATE, 0)
+        failed.reason = "the deploy stopped before any service rolled"
+    if failed is None:
+        deploy.record.clear()
+        return StackResult(
+            stack,
+            StackOutcome.COMPLETED,
+            "the deploy in flight landed",
+            reports,
+            controller.clock.monotonic() - start,
+        )
+    deploy.record.put({**state, "phase": "putting_back", "failed": [failed.service, failed.reason]})
+    return deploy._finish_put_back(reports, failed, reports, start)
+
+
+def _setup(
+    files: Sequence[str | Path],
+    stack: str,
+    engine: StackEngine | None,
+    controller: Controller | None,
+    hooks: Sequence[Hook],
+    options: RolloutOptions | None,
+    environment: Mapping[str, str] | None,
+    update_config: UpdateConfig | None = None,
+    rollback_config: RollbackConfig | None = None,
+) -> _Deploy:
+    spec = load_stack(files, stack, environment=environment)
+    for service in spec.services.values():
+        # the defaults given (the CLI's --update-* flags) for a service
+        # whose compose entry has no update_config / rollback_config
+        if update_config is not None and "UpdateConfig" not in service:
+            service["UpdateConfig"] = update_config.to_api()
+        if rollback_config is not None and "RollbackConfig" not in service:
+            service["RollbackConfig"] = rollback_config.to_api()
+    if controller is None:
+        controller = Controller(engine if engine is not None else DockerEngine(), hooks=hooks)
+    the_engine: Any = engine if engine is not None else controller.engine
+    return _Deploy(spec, the_engine, controller, options or controller.options)
+
+
+def plan_stack(
+    files: Sequence[str | Path],
+    stack: str,
+    *,
+    engine: StackEngine | None = None,
+    environment: Mapping[str, str] | None = None,
+    update_config: UpdateConfig | None = None,
+    rollback_config: RollbackConfig | None = None,
+) -> StackPlan:
+    """What ``deploy_stack`` would do, changing nothing."""
+    deploy = _setup(
+        files, stack, engine, None, (), None, environment, update_config, rollback_config
+    )
+    return deploy.plan(dry_run=True)
+
+
+def deploy_stack(
+    files: Sequence[str | Path],
+    stack: str,
+    *,
+    engine: StackEngine | None = None,
+    controller: Controller | None = None,
+    hooks: Sequence[Hook] = (),
+    options: RolloutOptions | None = None,
+    environment: Mapping[str, str] | None = None,
+    update_config: UpdateConfig | None = None,
+    rollback_config: RollbackConfig | None = None,
+) -> StackResult:
+    """Deploy the compose ``files`` as ``stack``, wave by wave, to one verdict.
+
+    Input errors (``InputError``: a missing file, YAML, an unsupported key,
+    an undefined variable) are raised before anything changes. ``controller``
+    (with its clock and hooks) rolls each service; by default one over
+    ``engine`` (a ``DockerEngine`` from the environment). ``update_config``
+    and ``rollback_config`` apply to services whose compose entry has none.
+    """
+    deploy = _setup(
+        files,
+        stack,
+        engine,
+        controller,
+        hooks,
+        options,
+        environment,
+        update_config,
+        rollback_config,
+    )
+    plan = deploy.plan()
+    started = time.monotonic()
+    result = deploy.run(plan)
+    log.info(
+        "stack_finished",
+        stack=stack,
+        outcome=result.outcome.value,
+        seconds=round(time.monotonic() - started, 1),
+    )
+    return result
