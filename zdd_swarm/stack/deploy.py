@@ -59,6 +59,14 @@ log = get_logger("zdd_swarm.stack")
 _DEFAULTS: dict[str, Any] = {"Isolation": "default", "Runtime": "container"}
 
 
+#: Task errors of a node that clear by themselves. libnetwork's IPAM answers
+#: "Pool overlaps with other one on this address space" when a new overlay
+#: network gets the subnet of one the node has not removed yet (seen on the
+#: lab when a stack is deployed right after another was removed); Swarm
+#: schedules a new task, which starts once the node caught up.
+TRANSIENT_REJECTIONS = ("Pool overlaps with other one on this address space",)
+
+
 class ServiceAction(enum.StrEnum):
     CREATE = "create"
     UPDATE = "update"
@@ -417,10 +425,11 @@ class _Deploy:
     def _wait_running(self, name: str, spec: Mapping[str, Any]) -> tuple[bool, str]:
         """A created service is up when as many tasks run (healthy) as it
         has replicas. It failed when as many tasks failed as it has replicas
-        (at least two: Swarm replaces a task a node rejected for a passing
-        reason, such as "Pool overlaps with other one on this address space"
-        right after another overlay network was removed), or when the task
-        deadline passed first."""
+        (at least two), or when the task deadline passed first. A task a
+        node rejected for a passing reason (``TRANSIENT_REJECTIONS``: its
+        network's subnet still held by an overlay network the node has not
+        cleaned up yet) is not counted: Swarm replaces it, and the deadline
+        still bounds the wait."""
         clock = self.controller.clock
         deadline = self.options.task_deadline
         limit = deadline.total_seconds() if deadline is not None else 300.0
@@ -430,7 +439,12 @@ class _Deploy:
         while True:
             tasks = [t for t in self.engine.list_tasks(view.id)]
             running = [t for t in tasks if t.state is TaskState.RUNNING]
-            broken = [t for t in tasks if t.state in (TaskState.FAILED, TaskState.REJECTED)]
+            broken = [
+                t
+                for t in tasks
+                if t.state in (TaskState.FAILED, TaskState.REJECTED)
+                and not any(reason in t.error for reason in TRANSIENT_REJECTIONS)
+            ]
             wanted = replicas if replicas is not None else max(len(tasks) - len(broken), 1)
             if broken and len(broken) >= max(wanted, 2):
                 task = broken[-1]
