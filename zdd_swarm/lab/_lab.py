@@ -54,11 +54,12 @@ REGISTRY_PORT = 5000
 REGISTRY = f"{HOST_ADDRESS}:{REGISTRY_PORT}"
 NETWORK = "zdd-lab"
 ADDR_POOL = "10.201.0.0/16"
-#: The lab network's own subnet, wide (4094 addresses) so that a test run does
-#: not reuse task addresses: on a /24, healthy new tasks were unreachable from
-#: other nodes for seconds ("No route to host"), reused addresses the likely
-#: cause (docs/lab.md).
-NETWORK_SUBNET = "10.201.16.0/20"
+#: The lab network's own subnet, wide (16382 addresses, outside the address
+#: pool of the swarm's other networks) so that test runs do not reuse task
+#: addresses: on a /24, and on a /20 after an hour of test runs, healthy new
+#: tasks were unreachable from other nodes for seconds ("No route to host"),
+#: reused addresses the likely cause (docs/lab.md).
+NETWORK_SUBNET = "10.202.0.0/18"
 SWARM_PORT = 2377
 RULE_COMMENT = "zdd-lab"
 CGROUP_ROOT = "zdd-lab"
