@@ -54,11 +54,12 @@ REGISTRY_PORT = 5000
 REGISTRY = f"{HOST_ADDRESS}:{REGISTRY_PORT}"
 NETWORK = "zdd-lab"
 ADDR_POOL = "10.201.0.0/16"
-#: The lab network's own subnet, wide (16382 addresses, outside the address
-#: pool of the swarm's other networks) so that test runs do not reuse task
-#: addresses: on a /24, and on a /20 after an hour of test runs, healthy new
-#: tasks were unreachable from other nodes for seconds ("No route to host"),
-#: reused addresses the likely cause (docs/lab.md).
+#: The lab network's own subnet: outside ADDR_POOL, where Swarm takes a /24
+#: for every other overlay network (a stack's), and wide (16382 addresses) so
+#: that test runs do not reuse task addresses. Inside the pool (a /20 there),
+#: once the stack tests had made some twenty networks, healthy new tasks on
+#: the lab network were unreachable from other nodes for seconds ("No route
+#: to host") and nodes rejected tasks with "Pool overlaps" (docs/lab.md).
 NETWORK_SUBNET = "10.202.0.0/18"
 SWARM_PORT = 2377
 RULE_COMMENT = "zdd-lab"
