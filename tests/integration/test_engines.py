@@ -65,11 +65,13 @@ def test_an_engine_rollback_reads_the_same_on_every_engine(
         time.sleep(0.2)
     states = [s for s, _ in seen]
     assert states[-1] == "rollback_completed", seen
-    assert "rollback_started" in states, seen
-    started = seen[states.index("rollback_started")][1]
-    assert started.startswith("update rolled back due to failure or early termination of task "), (
-        seen
-    )
+    # rollback_started may last less than a poll; when seen, its message is
+    # the updater's (swarmkit updater.go, rollbackUpdate)
+    if "rollback_started" in states:
+        started = seen[states.index("rollback_started")][1]
+        assert started.startswith(
+            "update rolled back due to failure or early termination of task "
+        ), seen
     assert seen[-1][1] == "rollback completed", seen
     # the engine's own rollback clears PreviousSpec (swarmkit updater.go, rollbackUpdate)
     assert "PreviousSpec" not in data
