@@ -38,7 +38,7 @@ from ..errors import (
     ZddError,
 )
 from ..events import Hook
-from ..model import ServiceView, TaskState, UpdateState
+from ..model import ServiceView, TaskState, UpdateState, replicas_of
 from ..result import Outcome, RolloutResult
 from ..spec import ServiceChange, diff_service_specs
 from .compose import LABEL_IMAGE, LABEL_NAMESPACE, ObjectSpec, StackSpec, load_stack
@@ -107,8 +107,8 @@ class ServiceReport:
 
 
 def _expected(spec: Mapping[str, Any]) -> float:
-    replicas = ((spec.get("Mode") or {}).get("Replicated") or {}).get("Replicas")
-    return expected_seconds(UpdateConfig.from_api(spec.get("UpdateConfig")), int(replicas or 1))
+    replicas = replicas_of(spec) or 1
+    return expected_seconds(UpdateConfig.from_api(spec.get("UpdateConfig")), replicas)
 
 
 @dataclass
