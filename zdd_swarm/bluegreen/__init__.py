@@ -1,0 +1,32 @@
+"""Blue-green releases: the new version beside the old, checked on its
+preview route, then the traffic switched by the router, with the old colour
+kept up for an instant way back.
+
+``BlueGreen`` runs the flow (``flow.py``, a state machine) over a pair of
+Swarm services ``<app>-blue`` / ``<app>-green`` whose state is kept in their
+labels (``model.py``, ``store.py``), through a ``Router`` (``router.py``).
+See docs/blue-green.md.
+"""
+
+from __future__ import annotations
+
+from .flow import BlueGreen, BlueGreenOptions, BlueGreenStage, Stage
+from .model import BlueGreenCode, BlueGreenOutcome, BlueGreenResult, Colour, PairState
+from .router import CallableRouter, LabelRouter, Router
+from .store import Pair
+
+__all__ = [
+    "BlueGreen",
+    "BlueGreenCode",
+    "BlueGreenOptions",
+    "BlueGreenOutcome",
+    "BlueGreenResult",
+    "BlueGreenStage",
+    "CallableRouter",
+    "Colour",
+    "LabelRouter",
+    "Pair",
+    "PairState",
+    "Router",
+    "Stage",
+]

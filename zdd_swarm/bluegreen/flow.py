@@ -1,0 +1,576 @@
+"""The blue-green flow: a state machine of stages and a thin runner.
+
+``advance`` is the whole decision table (pure): given the stage that just
+ran and whether it succeeded, which stage comes next. ``BlueGreen`` carries
+the stages out on the engine, in the controller's clock::
+
+    ENSURE_IDLE -> SCALE_UP -> PREVIEW -> SWITCH -> VERIFY -> POST_SWITCH
+        -> SCALE_DOWN_DELAY -> SCALE_DOWN_OLD -> DONE
+    SCALE_UP / PREVIEW fail          -> SCALE_DOWN_IDLE -> DONE   (router untouched)
+    PREVIEW without auto_promote     -> AWAIT_PROMOTE -> DONE     (``promote`` goes on at SWITCH)
+    VERIFY / POST_SWITCH fail        -> SWITCH_BACK -> SCALE_DOWN_IDLE -> DONE
+
+The idle colour scales up through ``Controller.update``: its new tasks are
+watched with the same task checks, deadlines and gates (``options.gates``,
+sampled on the preview route) as a rolling update, and a failure there rolls
+it back to 0.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from .._logging import get_logger
+from ..config import RolloutOptions, _duration
+from ..controller import Controller
+from ..engine import StackEngine
+from ..errors import ConfigError, InputError, NotAManager, VersionConflict, ZddError
+from ..events import Event
+from ..gates import Gate, as_gates
+from ..model import TaskState, TaskView, replicas_of
+from ..result import Outcome, Reason, RolloutResult
+from ..spec import ServiceChange, validate_image_reference
+from .model import (
+    LABEL_FAILED,
+    BlueGreenCode,
+    BlueGreenOutcome,
+    BlueGreenResult,
+    Colour,
+    colour_spec,
+    ours,
+)
+from .router import Router
+from .store import Pair, read_pair, write_state
+
+__all__ = ["BlueGreen", "BlueGreenOptions", "BlueGreenStage", "Stage", "advance"]
+
+log = get_logger("zdd_swarm.bluegreen")
+
+
+class Stage(enum.StrEnum):
+    ENSURE_IDLE = "ensure_idle"
+    SCALE_UP = "scale_up"
+    PREVIEW = "preview"
+    AWAIT_PROMOTE = "await_promote"
+    SWITCH = "switch"
+    VERIFY = "verify"
+    POST_SWITCH = "post_switch"
+    SCALE_DOWN_DELAY = "scale_down_delay"
+    SCALE_DOWN_OLD = "scale_down_old"
+    SWITCH_BACK = "switch_back"
+    SCALE_DOWN_IDLE = "scale_down_idle"
+    DONE = "done"
+
+
+#: stage -> (next when it succeeded, next when it failed)
+_TABLE: dict[Stage, tuple[Stage, Stage]] = {
+    Stage.ENSURE_IDLE: (Stage.SCALE_UP, Stage.DONE),
+    Stage.SCALE_UP: (Stage.PREVIEW, Stage.SCALE_DOWN_IDLE),
+    Stage.PREVIEW: (Stage.SWITCH, Stage.SCALE_DOWN_IDLE),
+    Stage.AWAIT_PROMOTE: (Stage.DONE, Stage.DONE),
+    Stage.SWITCH: (Stage.VERIFY, Stage.SWITCH_BACK),
+    Stage.VERIFY: (Stage.POST_SWITCH, Stage.SWITCH_BACK),
+    Stage.POST_SWITCH: (Stage.SCALE_DOWN_DELAY, Stage.SWITCH_BACK),
+    Stage.SCALE_DOWN_DELAY: (Stage.SCALE_DOWN_OLD, Stage.DONE),
+    Stage.SCALE_DOWN_OLD: (Stage.DONE, Stage.DONE),
+    Stage.SWITCH_BACK: (Stage.SCALE_DOWN_IDLE, Stage.DONE),
+    Stage.SCALE_DOWN_IDLE: (Stage.DONE, Stage.DONE),
+}
+
+
+def advance(stage: Stage, ok: bool, *, auto_promote: bool = True) -> Stage:
+    """The stage after ``stage``, which succeeded (``ok``) or failed."""
+    if stage is Stage.PREVIEW and ok and not auto_promote:
+        return Stage.AWAIT_PROMOTE
+    return _TABLE[stage][0 if ok else 1]
+
+
+@dataclass(frozen=True)
+class BlueGreenStage(Event):
+    """A stage of the blue-green flow ended (``service`` is the app)."""
+
+    stage: str
+    colour: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class BlueGreenOptions:
+    """How a release goes from one colour to the other. Durations accept
+    ``timedelta``, seconds or compose strings (``"30s"``)."""
+
+    auto_promote: bool = True
+    """Switch as soon as the new colour passed its checks; False: wait for ``promote``."""
+    preview_checks: tuple[Gate, ...] = ()
+    """Checks of the new colour on its preview route, before any user sees it."""
+    preview_window: timedelta = timedelta(seconds=10)
+    """How long the preview checks are sampled."""
+    post_switch_checks: tuple[Gate, ...] = ()
+    """Checks after the switch; one failing switches back at once."""
+    post_switch_window: timedelta = timedelta(seconds=10)
+    """How long the post-switch checks are sampled."""
+    switch_timeout: timedelta = timedelta(seconds=30)
+    """How long the router may take to show the switch."""
+    scale_down_delay: timedelta = timedelta(seconds=30)
+    """How long the old colour stays up after the switch (an instant way back)."""
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        for name in ("preview_window", "post_switch_window", "switch_timeout", "scale_down_delay"):
+            set_(self, name, _duration(name, getattr(self, name), allow_none=False))
+        set_(self, "preview_checks", as_gates(self.preview_checks, "preview_checks"))
+        set_(self, "post_switch_checks", as_gates(self.post_switch_checks, "post_switch_checks"))
+        if not isinstance(self.auto_promote, bool):
+            raise ConfigError("auto_promote", self.auto_promote, "true or false")
+
+
+@dataclass
+class _Run:
+    """One operation in flight: what it found, where it goes, how it ended."""
+
+    pair: Pair
+    target: Colour
+    image: str | None
+    checks: bool = True
+    start: float = 0.0
+    result: BlueGreenResult | None = None
+    steps: list[str] = field(default_factory=list)
+    switched_at: float | None = None
+    switch_s: float | None = None
+    rollout: RolloutResult | None = None
+
+
+class BlueGreen:
+    """Blue-green releases of the apps of one engine, through one router."""
+
+    def __init__(
+        self,
+        router: Router,
+        controller: Controller,
+        options: BlueGreenOptions | None = None,
+        rollout: RolloutOptions | None = None,
+    ) -> None:
+        engine: Any = controller.engine
+        self.engine: StackEngine = engine
+        self.router = router
+        self.controller = controller
+        self.clock = controller.clock
+        self.options = options or BlueGreenOptions()
+        self.rollout = rollout or controller.options
+
+    # -- operations -----------------------------------------------------------
+
+    def deploy(self, app: str, image: str) -> BlueGreenResult:
+        """Release ``image`` to the idle colour of ``app`` and switch to it."""
+        validate_image_reference(image)
+        pair = self._prepare(app)
+        if pair.state.preview is not None:
+            log.info("preview_replaced", app=app, colour=pair.state.preview.value)
+        run = _Run(pair, pair.state.active.other, image)
+        return self._drive(run, Stage.ENSURE_IDLE)
+
+    def promote(self, app: str) -> BlueGreenResult:
+        """Switch to the colour awaiting promotion."""
+        pair = self._prepare(app)
+        if pair.state.preview is None:
+            raise InputError(f"{app}: no colour awaits promotion")
+        return self._drive(_Run(pair, pair.state.preview, None), Stage.SWITCH)
+
+    def rollback(self, app: str) -> BlueGreenResult:
+        """Switch back to the standby colour (scaled up again if it was scaled down);
+        a colour awaiting promotion is discarded instead."""
+        pair = self._prepare(app)
+        state = pair.state
+        if state.preview is not None:
+            run = _Run(pair, state.preview, None)
+            run.start = self.clock.monotonic()
+            self._scale_down(run, state.preview, failed=False)
+            return self._end(
+                run,
+                BlueGreenOutcome.NOT_SWITCHED,
+                BlueGreenCode.PREVIEW_DISCARDED,
+                f"the preview on {state.preview.value} was discarded",
+            )
+        standby = pair.service(state.active.other)
+        assert standby is not None
+        failed = (standby.spec.get("Labels") or {}).get(LABEL_FAILED)
+        if failed and failed == standby.image:
+            raise InputError(
+                f"{standby.name} holds {failed}, a release that failed: nothing to roll back to"
+            )
+        run = _Run(pair, state.active.other, None, checks=False)
+        return self._drive(run, Stage.SCALE_UP)
+
+    def status(self, app: str) -> Pair:
+        """The pair as it is, checked (no change)."""
+        return read_pair(self.engine, app)
+
+    # -- the runner -------------------------------------------------------------
+
+    def _prepare(self, app: str) -> Pair:
+        if not app or not app.strip():
+            raise ConfigError("app", app, "an app name (its colours are <app>-blue, <app>-green)")
+        if not self.engine.info().is_manager:
+            raise NotAManager("the engine is not a swarm manager: point DOCKER_HOST at a manager")
+        self.router.check()
+        pair = read_pair(self.engine, app)
+        routed = self.router.active()
+        if routed is not pair.state.active:
+            raise InputError(
+                f"{app}: the router sends traffic to {routed.value if routed else 'no one colour'}"
+                f", the pair's state says {pair.state.active.value}: fix the router first"
+            )
+        return pair
+
+    def _drive(self, run: _Run, stage: Stage) -> BlueGreenResult:
+        run.start = run.start or self.clock.monotonic()
+        actions: dict[Stage, Callable[[_Run], bool]] = {
+            Stage.ENSURE_IDLE: self._ensure_idle,
+            Stage.SCALE_UP: self._scale_up,
+            Stage.PREVIEW: self._preview,
+            Stage.AWAIT_PROMOTE: self._await_promote,
+            Stage.SWITCH: self._switch,
+            Stage.VERIFY: self._verify,
+            Stage.POST_SWITCH: self._post_switch,
+            Stage.SCALE_DOWN_DELAY: self._scale_down_delay,
+            Stage.SCALE_DOWN_OLD: self._scale_down_old,
+            Stage.SWITCH_BACK: self._switch_back,
+            Stage.SCALE_DOWN_IDLE: lambda r: self._scale_down(r, r.target, failed=True),
+        }
+        while stage is not Stage.DONE:
+            try:
+                ok = actions[stage](run)
+            except ZddError as exc:
+                ok = False
+                self._stage_error(run, stage, exc)
+            run.steps.append(stage.value)
+            self._emit(run, stage, ok)
+            stage = advance(stage, ok, auto_promote=self.options.auto_promote)
+        assert run.result is not None
+        run.result.active = run.pair.state.active
+        if run.result.outcome is BlueGreenOutcome.SWITCH_BACK_FAILED:
+            run.result.active = self.router.active() or run.target
+        run.result.duration_s = round(self.clock.monotonic() - run.start, 3)
+        return run.result
+
+    def _stage_error(self, run: _Run, stage: Stage, exc: ZddError) -> None:
+        """An error of the engine or the router at ``stage``."""
+        log.warning("stage_failed", app=run.pair.app, stage=stage.value, error=str(exc))
+        if stage is Stage.SWITCH_BACK:
+            self._fail_switch_back(run, f"the switch back failed: {exc}")
+        elif stage in (Stage.SCALE_DOWN_IDLE, Stage.SCALE_DOWN_OLD) and run.result is not None:
+            note = f"; {stage.value} failed: {exc}"
+            run.result.reason = Reason(run.result.reason.code, run.result.reason.message + note)
+        else:
+            self._failed(run, stage, f"{stage.value}: {exc}")
+
+    def _emit(self, run: _Run, stage: Stage, ok: bool) -> None:
+        detail = run.result.reason.message if run.result and not ok else ""
+        event = BlueGreenStage(
+            run.pair.app,
+            round(self.clock.monotonic() - run.start, 3),
+            stage.value,
+            run.target.value,
+            ok,
+            detail,
+        )
+        log.info(event.name, app=run.pair.app, **event.fields())
+        for hook in self.controller.hooks:
+            try:
+                hook(event)
+            except Exception:
+                log.exception("hook_failed", app=run.pair.app, hook=repr(hook))
+
+    def _end(
+        self, run: _Run, outcome: BlueGreenOutcome, code: BlueGreenCode, message: str
+    ) -> BlueGreenResult:
+        run.result = BlueGreenResult(
+            run.pair.app,
+            outcome,
+            Reason(code.value, message),
+            run.pair.state.active,
+            run.target,
+            image=run.image or "",
+            duration_s=round(self.clock.monotonic() - run.start, 3),
+            switch_s=run.switch_s,
+            rollout=run.rollout,
+            steps=run.steps,
+        )
+        return run.result
+
+    def _failed(self, run: _Run, stage: Stage, why: str) -> None:
+        """The release failed at ``stage``: before the switch it is not switched,
+        after it is switched back (the outcome the later stages confirm)."""
+        if stage in (Stage.ENSURE_IDLE, Stage.SCALE_UP, Stage.PREVIEW):
+            code = BlueGreenCode.PREVIEW_CHECK_FAILED
+            if stage is not Stage.PREVIEW:
+                code = BlueGreenCode.IDLE_UNHEALTHY
+            self._end(run, BlueGreenOutcome.NOT_SWITCHED, code, why)
+        else:
+            code = BlueGreenCode.POST_SWITCH_CHECK_FAILED
+            if stage in (Stage.SWITCH, Stage.VERIFY):
+                code = BlueGreenCode.SWITCH_NOT_EFFECTIVE
+            self._end(run, BlueGreenOutcome.SWITCHED_BACK, code, why)
+
+    def _fail_switch_back(self, run: _Run, why: str) -> None:
+        before = run.result.reason.message if run.result else ""
+        self._end(
+            run,
+            BlueGreenOutcome.SWITCH_BACK_FAILED,
+            BlueGreenCode.SWITCH_BACK_FAILED,
+            f"{why} (after: {before})" if before else why,
+        )
+
+    # -- stages ---------------------------------------------------------------------
+
+    def _ensure_idle(self, run: _Run) -> bool:
+        """Create the idle colour from the active one's spec, at 0 replicas."""
+        if run.pair.service(run.target) is not None:
+            return True
+        spec = colour_spec(
+            run.pair.active.spec,
+            run.pair.app,
+            run.target,
+            keep=run.pair.state.labels(),
+            routes=self.router.routes,
+        )
+        self.engine.create_service(spec)
+        log.info("colour_created", app=run.pair.app, service=spec["Name"])
+        services = {**run.pair.services, run.target: self.engine.inspect_service(spec["Name"])}
+        run.pair = Pair(run.pair.app, services, run.pair.state)
+        run.pair = write_state(self.engine, run.pair, run.pair.state.next())
+        return True
+
+    def _scale_up(self, run: _Run) -> bool:
+        """The target colour gets the active spec (with the new image) and the
+        active colour's replicas, watched like a rolling update."""
+        pair, target = run.pair, run.target
+        current = pair.service(target)
+        assert current is not None
+        replicas = replicas_of(pair.active.spec) or 1
+        if run.image is None:  # a rollback: the standby's own spec, scaled up
+            spec = dict(current.spec)
+            spec["Mode"] = {"Replicated": {"Replicas": replicas}}
+        else:
+            spec = colour_spec(
+                pair.active.spec,
+                pair.app,
+                target,
+                image=run.image,
+                replicas=replicas,
+                keep=ours(current.spec.get("Labels") or {}),
+                routes=self.router.routes,
+            )
+        if run.image is None and current.replicas == replicas:
+            return True
+        result = self.controller.update(
+            current.name, ServiceChange(patch=lambda _s: dict(spec)), self.rollout
+        )
+        run.rollout = result
+        if result.outcome is Outcome.COMPLETED:
+            # a rollout that replaced no task (the same template, scaled up)
+            # completes at once: its new tasks are waited for here
+            why = self._wait_running(current.id, replicas)
+            if why is None:
+                return True
+        else:
+            why = f"{result.outcome.value} ({result.code}): {result.reason.message}"
+        self._end(
+            run,
+            BlueGreenOutcome.NOT_SWITCHED,
+            BlueGreenCode.IDLE_UNHEALTHY,
+            f"{current.name} did not come up healthy: {why}",
+        )
+        return False
+
+    def _preview(self, run: _Run) -> bool:
+        if not run.checks:
+            return True
+        ok, detail = self._sample(self.options.preview_checks, self.options.preview_window)
+        if not ok:
+            self._end(
+                run,
+                BlueGreenOutcome.NOT_SWITCHED,
+                BlueGreenCode.PREVIEW_CHECK_FAILED,
+                f"preview check failed on {run.target.value}: {detail}",
+            )
+        return ok
+
+    def _await_promote(self, run: _Run) -> bool:
+        run.pair = write_state(self.engine, run.pair, run.pair.state.next(preview=run.target))
+        self._end(
+            run,
+            BlueGreenOutcome.AWAITING_PROMOTE,
+            BlueGreenCode.AWAITING_PROMOTE,
+            f"{run.target.service(run.pair.app)} is up on its preview route; "
+            f"`zdd-swarm bluegreen promote {run.pair.app}` switches to it",
+        )
+        return True
+
+    def _switch(self, run: _Run) -> bool:
+        run.switched_at = self.clock.monotonic()
+        self.router.switch(run.target)
+        due = self.clock.now() + self.options.scale_down_delay
+        state = run.pair.state.next(active=run.target, preview=None, scale_down_at=due)
+        run.pair = write_state(self.engine, run.pair, state)
+        return True
+
+    def _verify(self, run: _Run) -> bool:
+        ok = self._wait(lambda: self.router.switched(run.target), self.options.switch_timeout)
+        if ok:
+            assert run.switched_at is not None
+            run.switch_s = round(self.clock.monotonic() - run.switched_at, 3)
+            return True
+        self._end(
+            run,
+            BlueGreenOutcome.SWITCHED_BACK,
+            BlueGreenCode.SWITCH_NOT_EFFECTIVE,
+            f"the router did not show the switch to {run.target.value} within "
+            f"{self.options.switch_timeout.total_seconds():g}s",
+        )
+        return False
+
+    def _post_switch(self, run: _Run) -> bool:
+        if not run.checks:
+            return True
+        ok, detail = self._sample(self.options.post_switch_checks, self.options.post_switch_window)
+        if not ok:
+            self._end(
+                run,
+                BlueGreenOutcome.SWITCHED_BACK,
+                BlueGreenCode.POST_SWITCH_CHECK_FAILED,
+                f"post-switch check failed on {run.target.value}: {detail}; switched back",
+            )
+        return ok
+
+    def _scale_down_delay(self, run: _Run) -> bool:
+        code = BlueGreenCode.SWITCHED if run.checks else BlueGreenCode.ROLLED_BACK
+        self._end(
+            run,
+            BlueGreenOutcome.SWITCHED,
+            code,
+            f"traffic goes to {run.target.service(run.pair.app)}"
+            + (f" ({run.image})" if run.image else ""),
+        )
+        self.clock.sleep(self.options.scale_down_delay.total_seconds())
+        return True
+
+    def _scale_down_old(self, run: _Run) -> bool:
+        """Scale the old colour to 0, unless another process switched meanwhile."""
+        now = read_pair(self.engine, run.pair.app)
+        if now.state.active is not run.target or now.state.seq != run.pair.state.seq:
+            log.info("scale_down_skipped", app=run.pair.app, reason="the pair changed meanwhile")
+            return True
+        old = now.service(run.target.other)
+        assert old is not None
+        self._set_replicas(old.name, 0, {})
+        write_state(self.engine, now, now.state.next(scale_down_at=None))
+        return True
+
+    def _switch_back(self, run: _Run) -> bool:
+        back = run.target.other
+        self.router.switch(back)
+        state = run.pair.state.next(active=back, preview=None, scale_down_at=None)
+        run.pair = write_state(self.engine, run.pair, state)
+        if not self._wait(lambda: self.router.switched(back), self.options.switch_timeout):
+            self._fail_switch_back(run, f"the router did not show the switch back to {back.value}")
+            return False
+        return True
+
+    def _scale_down(self, run: _Run, colour: Colour, *, failed: bool) -> bool:
+        """Scale ``colour`` to 0; with ``failed``, mark its image as a failed release."""
+        service = colour.service(run.pair.app)
+        image = self.engine.inspect_service(service).image
+        self._set_replicas(service, 0, {LABEL_FAILED: image} if failed and run.image else {})
+        if run.pair.state.preview is colour:
+            run.pair = write_state(self.engine, run.pair, run.pair.state.next(preview=None))
+        return True
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _set_replicas(self, service: str, replicas: int, labels: dict[str, str]) -> None:
+        """Scale a colour (the task template is unchanged: no task restarts)."""
+        for _ in range(5):
+            view = self.engine.inspect_service(service)
+            spec = dict(view.spec)
+            spec["Mode"] = {"Replicated": {"Replicas": replicas}}
+            spec["Labels"] = {**(view.spec.get("Labels") or {}), **labels}
+            try:
+                self.engine.update_service(view, spec)
+                return
+            except VersionConflict:
+                continue
+        raise VersionConflict(f"service {service!r}: not scaled, update out of sequence 5 times")
+
+    def _wait_running(self, service_id: str, replicas: int) -> str | None:
+        """Wait until ``replicas`` tasks of the service run (healthy); None
+        when they do, else why not (a task deadline passed first)."""
+        deadline = self.rollout.task_deadline or timedelta(seconds=300)
+        running: list[TaskView] = []
+
+        def up() -> bool:
+            nonlocal running
+            tasks = self.engine.list_tasks(service_id)
+            running = [t for t in tasks if t.running and t.desired_state is TaskState.RUNNING]
+            return len(running) >= replicas
+
+        if self._wait(up, deadline):
+            return None
+        return (
+            f"{len(running)} of {replicas} tasks running after "
+            f"{deadline.total_seconds():g}s (task_deadline)"
+        )
+
+    def _wait(self, done: Callable[[], bool], limit: timedelta) -> bool:
+        poll = self.rollout.poll_interval.total_seconds()
+        deadline = self.clock.monotonic() + limit.total_seconds()
+        while True:
+            if done():
+                return True
+            if self.clock.monotonic() >= deadline:
+                return False
+            self.clock.sleep(poll)
+
+    def _sample(self, gates: Sequence[Gate], window: timedelta) -> tuple[bool, str]:
+        """Sample ``gates`` every poll through ``window``; each passes if its
+        share of good samples reaches its ``min_success_ratio`` (one bad
+        sample fails a gate that needs them all, at once)."""
+        if not gates:
+            return True, "no checks"
+        poll = self.rollout.poll_interval.total_seconds()
+        end = self.clock.monotonic() + window.total_seconds()
+        tally = {g.name: _Tally() for g in gates}
+        while True:
+            for gate in gates:
+                sample = gate.sample()
+                tally[gate.name].add(sample.ok, sample.detail)
+                if not sample.ok and gate.min_success_ratio >= 1.0:
+                    return False, f"{gate.name}: {sample.detail or 'failed'}"
+            if self.clock.monotonic() >= end:
+                break
+            self.clock.sleep(poll)
+        for gate in gates:
+            counts = tally[gate.name]
+            if counts.good / counts.samples < gate.min_success_ratio:
+                return False, (
+                    f"{gate.name}: {counts.good}/{counts.samples} samples passed "
+                    f"(need {gate.min_success_ratio:.0%}); last: {counts.last or 'failed'}"
+                )
+        return True, "passed"
+
+
+@dataclass
+class _Tally:
+    samples: int = 0
+    good: int = 0
+    last: str = ""
+
+    def add(self, ok: bool, detail: str) -> None:
+        self.samples += 1
+        self.good += int(ok)
+        self.last = self.last if ok else detail

@@ -1,0 +1,149 @@
+"""The pair as the engine holds it: its two services, read and validated,
+and label writes (the state, the router's labels) that restart no task."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..engine import Engine, StackEngine
+from ..errors import InputError, ServiceNotFound, UnsupportedServiceMode, VersionConflict
+from ..model import ServiceMode, ServiceView, UpdateState
+from .model import (
+    LABEL_APP,
+    LABEL_COLOUR,
+    LABEL_PREFIX,
+    OTHER_STRATEGIES,
+    Colour,
+    PairState,
+    with_labels,
+)
+
+__all__ = ["Pair", "read_pair", "relabel", "write_state"]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """The two colour services of one app (``None``: not created yet) and their state."""
+
+    app: str
+    services: Mapping[Colour, ServiceView | None]
+    state: PairState
+
+    @property
+    def active(self) -> ServiceView:
+        service = self.services[self.state.active]
+        assert service is not None
+        return service
+
+    def service(self, colour: Colour) -> ServiceView | None:
+        return self.services[colour]
+
+
+def relabel(engine: Engine, service: str, changes: Mapping[str, str]) -> ServiceView:
+    """Apply ``changes`` to the labels of ``service`` (an empty value removes
+    a label), at the version just inspected; retried when another write came
+    in between. Only ``Spec.Labels`` changes: no task is restarted."""
+    for _ in range(5):
+        view = engine.inspect_service(service)
+        labels = with_labels(view.spec.get("Labels") or {}, changes)
+        if labels == dict(view.spec.get("Labels") or {}):
+            return view
+        try:
+            engine.update_service(view, {**view.spec, "Labels": labels})
+        except VersionConflict:
+            continue
+        return engine.inspect_service(service)
+    raise VersionConflict(
+        f"service {service!r}: labels not written, update out of sequence 5 times"
+    )
+
+
+def write_state(engine: Engine, pair: Pair, state: PairState) -> Pair:
+    """Write ``state`` to both colour services (the higher ``seq`` wins when read)."""
+    services = dict(pair.services)
+    for colour, view in pair.services.items():
+        if view is not None:
+            services[colour] = relabel(engine, view.id, state.labels())
+    return Pair(pair.app, services, state)
+
+
+def _find(engine: StackEngine, name: str) -> ServiceView | None:
+    try:
+        return engine.inspect_service(name)
+    except ServiceNotFound:
+        return None
+
+
+def read_pair(engine: StackEngine, app: str) -> Pair:
+    """The pair of ``app``, checked: raises ``InputError`` (nothing changed)
+    for a colour service missing or renamed, one managed by another
+    strategy, a global service or a job, published ports, or an update in
+    progress."""
+    services = {colour: _find(engine, colour.service(app)) for colour in Colour}
+    names = {colour.service(app) for colour in Colour}
+    for labelled in engine.list_services({LABEL_APP: app}):
+        if labelled.name not in names:
+            raise InputError(
+                f"service {labelled.name!r} carries {LABEL_APP}={app} but is not named "
+                f"{app}-blue or {app}-green: a colour service was renamed"
+            )
+    states = []
+    for colour, view in services.items():
+        if view is None:
+            continue
+        _check_service(view, colour)
+        state = PairState.from_labels(view.spec.get("Labels") or {})
+        if state is not None:
+            states.append(state)
+    present = [c for c, v in services.items() if v is not None]
+    if not present:
+        raise InputError(
+            f"neither {app}-blue nor {app}-green exists: deploy the current service as "
+            f"{app}-blue (with the router's labels) first; the other colour is created from it"
+        )
+    if states:
+        state = max(states, key=lambda s: s.seq)
+        missing = [c for c in Colour if services[c] is None]
+        if missing:
+            raise InputError(
+                f"colour service {missing[0].service(app)!r} is missing: the pair of {app} "
+                f"was set up, and zdd_swarm does not recreate a removed colour"
+            )
+    elif len(present) == 2:
+        raise InputError(
+            f"{app}-blue and {app}-green both exist but carry no blue-green state: "
+            "remove the one that does not serve traffic, it is created from the other"
+        )
+    else:
+        state = PairState(active=present[0])
+    return Pair(app, services, state)
+
+
+def _check_service(view: ServiceView, colour: Colour) -> None:
+    labels = view.spec.get("Labels") or {}
+    said = labels.get(LABEL_COLOUR)
+    if said is not None and said != colour.value:
+        raise InputError(
+            f"service {view.name!r} carries {LABEL_COLOUR}={said}: a colour service was renamed"
+        )
+    other = sorted(k for k in labels if k.startswith(OTHER_STRATEGIES))
+    other = [k for k in other if not k.startswith(LABEL_PREFIX)]
+    if other:
+        raise InputError(
+            f"service {view.name!r} is managed by another strategy ({other[0]}); "
+            "blue-green does not take it over"
+        )
+    if view.mode is not ServiceMode.REPLICATED:
+        raise UnsupportedServiceMode(
+            f"service {view.name!r} is a {view.mode.value} service: blue-green scales a "
+            "colour to 0, which only a replicated service can"
+        )
+    ports = (view.spec.get("EndpointSpec") or {}).get("Ports") or []
+    if ports:
+        raise InputError(
+            f"service {view.name!r} publishes ports: two colours cannot publish the same "
+            "port; publish the router's port instead and let it reach the colours"
+        )
+    if view.state in (UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED):
+        raise InputError(f"service {view.name!r}: an update is in progress ({view.state.value})")
