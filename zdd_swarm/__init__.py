@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import events
+from .bluegreen import BlueGreenOptions, BlueGreenResult, Router
 from .clock import Clock, SystemClock
 from .config import FailureAction, LintWarning, Order, RollbackConfig, UpdateConfig
 from .controller import ConcurrentChange, Controller, Plan, RolloutOptions, UpdateInProgress
@@ -87,6 +88,7 @@ __all__ = [
     "UpdateInProgress",
     "VersionConflict",
     "ZddError",
+    "blue_green",
     "deploy_stack",
     "events",
     "rollback",
@@ -189,3 +191,34 @@ def deploy_stack(
         controller=controller,
         environment=environment,
     )
+
+
+def blue_green(
+    app: str,
+    *,
+    image: str,
+    router: Router | None = None,
+    router_labels: Sequence[str] = (),
+    router_service: str | None = None,
+    host: str | None = None,
+    hooks: Sequence[Hook] = (),
+    options: BlueGreenOptions | None = None,
+    rollout: RolloutOptions | None = None,
+    **option_kwargs: Any,
+) -> BlueGreenResult:
+    """Release ``image`` to the idle colour of ``app`` (``<app>-blue`` /
+    ``<app>-green``), check it, and switch ``router`` to it (``zdd-swarm
+    bluegreen deploy``; see docs/blue-green.md). Without ``router``, a
+    ``LabelRouter`` moves the labels under ``router_labels``.
+    ``option_kwargs`` are ``BlueGreenOptions`` fields; ``rollout`` watches
+    the idle colour's scale-up (task deadlines, gates on its preview route)."""
+    from .bluegreen import BlueGreen, LabelRouter
+
+    if options is None:
+        options = BlueGreenOptions(**option_kwargs)
+    elif option_kwargs:
+        raise ConfigError("options", sorted(option_kwargs), "either options= or keywords")
+    controller = _controller(host, hooks, rollout, {})
+    if router is None:
+        router = LabelRouter(controller.engine, app, tuple(router_labels), router_service)
+    return BlueGreen(router, controller, options).deploy(app, image)

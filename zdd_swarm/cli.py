@@ -501,6 +501,14 @@ def _act(
             with _stdout():
                 render_result(outcome, PipeConsole(highlight=False))
         sys.exit(outcome.exit_code)
+    if callable(getattr(outcome, "summary", None)) and hasattr(outcome, "exit_code"):
+        # a result of its own kind (bluegreen): one line, or its JSON
+        if as_json:
+            _emit_json(outcome.to_dict())
+        else:
+            with _stdout():
+                click.echo(outcome.summary())
+        sys.exit(outcome.exit_code)
     if as_json:
         _emit_json(outcome)
     sys.exit(EXIT_OK)
@@ -973,6 +981,16 @@ def stack_watch(
         )
 
     _run(obj, as_json, log_format, verbose, action, stack_name, params)
+
+
+def _register_strategies() -> None:
+    """Strategies with their own command group (``zdd-swarm bluegreen ...``)."""
+    from .bluegreen.cli import bluegreen
+
+    cli.add_command(bluegreen)
+
+
+_register_strategies()
 
 
 def main(argv: list[str] | None = None) -> None:

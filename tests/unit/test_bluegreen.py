@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -306,3 +307,63 @@ def test_a_router_that_disagrees_with_the_state_is_bad_input(
         BlueGreen(LabelRouter(engine, "web", [ROUTE]), Controller(engine, clock=clock)).deploy(
             "web", "app:2"
         )
+
+
+def cli_run(engine: FakeEngine, clock: FakeClock, *args: str) -> tuple[int, Any]:
+    from click.testing import CliRunner
+
+    from zdd_swarm.cli import _Obj, cli
+
+    obj = _Obj(engine_factory=lambda host: engine, clock=clock)
+    result = CliRunner().invoke(cli, ["bluegreen", *args, "--router", f"labels:{ROUTE}"], obj=obj)
+    data = json.loads(result.stdout) if "--json" in args else result.output
+    return result.exit_code, data
+
+
+def test_cli_deploy_status_rollback(engine: FakeEngine, clock: FakeClock) -> None:
+    engine.add_service("web-blue", "app:1", replicas=2, extra=RICH)
+    code, data = cli_run(engine, clock, "deploy", "web", "--image", "app:2", "--json")
+    assert code == 0 and data["outcome"] == "switched" and data["active"] == "green"
+    code, data = cli_run(engine, clock, "status", "web", "--json")
+    assert code == 0 and data["active"] == "green" and data["router"] == "green"
+    assert data["services"]["green"]["image"] == "app:2"
+    code, text = cli_run(engine, clock, "status", "web")
+    assert code == 0 and "active green" in text
+    code, data = cli_run(engine, clock, "rollback", "web", "--json")
+    assert code == 0 and data["code"] == "rolled_back" and data["active"] == "blue"
+
+
+def test_cli_exit_codes(engine: FakeEngine, clock: FakeClock) -> None:
+    engine.add_service("web-blue", "app:1", replicas=2, extra=RICH)
+    engine.behave("app:bad", ImageBehaviour(fail_after=1.0))
+    code, data = cli_run(engine, clock, "deploy", "web", "--image", "app:bad", "--json")
+    assert code == 1 and data["outcome"] == "not_switched" and data["code"] == "idle_unhealthy"
+    code, data = cli_run(engine, clock, "deploy", "nope", "--image", "app:2", "--json")
+    assert code == 2 and data["code"] == "invalid_input"
+    code, data = cli_run(engine, clock, "promote", "web", "--json")
+    assert code == 2 and "no colour awaits promotion" in data["reason"]
+    code, text = cli_run(engine, clock, "deploy", "web", "--image", "app:2", "--manual-promote")
+    assert code == 0 and "awaiting_promote" in text
+    code, data = cli_run(engine, clock, "promote", "web", "--json")
+    assert code == 0 and data["active"] == "green"
+
+
+def test_cli_refuses_an_unknown_router(engine: FakeEngine, clock: FakeClock) -> None:
+    from click.testing import CliRunner
+
+    from zdd_swarm.cli import _Obj, cli
+
+    engine.add_service("web-blue", "app:1", extra=RICH)
+    obj = _Obj(engine_factory=lambda host: engine, clock=clock)
+    args = ["bluegreen", "deploy", "web", "--image", "app:2", "--router", "nginx:web", "--json"]
+    result = CliRunner().invoke(cli, args, obj=obj)
+    assert result.exit_code == 2
+    assert "not supported yet" in json.loads(result.stdout)["reason"]
+    assert engine.updates == []
+
+
+def test_blue_green_in_python_takes_options_as_keywords() -> None:
+    import zdd_swarm
+
+    with pytest.raises(zdd_swarm.ConfigError, match="scale_down_delay"):
+        zdd_swarm.blue_green("web", image="app:2", router_labels=[ROUTE], scale_down_delay="soon")

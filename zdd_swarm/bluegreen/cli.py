@@ -1,0 +1,206 @@
+"""``zdd-swarm bluegreen deploy|promote|rollback|status``: a thin shell over
+``BlueGreen``, with the exit codes of the rest of the CLI (0 switched or
+awaiting promotion, 1 not switched or switched back, 2 bad input, 4 the
+switch back failed, 5 engine errors)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..cli import (
+    _deadline_options,
+    _Obj,
+    _options,
+    _parse_gate,
+    _parse_tcp_gate,
+    _run,
+    _stdout,
+    output_options,
+)
+from ..controller import Controller
+from ..errors import ConfigError
+from .flow import BlueGreen, BlueGreenOptions
+from .model import Colour
+from .router import LabelRouter, Router
+from .store import Pair
+
+__all__ = ["bluegreen"]
+
+#: Router kinds of ``--router``; nginx and HAProxy come next.
+ROUTER_KINDS = ("labels",)
+
+
+def parse_router(spec: str, app: str, engine: Any, router_service: str | None) -> Router:
+    """``labels:PREFIX[,PREFIX...]``: a router that reads service labels."""
+    kind, sep, rest = spec.partition(":")
+    if kind not in ROUTER_KINDS:
+        raise ConfigError(
+            "--router", spec, "labels:PREFIX[,PREFIX...] (nginx and haproxy are not supported yet)"
+        )
+    prefixes = [p for p in rest.split(",") if p]
+    if not sep or not prefixes:
+        raise ConfigError("--router", spec, "labels:PREFIX[,PREFIX...]")
+    return LabelRouter(engine, app, prefixes, router_service=router_service)
+
+
+def _router_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option(
+        "--router-service", help="The router's own Swarm service (checked to exist)."
+    )(fn)
+    return click.option(
+        "--router",
+        "router_spec",
+        required=True,
+        metavar="labels:PREFIX[,PREFIX...]",
+        help="How traffic reaches a colour: labels under these prefixes (Traefik, caddy).",
+    )(fn)
+
+
+def _blue_green(controller: Controller, app: str, params: dict[str, Any]) -> BlueGreen:
+    router = parse_router(
+        params["router_spec"], app, controller.engine, params.get("router_service")
+    )
+    kwargs: dict[str, Any] = {}
+    for name in ("preview_window", "post_switch_window", "switch_timeout", "scale_down_delay"):
+        if params.get(name) is not None:
+            kwargs[name] = params[name]
+    preview = [_parse_gate(g) for g in params.get("preview_http") or ()]
+    preview += [_parse_tcp_gate(g) for g in params.get("preview_tcp") or ()]
+    post = [_parse_gate(g) for g in params.get("post_switch_http") or ()]
+    options = BlueGreenOptions(
+        auto_promote=not params.get("manual_promote", False),
+        preview_checks=tuple(preview),
+        post_switch_checks=tuple(post),
+        **kwargs,
+    )
+    return BlueGreen(router, controller, options, _options(params, None))
+
+
+@click.group()
+def bluegreen() -> None:
+    """Blue-green releases: APP-blue and APP-green behind a router; switch, switch back."""
+
+
+@bluegreen.command("deploy")
+@click.argument("app")
+@click.option("--image", required=True, help="The release, deployed to the idle colour.")
+@_router_options
+@click.option(
+    "--preview-http", multiple=True, metavar="URL[,status=200]", help="Preview check (HTTP)."
+)
+@click.option("--preview-tcp", multiple=True, metavar="HOST:PORT", help="Preview check (TCP).")
+@click.option("--preview-window", help="How long the preview checks are sampled (10s).")
+@click.option(
+    "--post-switch-http",
+    multiple=True,
+    metavar="URL[,status=200]",
+    help="Check after the switch; a failure switches back at once.",
+)
+@click.option("--post-switch-window", help="How long post-switch checks are sampled (10s).")
+@click.option("--switch-timeout", help="How long the router may take to show the switch (30s).")
+@click.option("--scale-down-delay", help="How long the old colour stays up (30s).")
+@click.option("--manual-promote", is_flag=True, help="Stop before the switch; promote later.")
+@_deadline_options
+@output_options
+@click.pass_obj
+def deploy(
+    obj: _Obj, /, app: str, image: str, as_json: bool, log_format: str, verbose: int, **params: Any
+) -> None:
+    """Deploy IMAGE to the idle colour of APP, check it, switch the router to it."""
+    _run(
+        obj,
+        as_json,
+        log_format,
+        verbose,
+        lambda c: _blue_green(c, app, params).deploy(app, image),
+        app,
+        params,
+    )
+
+
+@bluegreen.command("promote")
+@click.argument("app")
+@_router_options
+@click.option("--post-switch-http", multiple=True, metavar="URL[,status=200]")
+@click.option("--post-switch-window")
+@click.option("--switch-timeout")
+@click.option("--scale-down-delay")
+@output_options
+@click.pass_obj
+def promote(
+    obj: _Obj, /, app: str, as_json: bool, log_format: str, verbose: int, **params: Any
+) -> None:
+    """Switch APP to the colour awaiting promotion."""
+    _run(obj, as_json, log_format, verbose, lambda c: _blue_green(c, app, params).promote(app), app)
+
+
+@bluegreen.command("rollback")
+@click.argument("app")
+@_router_options
+@click.option("--switch-timeout")
+@click.option("--scale-down-delay")
+@_deadline_options
+@output_options
+@click.pass_obj
+def rollback(
+    obj: _Obj, /, app: str, as_json: bool, log_format: str, verbose: int, **params: Any
+) -> None:
+    """Switch APP back to its standby colour (scaled up again if needed)."""
+    _run(
+        obj,
+        as_json,
+        log_format,
+        verbose,
+        lambda c: _blue_green(c, app, params).rollback(app),
+        app,
+        params,
+    )
+
+
+@bluegreen.command("status")
+@click.argument("app")
+@_router_options
+@output_options
+@click.pass_obj
+def status(
+    obj: _Obj, /, app: str, as_json: bool, log_format: str, verbose: int, **params: Any
+) -> None:
+    """Show APP's colours: which is active, under preview, scaling down when."""
+
+    def action(controller: Controller) -> Any:
+        blue_green = _blue_green(controller, app, params)
+        pair = blue_green.status(app)
+        payload = _status_payload(pair, blue_green.router.active())
+        if as_json:
+            return payload
+        with _stdout():
+            click.echo(f"{app}: active {payload['active']} (router: {payload['router']})")
+            for view in pair.services.values():
+                if view is not None:
+                    click.echo(f"  {view.name}: {view.image} x{view.replicas}")
+            if payload["preview"]:
+                click.echo(f"  awaiting promotion: {payload['preview']}")
+            if payload["scale_down_at"]:
+                click.echo(f"  the old colour scales down at {payload['scale_down_at']}")
+        raise SystemExit(0)
+
+    _run(obj, as_json, log_format, verbose, action, app)
+
+
+def _status_payload(pair: Pair, routed: Colour | None) -> dict[str, Any]:
+    state = pair.state
+    return {
+        "app": pair.app,
+        "active": state.active.value,
+        "router": routed.value if routed else None,
+        "preview": state.preview.value if state.preview else None,
+        "scale_down_at": state.scale_down_at.isoformat() if state.scale_down_at else None,
+        "services": {
+            colour.value: {"name": view.name, "image": view.image, "replicas": view.replicas}
+            for colour, view in pair.services.items()
+            if view is not None
+        },
+    }
