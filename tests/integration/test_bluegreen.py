@@ -1,0 +1,150 @@
+"""Blue-green on the lab with the label router: the switch moves the router
+labels between the colour services, restarts no task, and keeps every field
+of the service on the new colour."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from docker.errors import NotFound
+
+from zdd_swarm import HttpGate
+from zdd_swarm.bluegreen import (
+    BlueGreen,
+    BlueGreenOptions,
+    BlueGreenOutcome,
+    BlueGreenStage,
+    Colour,
+    LabelRouter,
+)
+from zdd_swarm.spec import diff_specs
+
+from .support import cleanup_objects, controller, create_service, rich_spec_kwargs, running_tasks
+
+pytestmark = pytest.mark.integration
+
+ROUTE = "traefik.http.routers.app"
+ROUTER_LABELS = {f"{ROUTE}.rule": "Host(`app.example`)", f"{ROUTE}.entrypoints": "web"}
+
+
+@pytest.fixture
+def app(service_name: str, docker_client: Any) -> Iterator[str]:
+    """An app name; its colour services and objects are removed after the test."""
+    yield service_name
+    for colour in Colour:
+        with contextlib.suppress(NotFound):
+            docker_client.api.remove_service(colour.service(service_name))
+    cleanup_objects(docker_client, service_name)
+
+
+@pytest.fixture
+def failing_endpoint() -> Iterator[str]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(503)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/preview"
+    server.shutdown()
+
+
+def create_blue(docker_client: Any, lab: Any, app: str) -> dict[str, Any]:
+    """``<app>-blue`` with every field a user would be upset to lose, routed."""
+    kwargs = rich_spec_kwargs(docker_client, app)
+    kwargs["labels"] = {**kwargs["labels"], **ROUTER_LABELS}
+    create_service(docker_client, lab, Colour.BLUE.service(app), "v1", replicas=2, **kwargs)
+    spec: dict[str, Any] = docker_client.api.inspect_service(Colour.BLUE.service(app))["Spec"]
+    return spec
+
+
+def task_ids(docker_client: Any, service: str) -> set[str]:
+    return {t["ID"] for t in running_tasks(docker_client, service)}
+
+
+def blue_green(engine: Any, app: str, hooks: Any = (), **options: Any) -> BlueGreen:
+    options.setdefault("scale_down_delay", "2s")
+    router = LabelRouter(engine, app, [ROUTE])
+    return BlueGreen(router, controller(engine, hooks=hooks), BlueGreenOptions(**options))
+
+
+def router_labels(docker_client: Any, service: str) -> dict[str, str]:
+    labels = docker_client.api.inspect_service(service)["Spec"].get("Labels") or {}
+    return {k: v for k, v in labels.items() if k.startswith(ROUTE)}
+
+
+def test_a_good_release_switches_with_every_field_kept_and_no_task_restarted(
+    lab: Any, docker_client: Any, app: str, engine: Any
+) -> None:
+    blue, green = Colour.BLUE.service(app), Colour.GREEN.service(app)
+    before = create_blue(docker_client, lab, app)
+    blue_tasks = task_ids(docker_client, blue)
+    seen: dict[str, set[str]] = {}
+
+    def at_stage(event: Any) -> None:
+        # the running tasks of both colours around the label changes
+        if isinstance(event, BlueGreenStage) and event.stage in ("preview", "post_switch"):
+            seen[event.stage] = task_ids(docker_client, blue) | task_ids(docker_client, green)
+
+    result = blue_green(engine, app, hooks=[at_stage]).deploy(app, lab.image("v2"))
+    assert result.outcome is BlueGreenOutcome.SWITCHED, result.summary()
+    assert result.active is Colour.GREEN and result.switch_s is not None
+    assert router_labels(docker_client, green) == ROUTER_LABELS
+    assert router_labels(docker_client, blue) == {}
+    # the label writes (state, then the switch) restarted no task of either colour
+    assert blue_tasks <= seen["preview"]
+    assert seen["post_switch"] == seen["preview"]
+    after = docker_client.api.inspect_service(green)["Spec"]
+    assert set(diff_specs(before, after)) - {"Name", "TaskTemplate.ContainerSpec.Image"} == {
+        f"Labels.{k}" for k in after["Labels"] if k.startswith("zdd-swarm.bluegreen.")
+    }
+    assert {t["Spec"]["ContainerSpec"]["Image"] for t in running_tasks(docker_client, green)} == {
+        lab.image("v2")
+    }
+    assert len(running_tasks(docker_client, green)) == 2
+    assert docker_client.api.inspect_service(blue)["Spec"]["Mode"]["Replicated"]["Replicas"] == 0
+
+
+def test_a_bad_preview_is_never_switched_to(
+    lab: Any, docker_client: Any, app: str, engine: Any, failing_endpoint: str
+) -> None:
+    blue, green = Colour.BLUE.service(app), Colour.GREEN.service(app)
+    create_blue(docker_client, lab, app)
+    blue_tasks = task_ids(docker_client, blue)
+    bg = blue_green(engine, app, preview_checks=[HttpGate(failing_endpoint)])
+    result = bg.deploy(app, lab.image("v2"))
+    assert result.outcome is BlueGreenOutcome.NOT_SWITCHED, result.summary()
+    assert result.exit_code == 1 and result.code == "preview_check_failed"
+    assert "HTTP 503" in result.reason.message
+    assert "switch" not in result.steps
+    assert router_labels(docker_client, blue) == ROUTER_LABELS
+    assert router_labels(docker_client, green) == {}
+    assert docker_client.api.inspect_service(green)["Spec"]["Mode"]["Replicated"]["Replicas"] == 0
+    assert task_ids(docker_client, blue) == blue_tasks
+
+
+def test_rollback_switches_back_to_the_standby(
+    lab: Any, docker_client: Any, app: str, engine: Any
+) -> None:
+    blue, green = Colour.BLUE.service(app), Colour.GREEN.service(app)
+    create_blue(docker_client, lab, app)
+    bg = blue_green(engine, app)
+    assert bg.deploy(app, lab.image("v2")).outcome is BlueGreenOutcome.SWITCHED
+    result = bg.rollback(app)
+    assert result.outcome is BlueGreenOutcome.SWITCHED, result.summary()
+    assert result.code == "rolled_back" and result.active is Colour.BLUE
+    assert router_labels(docker_client, blue) == ROUTER_LABELS
+    assert router_labels(docker_client, green) == {}
+    images = {t["Spec"]["ContainerSpec"]["Image"] for t in running_tasks(docker_client, blue)}
+    assert images == {lab.image("v1")} and len(running_tasks(docker_client, blue)) == 2
+    assert docker_client.api.inspect_service(green)["Spec"]["Mode"]["Replicated"]["Replicas"] == 0
