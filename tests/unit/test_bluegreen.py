@@ -367,3 +367,21 @@ def test_blue_green_in_python_takes_options_as_keywords() -> None:
 
     with pytest.raises(zdd_swarm.ConfigError, match="scale_down_delay"):
         zdd_swarm.blue_green("web", image="app:2", router_labels=[ROUTE], scale_down_delay="soon")
+
+
+def test_a_promoted_release_that_fails_after_the_switch_is_marked_failed(
+    engine: FakeEngine, clock: FakeClock
+) -> None:
+    bg, router = setup(engine, clock, auto_promote=False)
+    bg.deploy("web", "app:2")
+    failing = BlueGreen(
+        router,
+        bg.controller,
+        BlueGreenOptions(post_switch_checks=[CallableGate(lambda: False, name="errors")]),
+    )
+    result = failing.promote("web")
+    assert result.outcome is BlueGreenOutcome.SWITCHED_BACK and result.image == "app:2"
+    assert router.active() is Colour.BLUE
+    assert labels(engine, "web-green")[LABEL_FAILED] == "app:2"
+    with pytest.raises(InputError, match="failed"):
+        bg.rollback("web")

@@ -179,7 +179,9 @@ class BlueGreen:
         pair = self._prepare(app)
         if pair.state.preview is None:
             raise InputError(f"{app}: no colour awaits promotion")
-        return self._drive(_Run(pair, pair.state.preview, None), Stage.SWITCH)
+        preview = pair.service(pair.state.preview)
+        assert preview is not None
+        return self._drive(_Run(pair, pair.state.preview, preview.image), Stage.SWITCH)
 
     def rollback(self, app: str) -> BlueGreenResult:
         """Switch back to the standby colour (scaled up again if it was scaled down);
