@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from zdd_swarm import Controller, InputError, RolloutOptions
+from zdd_swarm import Controller, InputError, RolloutOptions, UpdateInProgress
 from zdd_swarm.bluegreen import (
     BlueGreen,
     BlueGreenOptions,
@@ -19,7 +19,7 @@ from zdd_swarm.bluegreen import (
     Stage,
 )
 from zdd_swarm.bluegreen.flow import advance
-from zdd_swarm.bluegreen.model import LABEL_ACTIVE, LABEL_FAILED, colour_spec
+from zdd_swarm.bluegreen.model import LABEL_ACTIVE, LABEL_FAILED, LABEL_LOCK, colour_spec
 from zdd_swarm.gates import CallableGate
 from zdd_swarm.testing import FakeClock, FakeEngine, ImageBehaviour
 
@@ -385,3 +385,48 @@ def test_a_promoted_release_that_fails_after_the_switch_is_marked_failed(
     assert labels(engine, "web-green")[LABEL_FAILED] == "app:2"
     with pytest.raises(InputError, match="failed"):
         bg.rollback("web")
+
+
+def test_two_operations_never_switch_one_app_at_once(engine: FakeEngine, clock: FakeClock) -> None:
+    bg, router = setup(engine, clock)
+    refused: list[Exception] = []
+
+    def meanwhile(event: Any) -> None:
+        if getattr(event, "stage", None) == "preview":
+            other = BlueGreen(router, Controller(engine, clock=clock))
+            with pytest.raises(UpdateInProgress, match="another blue-green deploy") as caught:
+                other.rollback("web")
+            refused.append(caught.value)
+
+    bg.controller.hooks.append(meanwhile)
+    assert bg.deploy("web", "app:2").outcome is BlueGreenOutcome.SWITCHED
+    assert refused
+    assert not any(LABEL_LOCK in labels(engine, f"web-{c}") for c in ("blue", "green"))
+
+
+class _RollbackDuringTheDelay(FakeClock):
+    """A clock on which another process rolls back while the deploy waits out
+    its scale-down delay."""
+
+    rollback: Any = None
+
+    def sleep(self, seconds: float) -> None:
+        if seconds >= 3600 and self.rollback is not None:
+            rollback, self.rollback = self.rollback, None
+            self.result = rollback()
+        super().sleep(seconds)
+
+
+def test_a_rollback_during_the_scale_down_delay_wins() -> None:
+    clock = _RollbackDuringTheDelay()
+    engine = FakeEngine(clock)
+    bg, router = setup(engine, clock, scale_down_delay="1h")
+    other = BlueGreen(router, Controller(engine, clock=clock), BlueGreenOptions())
+    clock.rollback = lambda: other.rollback("web")
+    result = bg.deploy("web", "app:2")
+    assert result.outcome is BlueGreenOutcome.SWITCHED
+    assert clock.result.code == "rolled_back"
+    # the deploy's scale-down left the colour the rollback switched to alone
+    assert router.active() is Colour.BLUE
+    assert engine.inspect_service("web-blue").replicas == 3
+    assert engine.inspect_service("web-green").replicas == 0

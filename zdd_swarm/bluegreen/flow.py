@@ -18,8 +18,10 @@ it back to 0.
 
 from __future__ import annotations
 
+import contextlib
 import enum
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -28,7 +30,14 @@ from .._logging import get_logger
 from ..config import RolloutOptions, _duration
 from ..controller import Controller
 from ..engine import StackEngine
-from ..errors import ConfigError, InputError, NotAManager, VersionConflict, ZddError
+from ..errors import (
+    ConfigError,
+    InputError,
+    NotAManager,
+    UpdateInProgress,
+    VersionConflict,
+    ZddError,
+)
 from ..events import Event
 from ..gates import Gate, as_gates
 from ..model import TaskState, TaskView, replicas_of
@@ -44,7 +53,7 @@ from .model import (
     ours,
 )
 from .router import Router
-from .store import Pair, read_pair, write_state
+from .store import Pair, acquire, read_pair, release, write_state
 
 __all__ = ["BlueGreen", "BlueGreenOptions", "BlueGreenStage", "Stage", "advance"]
 
@@ -137,6 +146,8 @@ class _Run:
     target: Colour
     image: str | None
     checks: bool = True
+    held: str = ""
+    """our lock on the pair (empty once given back)"""
     start: float = 0.0
     result: BlueGreenResult | None = None
     steps: list[str] = field(default_factory=list)
@@ -168,45 +179,45 @@ class BlueGreen:
     def deploy(self, app: str, image: str) -> BlueGreenResult:
         """Release ``image`` to the idle colour of ``app`` and switch to it."""
         validate_image_reference(image)
-        pair = self._prepare(app)
-        if pair.state.preview is not None:
-            log.info("preview_replaced", app=app, colour=pair.state.preview.value)
-        run = _Run(pair, pair.state.active.other, image)
-        return self._drive(run, Stage.ENSURE_IDLE)
+        with self._locked(app, "deploy") as (pair, held):
+            if pair.state.preview is not None:
+                log.info("preview_replaced", app=app, colour=pair.state.preview.value)
+            run = _Run(pair, pair.state.active.other, image, held=held)
+            return self._drive(run, Stage.ENSURE_IDLE)
 
     def promote(self, app: str) -> BlueGreenResult:
         """Switch to the colour awaiting promotion."""
-        pair = self._prepare(app)
-        if pair.state.preview is None:
-            raise InputError(f"{app}: no colour awaits promotion")
-        preview = pair.service(pair.state.preview)
-        assert preview is not None
-        return self._drive(_Run(pair, pair.state.preview, preview.image), Stage.SWITCH)
+        with self._locked(app, "promote") as (pair, held):
+            if pair.state.preview is None:
+                raise InputError(f"{app}: no colour awaits promotion")
+            preview = pair.service(pair.state.preview)
+            assert preview is not None
+            run = _Run(pair, pair.state.preview, preview.image, held=held)
+            return self._drive(run, Stage.SWITCH)
 
     def rollback(self, app: str) -> BlueGreenResult:
         """Switch back to the standby colour (scaled up again if it was scaled down);
         a colour awaiting promotion is discarded instead."""
-        pair = self._prepare(app)
-        state = pair.state
-        if state.preview is not None:
-            run = _Run(pair, state.preview, None)
-            run.start = self.clock.monotonic()
-            self._scale_down(run, state.preview, failed=False)
-            return self._end(
-                run,
-                BlueGreenOutcome.NOT_SWITCHED,
-                BlueGreenCode.PREVIEW_DISCARDED,
-                f"the preview on {state.preview.value} was discarded",
-            )
-        standby = pair.service(state.active.other)
-        assert standby is not None
-        failed = (standby.spec.get("Labels") or {}).get(LABEL_FAILED)
-        if failed and failed == standby.image:
-            raise InputError(
-                f"{standby.name} holds {failed}, a release that failed: nothing to roll back to"
-            )
-        run = _Run(pair, state.active.other, None, checks=False)
-        return self._drive(run, Stage.SCALE_UP)
+        with self._locked(app, "rollback") as (pair, held):
+            state = pair.state
+            if state.preview is not None:
+                run = _Run(pair, state.preview, None, held=held, start=self.clock.monotonic())
+                self._scale_down(run, state.preview, failed=False)
+                return self._end(
+                    run,
+                    BlueGreenOutcome.NOT_SWITCHED,
+                    BlueGreenCode.PREVIEW_DISCARDED,
+                    f"the preview on {state.preview.value} was discarded",
+                )
+            standby = pair.service(state.active.other)
+            assert standby is not None
+            failed = (standby.spec.get("Labels") or {}).get(LABEL_FAILED)
+            if failed and failed == standby.image:
+                raise InputError(
+                    f"{standby.name} holds {failed}, a release that failed: nothing to roll back to"
+                )
+            run = _Run(pair, state.active.other, None, checks=False, held=held)
+            return self._drive(run, Stage.SCALE_UP)
 
     def status(self, app: str) -> Pair:
         """The pair as it is, checked (no change)."""
@@ -228,6 +239,18 @@ class BlueGreen:
                 f", the pair's state says {pair.state.active.value}: fix the router first"
             )
         return pair
+
+    @contextlib.contextmanager
+    def _locked(self, app: str, operation: str) -> Iterator[tuple[Pair, str]]:
+        """The checked pair, under its lock (given back at the end, whatever happens)."""
+        pair = self._prepare(app)
+        held = f"{uuid.uuid4().hex[:12]} {self.clock.now().isoformat()} {operation}"
+        pair = acquire(self.engine, pair, held)
+        try:
+            yield pair, held
+        finally:
+            with contextlib.suppress(ZddError):
+                release(self.engine, app, held)
 
     def _drive(self, run: _Run, stage: Stage) -> BlueGreenResult:
         run.start = run.start or self.clock.monotonic()
@@ -459,14 +482,22 @@ class BlueGreen:
             f"traffic goes to {run.target.service(run.pair.app)}"
             + (f" ({run.image})" if run.image else ""),
         )
+        # the switch is settled: a rollback may come in meanwhile (its own lock)
+        release(self.engine, run.pair.app, run.held)
         self.clock.sleep(self.options.scale_down_delay.total_seconds())
         return True
 
     def _scale_down_old(self, run: _Run) -> bool:
-        """Scale the old colour to 0, unless another process switched meanwhile."""
+        """Scale the old colour to 0, unless another operation holds the pair
+        or switched it meanwhile."""
         now = read_pair(self.engine, run.pair.app)
         if now.state.active is not run.target or now.state.seq != run.pair.state.seq:
             log.info("scale_down_skipped", app=run.pair.app, reason="the pair changed meanwhile")
+            return True
+        try:
+            now = acquire(self.engine, now, run.held)
+        except UpdateInProgress:
+            log.info("scale_down_skipped", app=run.pair.app, reason="another operation holds it")
             return True
         old = now.service(run.target.other)
         assert old is not None

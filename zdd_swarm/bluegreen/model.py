@@ -40,6 +40,8 @@ LABEL_ACTIVE = LABEL_PREFIX + "active"
 LABEL_PREVIEW = LABEL_PREFIX + "preview"
 LABEL_SCALE_DOWN_AT = LABEL_PREFIX + "scale-down-at"
 LABEL_SEQ = LABEL_PREFIX + "seq"
+LABEL_LOCK = LABEL_PREFIX + "lock"
+"""On one colour while an operation switches the pair: ``<owner> <since> <operation>``."""
 LABEL_FAILED = LABEL_PREFIX + "failed"
 """On a colour: the image of a release that failed on it (``rollback`` will
 not switch to that image)."""

@@ -7,11 +7,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..engine import Engine, StackEngine
-from ..errors import InputError, ServiceNotFound, UnsupportedServiceMode, VersionConflict
+from ..errors import (
+    InputError,
+    ServiceNotFound,
+    UnsupportedServiceMode,
+    UpdateInProgress,
+    VersionConflict,
+)
 from ..model import ServiceMode, ServiceView, UpdateState
 from .model import (
     LABEL_APP,
     LABEL_COLOUR,
+    LABEL_LOCK,
     LABEL_PREFIX,
     OTHER_STRATEGIES,
     Colour,
@@ -19,7 +26,7 @@ from .model import (
     with_labels,
 )
 
-__all__ = ["Pair", "read_pair", "relabel", "write_state"]
+__all__ = ["Pair", "acquire", "read_pair", "relabel", "release", "write_state"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,15 @@ class Pair:
     app: str
     services: Mapping[Colour, ServiceView | None]
     state: PairState
+
+    @property
+    def lock(self) -> str | None:
+        """Who holds the pair's lock (``<owner> <since> <operation>``), if anyone."""
+        for view in self.services.values():
+            held = (view.spec.get("Labels") or {}).get(LABEL_LOCK) if view else None
+            if held:
+                return str(held)
+        return None
 
     @property
     def active(self) -> ServiceView:
@@ -147,3 +163,46 @@ def _check_service(view: ServiceView, colour: Colour) -> None:
         )
     if view.state in (UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED):
         raise InputError(f"service {view.name!r}: an update is in progress ({view.state.value})")
+
+
+def _refuse(app: str, held: str) -> UpdateInProgress:
+    owner, _, rest = held.partition(" ")
+    since, _, operation = rest.partition(" ")
+    return UpdateInProgress(
+        f"{app}: another blue-green {operation or 'operation'} holds the pair since {since} "
+        f"(owner {owner}); if its process died, remove the label {LABEL_LOCK} from "
+        f"{app}-blue and {app}-green"
+    )
+
+
+def acquire(engine: StackEngine, pair: Pair, held: str) -> Pair:
+    """Take the pair's lock (the label ``held`` on its first colour service),
+    so that two processes never switch one app; returns the pair as read
+    under the lock. The write is checked against the service's version: of
+    two processes that race, the second sees the first's lock and raises
+    ``UpdateInProgress``."""
+    if pair.lock is not None:
+        raise _refuse(pair.app, pair.lock)
+    service = next(v for v in pair.services.values() if v is not None)
+    for _ in range(5):
+        view = engine.inspect_service(service.id)
+        labels = dict(view.spec.get("Labels") or {})
+        if labels.get(LABEL_LOCK):
+            raise _refuse(pair.app, labels[LABEL_LOCK])
+        try:
+            engine.update_service(view, {**view.spec, "Labels": {**labels, LABEL_LOCK: held}})
+        except VersionConflict:
+            continue
+        return read_pair(engine, pair.app)
+    raise VersionConflict(f"{pair.app}: lock not taken, update out of sequence 5 times")
+
+
+def release(engine: StackEngine, app: str, held: str) -> None:
+    """Give the lock back, if it is still ``held``."""
+    for colour in Colour:
+        try:
+            view = engine.inspect_service(colour.service(app))
+        except ServiceNotFound:
+            continue
+        if (view.spec.get("Labels") or {}).get(LABEL_LOCK) == held:
+            relabel(engine, view.id, {LABEL_LOCK: ""})
