@@ -103,6 +103,9 @@ class ProgressDisplay:
                 f"{event.parallelism or 'all'}, {event.order}"
             )
             self._bar(event.phase if event.phase != "watch" else "update", event.total)
+        elif isinstance(event, events.BlueGreenStage):
+            verdict = "done" if event.ok else f"FAILED: {event.detail}"
+            self._line(f"{t} {event.service}: {event.stage} ({event.colour}) {verdict}")
         elif isinstance(event, events.BatchStarted):
             self._line(f"{t} {event.phase} batch {event.batch + 1} started")
         elif isinstance(event, events.TaskRunning):

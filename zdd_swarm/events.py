@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BatchCompleted",
     "BatchStarted",
+    "BlueGreenStage",
     "EngineUnreachable",
     "Event",
     "GateFailed",
@@ -153,3 +154,15 @@ class RolloutFinished(Event):
             "reason": self.reason,
             "elapsed": self.elapsed,
         }
+
+
+@dataclass(frozen=True)
+class BlueGreenStage(Event):
+    """A stage of a blue-green operation ended (``service`` is the app;
+    stages: ``zdd_swarm.bluegreen.Stage``)."""
+
+    stage: str
+    colour: str
+    """the colour the operation releases (or switches) to"""
+    ok: bool
+    detail: str = ""

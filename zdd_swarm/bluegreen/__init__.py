@@ -10,7 +10,8 @@ See docs/blue-green.md.
 
 from __future__ import annotations
 
-from .flow import BlueGreen, BlueGreenOptions, BlueGreenStage, Stage
+from ..events import BlueGreenStage
+from .flow import BlueGreen, BlueGreenOptions, Stage
 from .model import BlueGreenCode, BlueGreenOutcome, BlueGreenResult, Colour, PairState
 from .router import CallableRouter, LabelRouter, Router
 from .store import Pair

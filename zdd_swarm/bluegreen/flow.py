@@ -38,7 +38,7 @@ from ..errors import (
     VersionConflict,
     ZddError,
 )
-from ..events import Event
+from ..events import BlueGreenStage
 from ..gates import Gate, as_gates
 from ..model import TaskState, TaskView, replicas_of
 from ..result import Outcome, Reason, RolloutResult
@@ -55,7 +55,7 @@ from .model import (
 from .router import Router
 from .store import Pair, acquire, read_pair, release, write_state
 
-__all__ = ["BlueGreen", "BlueGreenOptions", "BlueGreenStage", "Stage", "advance"]
+__all__ = ["BlueGreen", "BlueGreenOptions", "Stage", "advance"]
 
 log = get_logger("zdd_swarm.bluegreen")
 
@@ -96,16 +96,6 @@ def advance(stage: Stage, ok: bool, *, auto_promote: bool = True) -> Stage:
     if stage is Stage.PREVIEW and ok and not auto_promote:
         return Stage.AWAIT_PROMOTE
     return _TABLE[stage][0 if ok else 1]
-
-
-@dataclass(frozen=True)
-class BlueGreenStage(Event):
-    """A stage of the blue-green flow ended (``service`` is the app)."""
-
-    stage: str
-    colour: str
-    ok: bool
-    detail: str = ""
 
 
 @dataclass(frozen=True)
