@@ -326,6 +326,7 @@ def test_cli_deploy_status_rollback(engine: FakeEngine, clock: FakeClock) -> Non
     assert code == 0 and data["outcome"] == "switched" and data["active"] == "green"
     code, data = cli_run(engine, clock, "status", "web", "--json")
     assert code == 0 and data["active"] == "green" and data["router"] == "green"
+    assert data["lock"] is None
     assert data["services"]["green"]["image"] == "app:2"
     code, text = cli_run(engine, clock, "status", "web")
     assert code == 0 and "active green" in text

@@ -185,6 +185,8 @@ def status(
                 click.echo(f"  awaiting promotion: {payload['preview']}")
             if payload["scale_down_at"]:
                 click.echo(f"  the old colour scales down at {payload['scale_down_at']}")
+            if pair.lock:
+                click.echo(f"  locked by an operation in flight: {pair.lock}")
         raise SystemExit(0)
 
     _run(obj, as_json, log_format, verbose, action, app)
@@ -198,6 +200,7 @@ def _status_payload(pair: Pair, routed: Colour | None) -> dict[str, Any]:
         "router": routed.value if routed else None,
         "preview": state.preview.value if state.preview else None,
         "scale_down_at": state.scale_down_at.isoformat() if state.scale_down_at else None,
+        "lock": pair.lock,
         "services": {
             colour.value: {"name": view.name, "image": view.image, "replicas": view.replicas}
             for colour, view in pair.services.items()
