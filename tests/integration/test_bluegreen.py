@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -148,3 +149,29 @@ def test_rollback_switches_back_to_the_standby(
     images = {t["Spec"]["ContainerSpec"]["Image"] for t in running_tasks(docker_client, blue)}
     assert images == {lab.image("v1")} and len(running_tasks(docker_client, blue)) == 2
     assert docker_client.api.inspect_service(green)["Spec"]["Mode"]["Replicated"]["Replicas"] == 0
+
+
+def test_the_cli_exit_codes_say_what_happened(
+    lab: Any, docker_client: Any, app: str, failing_endpoint: str
+) -> None:
+    from click.testing import CliRunner
+
+    from zdd_swarm.cli import cli
+
+    blue, green = Colour.BLUE.service(app), Colour.GREEN.service(app)
+    create_blue(docker_client, lab, app)
+    base = ["-H", lab.docker_host, "bluegreen", "deploy", app, "--image", lab.image("v2")]
+    route = ["--router", f"labels:{ROUTE}", "--json"]
+    missing = CliRunner().invoke(cli, [*base, *route, "--router-service", f"{app}-traefik"])
+    assert missing.exit_code == 2, missing.output
+    assert "router service" in json.loads(missing.stdout)["reason"]
+    with contextlib.suppress(NotFound):
+        docker_client.api.inspect_service(green)
+        raise AssertionError(f"{green} was created for a refused deploy")
+    bad = CliRunner().invoke(
+        cli, [*base, *route, "--preview-http", failing_endpoint, "--task-deadline", "30s"]
+    )
+    assert bad.exit_code == 1, bad.output
+    data = json.loads(bad.stdout)
+    assert data["outcome"] == "not_switched" and data["code"] == "preview_check_failed"
+    assert router_labels(docker_client, blue) == ROUTER_LABELS
