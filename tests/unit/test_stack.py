@@ -384,7 +384,7 @@ def test_cli_exit_codes_0_1_and_2(
     versions = {s.id: s.version for s in engine.services.values()}
     for args in (
         ["-c", str(stack_dir / "missing.yml"), "shop"],
-        ["-c", compose, "shop", "--prune"],
+        ["-c", compose, "shop", "--resolve-image", "sometimes"],
         ["-c", compose, "bad name"],
     ):
         code, output = cli_deploy(engine, clock, *args)
@@ -578,3 +578,117 @@ def test_cli_stack_watch_puts_back_with_exit_1(
     assert run.exit_code == 1, run.output
     assert json.loads(run.output[run.output.index("{") :])["outcome"] == "rolled_back"
     assert specs(engine) == before
+
+
+# -- prune and resolve-image ------------------------------------------------------
+
+
+def test_prune_removes_services_the_files_no_longer_name_once_the_rest_landed(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock
+) -> None:
+    deploy(engine, clock, stack_dir)
+    compose = stack_dir / "compose.yml"
+    text = compose.read_text()
+    start = text.index("  worker:")
+    end = text.index("\nnetworks:")
+    compose.write_text(text[:start] + text[end + 1 :])
+    plan = plan_stack([compose], "shop", engine=engine, environment=IMAGES, prune=True)
+    assert "  once every change landed, remove: shop_worker" in plan.lines()
+    kept = deploy_stack(
+        [compose],
+        "shop",
+        engine=engine,
+        controller=Controller(engine, clock=clock),
+        environment=IMAGES,
+    )
+    assert set(specs(engine)) == {"shop_web", "shop_api", "shop_worker"}, kept.summary()
+    result = deploy_stack(
+        [compose],
+        "shop",
+        engine=engine,
+        controller=Controller(engine, clock=clock),
+        environment={**IMAGES, "WEB_IMAGE": "app/web:2"},
+        prune=True,
+    )
+    assert result.outcome is StackOutcome.COMPLETED, result.summary()
+    assert {r.service: r.outcome for r in result.services}["shop_worker"] == "removed"
+    assert set(specs(engine)) == {"shop_web", "shop_api"}
+
+
+def test_prune_leaves_everything_when_the_deploy_is_put_back(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock
+) -> None:
+    deploy(engine, clock, stack_dir)
+    compose = stack_dir / "compose.yml"
+    text = compose.read_text()
+    compose.write_text(text[: text.index("  worker:")] + text[text.index("\nnetworks:") + 1 :])
+    engine.behave("app/web:9", ImageBehaviour(fail_after=1.0))
+    result = deploy_stack(
+        [compose],
+        "shop",
+        engine=engine,
+        controller=Controller(engine, clock=clock),
+        options=RolloutOptions(task_deadline="30s"),
+        environment={**IMAGES, "WEB_IMAGE": "app/web:9"},
+        prune=True,
+    )
+    assert result.outcome is StackOutcome.ROLLED_BACK, result.summary()
+    assert {r.service: r.outcome for r in result.services}["shop_worker"] == "not_started"
+    assert "shop_worker" in specs(engine)
+
+
+@pytest.mark.parametrize(
+    ("policy", "pinned"),
+    [
+        ("always", {"shop_web", "shop_api", "shop_worker"}),
+        ("changed", {"shop_web"}),
+        ("never", set()),
+    ],
+)
+def test_resolve_image_pins_digests_as_docker_stack_deploy(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock, policy: str, pinned: set[str]
+) -> None:
+    deploy(engine, clock, stack_dir)
+    result = deploy_stack(
+        [stack_dir / "compose.yml"],
+        "shop",
+        engine=engine,
+        controller=Controller(engine, clock=clock),
+        environment={**IMAGES, "WEB_IMAGE": "app/web:2"},
+        resolve_image=policy,
+    )
+    assert result.outcome is StackOutcome.COMPLETED, result.summary()
+    for name, spec in specs(engine).items():
+        template = spec["TaskTemplate"]
+        image = template["ContainerSpec"]["Image"]
+        assert ("@sha256:" in image) is (name in pinned), (name, image)
+        if name in pinned:
+            assert image.startswith(spec["Labels"][LABEL_IMAGE] + "@sha256:")
+            assert template["Placement"]["Platforms"] == [{"Architecture": "amd64", "OS": "linux"}]
+
+
+def test_resolve_image_changed_keeps_a_pinned_image_that_did_not_change(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock
+) -> None:
+    def run(**images: str) -> Any:
+        return deploy_stack(
+            [stack_dir / "compose.yml"],
+            "shop",
+            engine=engine,
+            controller=Controller(engine, clock=clock),
+            environment={**IMAGES, **images},
+            resolve_image="changed",
+        )
+
+    run()
+    pinned = specs(engine)["shop_api"]["TaskTemplate"]["ContainerSpec"]["Image"]
+    assert "@sha256:" in pinned
+    again = run(WEB_IMAGE="app/web:2")
+    assert {r.service: r.action.value for r in again.services}["shop_api"] == "unchanged"
+    assert specs(engine)["shop_api"]["TaskTemplate"]["ContainerSpec"]["Image"] == pinned
+
+
+def test_an_unknown_resolve_image_policy_is_refused(stack_dir: Path, engine: FakeEngine) -> None:
+    with pytest.raises(InputError, match="resolve_image"):
+        plan_stack([stack_dir / "compose.yml"], "shop", engine=engine, resolve_image="sometimes")
+    assert not engine.services

@@ -30,6 +30,7 @@ from ..config import (
 from ..controller import Controller
 from ..engine import DockerEngine, StackEngine, SwarmObject
 from ..errors import (
+    ConfigError,
     EngineError,
     InputError,
     NotAManager,
@@ -38,12 +39,13 @@ from ..errors import (
     ZddError,
 )
 from ..events import Hook
-from ..model import ServiceView, TaskState, UpdateState, replicas_of
+from ..model import ResolvedImage, ServiceView, TaskState, UpdateState, replicas_of
 from ..result import Outcome, RolloutResult
-from ..spec import ServiceChange, diff_service_specs
+from ..spec import ServiceChange, diff_service_specs, pin_image
 from .compose import LABEL_IMAGE, LABEL_NAMESPACE, ObjectSpec, StackSpec, load_stack
 
 __all__ = [
+    "ResolveImage",
     "ServiceAction",
     "ServiceReport",
     "StackOutcome",
@@ -71,6 +73,18 @@ class ServiceAction(enum.StrEnum):
     CREATE = "create"
     UPDATE = "update"
     UNCHANGED = "unchanged"
+    PRUNE = "prune"
+    """in the stack, not in the compose files: removed once the deploy landed (``prune``)"""
+
+
+class ResolveImage(enum.StrEnum):
+    """When the registry is asked for an image's digest, which the service
+    is then pinned to (``docker stack deploy --resolve-image``)."""
+
+    ALWAYS = "always"
+    CHANGED = "changed"
+    """only for images that differ from the compose image of the last deploy"""
+    NEVER = "never"
 
 
 class StackOutcome(enum.StrEnum):
@@ -131,6 +145,9 @@ class StackPlan:
                 detail = f" ({', '.join(report.changed)})" if report.changed else ""
                 took = f", ~{report.estimated_seconds:.0f}s" if report.estimated_seconds else ""
                 out.append(f"    {report.action.value} {report.service}{detail}{took}")
+        pruned = [r.service for r in self.services if r.action is ServiceAction.PRUNE]
+        if pruned:
+            out.append(f"  once every change landed, remove: {', '.join(pruned)}")
         return out
 
 
@@ -214,11 +231,16 @@ class _Deploy:
         engine: StackEngine,
         controller: Controller,
         options: RolloutOptions,
+        resolve_image: ResolveImage = ResolveImage.NEVER,
+        prune: bool = False,
     ) -> None:
         self.stack = stack
         self.engine = engine
         self.controller = controller
         self.options = options
+        self.resolve_image = resolve_image
+        self.prune = prune
+        self.resolved: dict[str, ResolvedImage] = {}
         self.labels = {LABEL_NAMESPACE: stack.name}
         self.ids: dict[tuple[str, str], str] = {}
         self.created_objects: list[tuple[str, str, str]] = []  # kind, id, name
@@ -272,6 +294,14 @@ class _Deploy:
                 if changed:
                     report.estimated_seconds = _expected(desired)
                 reports.append(report)
+        if self.prune:
+            names = {spec["Name"] for spec in self.stack.services.values()}
+            last = len(self.stack.waves)
+            reports += [
+                ServiceReport(name, ServiceAction.PRUNE, last)
+                for name in sorted(existing)
+                if name not in names
+            ]
         return StackPlan(
             self.stack, reports, missing, round(sum(r.estimated_seconds for r in reports), 1)
         )
@@ -295,16 +325,39 @@ class _Deploy:
         ):
             for ref in container.get(kind.capitalize() + "s") or []:
                 ref[id_key] = self.ids.get((kind, ref[name_key]), "")
+        image = container["Image"]
+        # docker/cli stack/swarm/deploy_composefile.go (deployServices):
+        #   case resolveImage == ResolveImageAlways || (resolveImage ==
+        #       ResolveImageChanged && image != service.Spec.Labels[convert.LabelImage]):
+        #       updateOpts.QueryRegistry = true
+        #   case image == service.Spec.Labels[convert.LabelImage]:
+        #       serviceSpec.TaskTemplate.ContainerSpec.Image =
+        #           service.Spec.TaskTemplate.ContainerSpec.Image
+        # and for a new service: "if resolveImage == ResolveImageAlways ||
+        # resolveImage == ResolveImageChanged { createOpts.QueryRegistry = true }";
+        # also "Preserve existing ForceUpdate value so that tasks are not
+        # re-deployed if not updated".
+        old = current.spec if current is not None else {}
+        same = current is not None and image == (old.get("Labels") or {}).get(LABEL_IMAGE)
+        policy = self.resolve_image
+        if policy is ResolveImage.ALWAYS or (policy is ResolveImage.CHANGED and not same):
+            pin_image(template, image, self._resolve(image))
+        elif same:
+            container["Image"] = old["TaskTemplate"]["ContainerSpec"]["Image"]
+            # and the platforms a resolved image brought, unless the file sets some
+            platforms = (old["TaskTemplate"].get("Placement") or {}).get("Platforms")
+            placement = template.get("Placement") or {}
+            if platforms and not placement.get("Platforms"):
+                template["Placement"] = {**placement, "Platforms": platforms}
         if current is not None:
-            # deploy_composefile.go: "if image == svc.Spec.Labels[convert.LabelImage]
-            # { ... serviceSpec.TaskTemplate.ContainerSpec.Image =
-            # svc.Spec.TaskTemplate.ContainerSpec.Image }" and "Preserve existing
-            # ForceUpdate value so that tasks are not re-deployed if not updated"
-            old = current.spec
-            if container["Image"] == (old.get("Labels") or {}).get(LABEL_IMAGE):
-                container["Image"] = old["TaskTemplate"]["ContainerSpec"]["Image"]
             template["ForceUpdate"] = (old.get("TaskTemplate") or {}).get("ForceUpdate", 0)
         return result
+
+    def _resolve(self, image: str) -> ResolvedImage:
+        """The registry's answer for ``image``, asked once per deploy."""
+        if image not in self.resolved:
+            self.resolved[image] = self.engine.resolve_image(image)
+        return self.resolved[image]
 
     # -- deploying ----------------------------------------------------------------
 
@@ -312,7 +365,9 @@ class _Deploy:
         start = self.controller.clock.monotonic()
         done: list[ServiceReport] = []
         failed: ServiceReport | None = None
-        changing = [r for r in plan.services if r.action is not ServiceAction.UNCHANGED]
+        changing = [
+            r for r in plan.services if r.action in (ServiceAction.CREATE, ServiceAction.UPDATE)
+        ]
         if changing or plan.create_objects:
             self.record.write("rolling", done, changing, plan.create_objects)
         try:
@@ -347,15 +402,36 @@ class _Deploy:
             failed.reason = failed.reason or str(exc)
         if failed is None:
             self.record.clear()
+            reason = "every change landed" if done else "nothing to do"
             return StackResult(
                 self.stack.name,
                 StackOutcome.COMPLETED,
-                "every change landed" if done else "nothing to do",
+                reason + self._prune_services(plan.services),
                 plan.services,
                 self.controller.clock.monotonic() - start,
             )
         self.record.write("putting_back", done, changing, plan.create_objects, failed)
         return self._finish_put_back(done, failed, plan.services, start)
+
+    def _prune_services(self, services: list[ServiceReport]) -> str:
+        """Remove the stack's services the compose files no longer name, once
+        every change landed, so a deploy that fails has nothing to recreate.
+        docker/cli prunes services only (``pruneServices``: "removes services
+        that are no longer referenced in the source"), and before it deploys.
+        Returns what the stack's reason adds: the services not removed."""
+        left = []
+        for report in services:
+            if report.action is not ServiceAction.PRUNE:
+                continue
+            try:
+                with contextlib.suppress(ServiceNotFound):
+                    self.engine.remove_service(report.service)
+                report.outcome = "removed"
+                log.info("stack_service_pruned", stack=self.stack.name, service=report.service)
+            except ZddError as exc:
+                report.outcome, report.reason = "not_removed", str(exc)
+                left.append(report.service)
+        return f"; not removed: {', '.join(left)}" if left else ""
 
     def _finish_put_back(
         self,
@@ -674,7 +750,13 @@ def _setup(
     environment: Mapping[str, str] | None,
     update_config: UpdateConfig | None = None,
     rollback_config: RollbackConfig | None = None,
+    resolve_image: ResolveImage | str = ResolveImage.NEVER,
+    prune: bool = False,
 ) -> _Deploy:
+    try:
+        policy = ResolveImage(resolve_image)
+    except ValueError:
+        raise ConfigError("resolve_image", resolve_image, "always, changed or never") from None
     spec = load_stack(files, stack, environment=environment)
     for service in spec.services.values():
         # the defaults given (the CLI's --update-* flags) for a service
@@ -686,7 +768,7 @@ def _setup(
     if controller is None:
         controller = Controller(engine if engine is not None else DockerEngine(), hooks=hooks)
     the_engine: Any = engine if engine is not None else controller.engine
-    return _Deploy(spec, the_engine, controller, options or controller.options)
+    return _Deploy(spec, the_engine, controller, options or controller.options, policy, prune)
 
 
 def plan_stack(
@@ -697,10 +779,23 @@ def plan_stack(
     environment: Mapping[str, str] | None = None,
     update_config: UpdateConfig | None = None,
     rollback_config: RollbackConfig | None = None,
+    resolve_image: ResolveImage | str = ResolveImage.NEVER,
+    prune: bool = False,
 ) -> StackPlan:
-    """What ``deploy_stack`` would do, changing nothing."""
+    """What ``deploy_stack`` would do, changing nothing (with ``resolve_image``,
+    the registry is asked for the digests)."""
     deploy = _setup(
-        files, stack, engine, None, (), None, environment, update_config, rollback_config
+        files,
+        stack,
+        engine,
+        None,
+        (),
+        None,
+        environment,
+        update_config,
+        rollback_config,
+        resolve_image,
+        prune,
     )
     return deploy.plan(dry_run=True)
 
@@ -716,6 +811,8 @@ def deploy_stack(
     environment: Mapping[str, str] | None = None,
     update_config: UpdateConfig | None = None,
     rollback_config: RollbackConfig | None = None,
+    resolve_image: ResolveImage | str = ResolveImage.NEVER,
+    prune: bool = False,
 ) -> StackResult:
     """Deploy the compose ``files`` as ``stack``, wave by wave, to one verdict.
 
@@ -724,6 +821,10 @@ def deploy_stack(
     (with its clock and hooks) rolls each service; by default one over
     ``engine`` (a ``DockerEngine`` from the environment). ``update_config``
     and ``rollback_config`` apply to services whose compose entry has none.
+    ``resolve_image`` pins images to their registry digest as
+    ``docker stack deploy --resolve-image`` does (default ``never``: the
+    images as the compose files name them). ``prune`` removes the stack's
+    services the files no longer name, once every change landed.
     """
     deploy = _setup(
         files,
@@ -735,6 +836,8 @@ def deploy_stack(
         environment,
         update_config,
         rollback_config,
+        resolve_image,
+        prune,
     )
     plan = deploy.plan()
     started = time.monotonic()
