@@ -967,8 +967,8 @@ def stack_deploy(
 def stack_watch(
     obj: _Obj, /, stack_name: str, as_json: bool, log_format: str, verbose: int, **params: Any
 ) -> None:
-    """Finish the deploy of STACK in flight (its process died): watch the service
-    that was rolling; put everything back unless the deploy had landed."""
+    """Finish the deploy of STACK in flight (its process died): watch the services
+    that were rolling; put everything back unless the deploy had landed."""
     from .stack import watch_stack
 
     def action(controller: Controller) -> Any:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from zdd_swarm import Controller, RolloutOptions
+from zdd_swarm import Controller, RolloutOptions, events
 from zdd_swarm.errors import InputError
 from zdd_swarm.stack import (
     LABEL_IMAGE,
@@ -692,3 +693,46 @@ def test_an_unknown_resolve_image_policy_is_refused(stack_dir: Path, engine: Fak
     with pytest.raises(InputError, match="resolve_image"):
         plan_stack([stack_dir / "compose.yml"], "shop", engine=engine, resolve_image="sometimes")
     assert not engine.services
+
+
+def test_the_services_of_one_wave_roll_together(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock
+) -> None:
+    deploy(engine, clock, stack_dir)
+    # each rollout of wave 0 (api and worker) waits at its start for the
+    # other: the barrier opens only if both are in flight at once
+    barrier = threading.Barrier(2, timeout=10)
+    met: list[str] = []
+
+    def hook(event: Any) -> None:
+        if isinstance(event, events.RolloutStarted):
+            barrier.wait()
+            met.append(event.service)
+
+    result = deploy_stack(
+        [stack_dir / "compose.yml"],
+        "shop",
+        engine=engine,
+        controller=Controller(engine, clock=clock, hooks=[hook]),
+        environment={**IMAGES, "API_IMAGE": "app/api:2", "WORKER_IMAGE": "app/worker:2"},
+    )
+    assert result.outcome is StackOutcome.COMPLETED, result.summary()
+    assert sorted(met) == ["shop_api", "shop_worker"]
+
+
+def test_a_failure_in_a_wave_puts_back_the_service_that_landed_beside_it(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock
+) -> None:
+    deploy(engine, clock, stack_dir)
+    before = specs(engine)
+    engine.behave("app/api:9", ImageBehaviour(fail_after=1.0))
+    result = deploy(engine, clock, stack_dir, API_IMAGE="app/api:9", WORKER_IMAGE="app/worker:2")
+    assert result.outcome is StackOutcome.ROLLED_BACK, result.summary()
+    outcomes = {r.service: r.outcome for r in result.services}
+    assert outcomes == {
+        "shop_api": "rolled_back",
+        "shop_worker": "put_back",
+        "shop_web": "unchanged",
+    }
+    assert result.reason.startswith("shop_api failed: ")
+    assert specs(engine) == before

@@ -15,6 +15,7 @@ import enum
 import json
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -382,14 +383,12 @@ class _Deploy:
                 if report.action is ServiceAction.UNCHANGED:
                     report.outcome = "unchanged"
             for index in range(len(self.stack.waves)):
-                for report in [r for r in plan.services if r.wave == index]:
-                    if report.action is ServiceAction.UNCHANGED:
-                        continue
-                    done.append(report)
-                    self.record.write("rolling", done, changing, plan.create_objects)
-                    if not self._roll(report):
-                        failed = report
-                        break
+                wave = [r for r in changing if r.wave == index]
+                if not wave:
+                    continue
+                done += wave
+                self.record.write("rolling", done, changing, plan.create_objects)
+                failed = self._roll_wave(wave)
                 if failed is not None:
                     break
         except ZddError as exc:
@@ -454,6 +453,26 @@ class _Deploy:
             self.controller.clock.monotonic() - start,
             not_put_back,
         )
+
+    def _roll_wave(self, wave: list[ServiceReport]) -> ServiceReport | None:
+        """Roll the services of one wave together, each to its own verdict
+        (one process follows many rollouts: tests/integration/test_scale.py);
+        the first that failed, in the wave's order, or None."""
+        if len(wave) == 1:
+            landed = [self._roll_guarded(wave[0])]
+        else:
+            with ThreadPoolExecutor(len(wave), thread_name_prefix="zdd-stack") as pool:
+                landed = list(pool.map(self._roll_guarded, wave))
+        return next((r for r, ok in zip(wave, landed, strict=True) if not ok), None)
+
+    def _roll_guarded(self, report: ServiceReport) -> bool:
+        """``_roll``, with an error of the engine or of the service's input
+        (raised once the deploy has begun) as that service's failure."""
+        try:
+            return self._roll(report)
+        except ZddError as exc:
+            report.outcome, report.reason = "failed", str(exc)
+            return False
 
     def _roll(self, report: ServiceReport) -> bool:
         name = report.service
@@ -679,9 +698,10 @@ def watch_stack(
 ) -> StackResult:
     """Finish a stack deploy whose process died (``zdd-swarm stack watch``).
 
-    The service that was rolling is watched to its outcome. If it landed and
-    it was the last, the deploy is complete. Otherwise (it failed, or
-    services were still to roll: their specs went with the process) every
+    The services that were rolling (the last wave begun) are watched to
+    their outcome. If they landed and it was the last wave, the deploy is
+    complete. Otherwise (one failed, or services were still to roll: their
+    specs went with the process) every
     service the deploy changed is put back and what it created is removed,
     as the deploy itself would have. A put-back already under way is
     carried on. Without a deploy in flight there is nothing to do.
@@ -714,11 +734,12 @@ def watch_stack(
         for report in reports:
             report.outcome = "unknown"
     elif reports:
+        # the services of the last wave begun rolled together: each settled
+        rolling = [r for r in reports if r.wave == reports[-1].wave]
+        settled = [deploy._settle(r) for r in rolling]
+        failed = next((r for r, ok in zip(rolling, settled, strict=True) if not ok), None)
         last = reports[-1]
-        ok = deploy._settle(last)
-        if not ok:
-            failed = last
-        elif remaining:
+        if failed is None and remaining:
             failed = last
             failed.reason = (
                 f"the deploy stopped before {', '.join(remaining)} rolled; "
