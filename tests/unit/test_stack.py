@@ -584,33 +584,40 @@ def test_cli_stack_watch_puts_back_with_exit_1(
 # -- prune and resolve-image ------------------------------------------------------
 
 
+def deploy_with(
+    engine: FakeEngine, clock: FakeClock, compose: Path, hooks: Any = (), **kwargs: Any
+) -> Any:
+    """A deploy of ``compose`` with ``deploy_stack``'s keywords; images given
+    as ``WEB_IMAGE=...`` and the like."""
+    images = {k: kwargs.pop(k) for k in list(kwargs) if k.endswith("_IMAGE")}
+    return deploy_stack(
+        [compose],
+        "shop",
+        engine=engine,
+        controller=Controller(engine, clock=clock, hooks=hooks),
+        options=RolloutOptions(task_deadline="30s"),
+        environment={**IMAGES, **images},
+        **kwargs,
+    )
+
+
+def without_worker(folder: Path) -> Path:
+    compose = folder / "compose.yml"
+    text = compose.read_text()
+    compose.write_text(text[: text.index("  worker:")] + text[text.index("\nnetworks:") + 1 :])
+    return compose
+
+
 def test_prune_removes_services_the_files_no_longer_name_once_the_rest_landed(
     stack_dir: Path, engine: FakeEngine, clock: FakeClock
 ) -> None:
     deploy(engine, clock, stack_dir)
-    compose = stack_dir / "compose.yml"
-    text = compose.read_text()
-    start = text.index("  worker:")
-    end = text.index("\nnetworks:")
-    compose.write_text(text[:start] + text[end + 1 :])
+    compose = without_worker(stack_dir)
     plan = plan_stack([compose], "shop", engine=engine, environment=IMAGES, prune=True)
     assert "  once every change landed, remove: shop_worker" in plan.lines()
-    kept = deploy_stack(
-        [compose],
-        "shop",
-        engine=engine,
-        controller=Controller(engine, clock=clock),
-        environment=IMAGES,
-    )
+    kept = deploy_with(engine, clock, compose)
     assert set(specs(engine)) == {"shop_web", "shop_api", "shop_worker"}, kept.summary()
-    result = deploy_stack(
-        [compose],
-        "shop",
-        engine=engine,
-        controller=Controller(engine, clock=clock),
-        environment={**IMAGES, "WEB_IMAGE": "app/web:2"},
-        prune=True,
-    )
+    result = deploy_with(engine, clock, compose, WEB_IMAGE="app/web:2", prune=True)
     assert result.outcome is StackOutcome.COMPLETED, result.summary()
     assert {r.service: r.outcome for r in result.services}["shop_worker"] == "removed"
     assert set(specs(engine)) == {"shop_web", "shop_api"}
@@ -620,19 +627,9 @@ def test_prune_leaves_everything_when_the_deploy_is_put_back(
     stack_dir: Path, engine: FakeEngine, clock: FakeClock
 ) -> None:
     deploy(engine, clock, stack_dir)
-    compose = stack_dir / "compose.yml"
-    text = compose.read_text()
-    compose.write_text(text[: text.index("  worker:")] + text[text.index("\nnetworks:") + 1 :])
+    compose = without_worker(stack_dir)
     engine.behave("app/web:9", ImageBehaviour(fail_after=1.0))
-    result = deploy_stack(
-        [compose],
-        "shop",
-        engine=engine,
-        controller=Controller(engine, clock=clock),
-        options=RolloutOptions(task_deadline="30s"),
-        environment={**IMAGES, "WEB_IMAGE": "app/web:9"},
-        prune=True,
-    )
+    result = deploy_with(engine, clock, compose, WEB_IMAGE="app/web:9", prune=True)
     assert result.outcome is StackOutcome.ROLLED_BACK, result.summary()
     assert {r.service: r.outcome for r in result.services}["shop_worker"] == "not_started"
     assert "shop_worker" in specs(engine)
@@ -650,14 +647,8 @@ def test_resolve_image_pins_digests_as_docker_stack_deploy(
     stack_dir: Path, engine: FakeEngine, clock: FakeClock, policy: str, pinned: set[str]
 ) -> None:
     deploy(engine, clock, stack_dir)
-    result = deploy_stack(
-        [stack_dir / "compose.yml"],
-        "shop",
-        engine=engine,
-        controller=Controller(engine, clock=clock),
-        environment={**IMAGES, "WEB_IMAGE": "app/web:2"},
-        resolve_image=policy,
-    )
+    compose = stack_dir / "compose.yml"
+    result = deploy_with(engine, clock, compose, WEB_IMAGE="app/web:2", resolve_image=policy)
     assert result.outcome is StackOutcome.COMPLETED, result.summary()
     for name, spec in specs(engine).items():
         template = spec["TaskTemplate"]
@@ -671,20 +662,11 @@ def test_resolve_image_pins_digests_as_docker_stack_deploy(
 def test_resolve_image_changed_keeps_a_pinned_image_that_did_not_change(
     stack_dir: Path, engine: FakeEngine, clock: FakeClock
 ) -> None:
-    def run(**images: str) -> Any:
-        return deploy_stack(
-            [stack_dir / "compose.yml"],
-            "shop",
-            engine=engine,
-            controller=Controller(engine, clock=clock),
-            environment={**IMAGES, **images},
-            resolve_image="changed",
-        )
-
-    run()
+    compose = stack_dir / "compose.yml"
+    deploy_with(engine, clock, compose, resolve_image="changed")
     pinned = specs(engine)["shop_api"]["TaskTemplate"]["ContainerSpec"]["Image"]
     assert "@sha256:" in pinned
-    again = run(WEB_IMAGE="app/web:2")
+    again = deploy_with(engine, clock, compose, WEB_IMAGE="app/web:2", resolve_image="changed")
     assert {r.service: r.action.value for r in again.services}["shop_api"] == "unchanged"
     assert specs(engine)["shop_api"]["TaskTemplate"]["ContainerSpec"]["Image"] == pinned
 
@@ -709,12 +691,13 @@ def test_the_services_of_one_wave_roll_together(
             barrier.wait()
             met.append(event.service)
 
-    result = deploy_stack(
-        [stack_dir / "compose.yml"],
-        "shop",
-        engine=engine,
-        controller=Controller(engine, clock=clock, hooks=[hook]),
-        environment={**IMAGES, "API_IMAGE": "app/api:2", "WORKER_IMAGE": "app/worker:2"},
+    result = deploy_with(
+        engine,
+        clock,
+        stack_dir / "compose.yml",
+        [hook],
+        API_IMAGE="app/api:2",
+        WORKER_IMAGE="app/worker:2",
     )
     assert result.outcome is StackOutcome.COMPLETED, result.summary()
     assert sorted(met) == ["shop_api", "shop_worker"]
