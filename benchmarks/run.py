@@ -1154,8 +1154,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="run on this lab engine (28.5, 26.1, 20.10; repeatable: one run per engine, "
         "then one table with the engines side by side; default: the lab's default)",
     )
+    parser.add_argument(
+        "--update-delay",
+        default=UPDATE["delay"],
+        help="the services' update delay (default %(default)s; Swarm's default is 0s). "
+        "Swarm's updater waits it after the last batch too, before its last monitor "
+        "period; docker service update --detach=false does not",
+    )
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    UPDATE["delay"] = args.update_delay
     if args.pairs < 1:
         parser.error("--pairs must be >= 1")
     return args

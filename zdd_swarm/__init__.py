@@ -175,11 +175,15 @@ def deploy_stack(
     hooks: Sequence[Hook] = (),
     options: RolloutOptions | None = None,
     environment: Mapping[str, str] | None = None,
+    resolve_image: str = "never",
+    prune: bool = False,
     **option_kwargs: Any,
 ) -> StackResult:
     """Deploy compose ``files`` as ``stack`` in waves, to one verdict
-    (``zdd-swarm stack deploy``; see docs/stacks.md). ``option_kwargs`` are
-    ``RolloutOptions`` fields, used for every service."""
+    (``zdd-swarm stack deploy``; see docs/stacks.md). ``resolve_image``
+    (``always``, ``changed``, ``never``) and ``prune`` are those of
+    ``docker stack deploy``; ``option_kwargs`` are ``RolloutOptions``
+    fields, used for every service."""
     from .stack import deploy_stack as _deploy_stack
 
     controller = _controller(host, hooks, options, option_kwargs)
@@ -190,6 +194,8 @@ def deploy_stack(
         engine=engine,
         controller=controller,
         environment=environment,
+        resolve_image=resolve_image,
+        prune=prune,
     )
 
 

@@ -890,9 +890,14 @@ def _print_stack_result(result: StackResult) -> None:
     type=click.Choice(["always", "changed", "never"]),
     default="never",
     show_default=True,
-    help="Only 'never' is supported: images are deployed as the compose file names them.",
+    help="Pin images to their registry digest: always, only changed images, or never "
+    "(the images as the compose files name them; docker's default is always).",
 )
-@click.option("--prune", is_flag=True, help="Not supported yet (refused).")
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="Remove the stack's services the compose files no longer name, once every change landed.",
+)
 @click.option(
     "--with-registry-auth",
     is_flag=True,
@@ -913,10 +918,6 @@ def stack_deploy(
     from .stack import deploy_stack, plan_stack
 
     def action(controller: Controller) -> Any:
-        if params["prune"]:
-            raise ConfigError("--prune", True, "not supported yet: remove services by hand")
-        if params["resolve_image"] != "never":
-            raise ConfigError("--resolve-image", params["resolve_image"], "only 'never'")
         update_flags = _config_flags("update", params)
         rollback_flags = _config_flags("rollback", params)
         update_cfg = UpdateConfig(**update_flags) if update_flags else None
@@ -929,6 +930,8 @@ def stack_deploy(
                 engine=engine,
                 update_config=update_cfg,
                 rollback_config=rollback_cfg,
+                resolve_image=params["resolve_image"],
+                prune=params["prune"],
             )
             if not as_json:
                 with _stdout():
@@ -957,6 +960,8 @@ def stack_deploy(
             options=_options(params, None),
             update_config=update_cfg,
             rollback_config=rollback_cfg,
+            resolve_image=params["resolve_image"],
+            prune=params["prune"],
         )
 
     _run(obj, as_json, log_format, verbose, action, stack_name, params)
@@ -970,8 +975,8 @@ def stack_deploy(
 def stack_watch(
     obj: _Obj, /, stack_name: str, as_json: bool, log_format: str, verbose: int, **params: Any
 ) -> None:
-    """Finish the deploy of STACK in flight (its process died): watch the service
-    that was rolling; put everything back unless the deploy had landed."""
+    """Finish the deploy of STACK in flight (its process died): watch the services
+    that were rolling; put everything back unless the deploy had landed."""
     from .stack import watch_stack
 
     def action(controller: Controller) -> Any:

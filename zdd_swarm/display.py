@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from typing import IO
 
 from rich.console import Console
@@ -63,6 +64,8 @@ class ProgressDisplay:
         self.live = self.console.is_terminal if live is None else live
         self._progress: Progress | None = None
         self._bars: dict[str, TaskID] = {}
+        # a stack rolls the services of one wave from threads, to one display
+        self._lock = threading.Lock()
 
     def _line(self, text: str) -> None:
         text = mask_secrets(text)
@@ -94,53 +97,75 @@ class ProgressDisplay:
             self._progress = None
             self._bars.clear()
 
+    def _finished(self, service: str) -> None:
+        """One rollout's bars end; the display closes with the last."""
+        for key in [k for k in self._bars if k.startswith(f"{service} ")]:
+            if self._progress is not None:
+                self._progress.remove_task(self._bars[key])
+            del self._bars[key]
+        if not self._bars:
+            self.close()
+
     def __call__(self, event: events.Event) -> None:
+        with self._lock:
+            self._show(event)
+
+    def _show(self, event: events.Event) -> None:
         t = f"[{event.elapsed:6.1f}s]"
+        s = event.service
         if isinstance(event, events.RolloutStarted):
             self._line(
                 f"{t} {event.service}: {event.phase} {event.image_before} -> "
                 f"{event.image_after}, {event.total} tasks, parallelism "
                 f"{event.parallelism or 'all'}, {event.order}"
             )
-            self._bar(event.phase if event.phase != "watch" else "update", event.total)
+            phase = event.phase if event.phase != "watch" else "update"
+            self._bar(f"{s} {phase}", event.total)
         elif isinstance(event, events.BlueGreenStage):
             verdict = "done" if event.ok else f"FAILED: {event.detail}"
-            self._line(f"{t} {event.service}: {event.stage} ({event.colour}) {verdict}")
+            self._line(f"{t} {s}: {event.stage} ({event.colour}) {verdict}")
         elif isinstance(event, events.BatchStarted):
-            self._line(f"{t} {event.phase} batch {event.batch + 1} started")
+            self._line(f"{t} {s}: {event.phase} batch {event.batch + 1} started")
         elif isinstance(event, events.TaskRunning):
             took = f" after {event.seconds_to_running:.1f}s" if event.seconds_to_running else ""
-            self._line(f"{t}   task {event.task_id[:12]} running on {event.node}{took}")
+            self._line(f"{t} {s}:   task {event.task_id[:12]} running on {event.node}{took}")
         elif isinstance(event, events.TaskFailed):
             self._line(
-                f"{t}   task {event.task_id[:12]} on {event.node} FAILED "
+                f"{t} {s}:   task {event.task_id[:12]} on {event.node} FAILED "
                 f"({event.cause}): {event.error or event.state}"
             )
         elif isinstance(event, events.GateFailed):
-            self._line(f"{t}   gate {event.gate} FAILED on batch {event.batch + 1}: {event.detail}")
+            self._line(
+                f"{t} {s}:   gate {event.gate} FAILED on batch {event.batch + 1}: {event.detail}"
+            )
         elif isinstance(event, events.BatchCompleted):
             self._line(
-                f"{t} batch {event.batch + 1} healthy through its monitor window "
+                f"{t} {s}: batch {event.batch + 1} healthy through its monitor window "
                 f"({event.seconds:.1f}s)"
             )
         elif isinstance(event, events.ThresholdCrossed):
-            self._line(f"{t} THRESHOLD CROSSED ({event.code}): {event.reason} -> {event.action}")
+            self._line(
+                f"{t} {s}: THRESHOLD CROSSED ({event.code}): {event.reason} -> {event.action}"
+            )
         elif isinstance(event, events.RollbackStarted):
-            self._line(f"{t} ROLLBACK started by {event.by}: {event.reason}")
-            self._bar("rollback", 0)
+            self._line(f"{t} {s}: ROLLBACK started by {event.by}: {event.reason}")
+            self._bar(f"{s} rollback", 0)
         elif isinstance(event, events.EngineUnreachable):
-            self._line(f"{t} engine unreachable for {event.seconds:.0f}s, retrying: {event.error}")
+            self._line(
+                f"{t} {s}: engine unreachable for {event.seconds:.0f}s, retrying: {event.error}"
+            )
         elif isinstance(event, events.Progress):
             if self._progress is not None:
-                self._bar(event.phase, event.total)
+                key = f"{s} {event.phase}"
+                self._bar(key, event.total)
                 self._progress.update(
-                    self._bars[event.phase],
+                    self._bars[key],
                     completed=event.running,
                     total=event.total,
                     failed=event.failed,
                 )
         elif isinstance(event, events.RolloutFinished):
-            self.close()
+            self._finished(s)
             self._line(
                 f"{t} {event.service}: {event.outcome.upper()} ({event.code}): {event.reason}"
             )

@@ -26,6 +26,7 @@ __all__ = [
     "SpecPatch",
     "diff_service_specs",
     "diff_specs",
+    "pin_image",
     "validate_image_reference",
 ]
 
@@ -80,6 +81,24 @@ def _check_keys(field_name: str, keys: Sequence[str]) -> tuple[str, ...]:
         if not key or "=" in key:
             raise ConfigError(field_name, key, "a key, without '='")
     return tuple(keys)
+
+
+def pin_image(template: dict[str, Any], image: str, resolved: ResolvedImage) -> None:
+    """Pin ``image`` in the task template to the digest the registry gave,
+    and set the placement platforms, as the docker CLI does.
+
+    moby client/service_create.go (resolveContainerSpecImage, vendored in
+    docker/cli): the platforms replace the spec's only when the registry
+    names some::
+
+        if len(imgPlatforms) > 0 { [...]
+            taskSpec.Placement.Platforms = imgPlatforms
+    """
+    template.setdefault("ContainerSpec", {})["Image"] = resolved.pin(image)
+    if resolved.platforms:
+        placement = dict(template.get("Placement") or {})
+        placement["Platforms"] = [p.to_api() for p in resolved.platforms]
+        template["Placement"] = placement
 
 
 @dataclass(frozen=True)
@@ -153,16 +172,7 @@ class ServiceChange:
         if image or self.image:
             container["Image"] = image or self.image
         if resolved is not None and self.image:
-            container["Image"] = resolved.pin(self.image)
-            # moby client/service_create.go (resolveContainerSpecImage, vendored
-            # in docker/cli): the platforms replace the spec's only when the
-            # registry names some:
-            #   if len(imgPlatforms) > 0 { [...]
-            #       taskSpec.Placement.Platforms = imgPlatforms
-            if resolved.platforms:
-                placement = dict(template.get("Placement") or {})
-                placement["Platforms"] = [p.to_api() for p in resolved.platforms]
-                template["Placement"] = placement
+            pin_image(template, self.image, resolved)
         if self.env_add or self.env_rm:
             container["Env"] = _edit_env(container.get("Env") or [], self._env_add, self.env_rm)
         if self.labels_add or self.labels_rm:

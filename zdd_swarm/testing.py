@@ -20,11 +20,13 @@ of failed tasks. How a task of an image behaves is scripted with
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from .config import RollbackConfig, UpdateConfig
 from .engine import EngineInfo, NodeView, SwarmObject
@@ -48,19 +50,22 @@ _RESTART_DELAY = 5.0
 
 
 class FakeClock:
-    """Simulated time: ``sleep`` returns at once and moves time forward."""
+    """Simulated time: ``sleep`` returns at once and moves time forward (for
+    every thread: a stack rolls the services of one wave from threads)."""
 
     def __init__(self, start: float = 1000.0) -> None:
         self.t = start
         self.slept = 0.0
+        self._lock = threading.Lock()
 
     def monotonic(self) -> float:
         return self.t
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
-            self.t += seconds
-            self.slept += seconds
+            with self._lock:
+                self.t += seconds
+                self.slept += seconds
 
     def now(self) -> datetime:
         return _EPOCH + timedelta(seconds=self.t)
@@ -129,10 +134,34 @@ class _Service:
     updater: _Updater | None = None
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _locked(method: _F) -> _F:
+    @functools.wraps(method)
+    def call(self: FakeEngine, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return call  # type: ignore[return-value]
+
+
+def _serialised(cls: type[FakeEngine]) -> type[FakeEngine]:
+    """Every public method under the engine's lock, one call at a time, as
+    requests to a real manager are: a stack rolls the services of one wave
+    from threads."""
+    for name, member in list(vars(cls).items()):
+        if callable(member) and not name.startswith("_"):
+            setattr(cls, name, _locked(member))
+    return cls
+
+
+@_serialised
 class FakeEngine:
     """An in-memory swarm manager in simulated time (see module docstring)."""
 
     def __init__(self, clock: FakeClock, nodes: int = 3) -> None:
+        self._lock = threading.RLock()
         self.clock = clock
         self.nodes = [f"node-{i}" for i in range(1, nodes + 1)]
         self.services: dict[str, _Service] = {}

@@ -24,6 +24,13 @@ ROOT = Path(__file__).resolve().parents[2]
 SLOW = UpdateConfig(parallelism=1, delay="3s", monitor="2s")
 
 
+def _sigint_as_in_a_terminal() -> None:
+    # a test run started in the background by a non-interactive shell
+    # ignores SIGINT, and its children inherit that (bash: "asynchronous
+    # commands ignore SIGINT"); Ctrl-C in a terminal is the default action
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_cli(lab: Any, *args: str) -> subprocess.Popen[str]:
     env = dict(os.environ, DOCKER_HOST=lab.docker_host)
     return subprocess.Popen(
@@ -33,6 +40,7 @@ def start_cli(lab: Any, *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_sigint_as_in_a_terminal,
     )
 
 

@@ -45,7 +45,9 @@ class Stack:
             "WORKER_IMAGE": lab.image("v1"),
         }
 
-    def deploy(self, *files: str, **images: str) -> StackResult:
+    def deploy(
+        self, *files: str, resolve_image: str = "never", prune: bool = False, **images: str
+    ) -> StackResult:
         paths = [self.folder / f for f in (files or ("compose.yml",))]
         engine = DockerEngine(self.lab.docker_host)
         return deploy_stack(
@@ -54,6 +56,8 @@ class Stack:
             engine=engine,
             controller=Controller(engine, options=RolloutOptions(task_deadline="40s")),
             environment={**self.images, **{k: self.lab.image(v) for k, v in images.items()}},
+            resolve_image=resolve_image,
+            prune=prune,
         )
 
     def specs(self) -> dict[str, Any]:
@@ -245,6 +249,35 @@ def test_first_deploy_creates_everything_then_a_new_web_image_updates_only_web(
         k: v for k, v in before.items() if k != web
     }
     assert stack.specs()[web]["TaskTemplate"]["ContainerSpec"]["Image"] == stack.lab.image("v2")
+
+
+def test_resolve_image_pins_digests_and_prune_removes_what_the_files_dropped(
+    make_stack: Any,
+) -> None:
+    stack = make_stack("rp")
+    assert stack.deploy(resolve_image="always").exit_code == 0
+    images = {n: s["TaskTemplate"]["ContainerSpec"]["Image"] for n, s in stack.specs().items()}
+    v1 = stack.lab.image("v1")
+    assert all(image.startswith(v1 + "@sha256:") for image in images.values()), images
+    before = stack.versions()
+    compose = stack.folder / "compose.yml"
+    text = compose.read_text()
+    compose.write_text(text[: text.index("  worker:")] + text[text.index("\nnetworks:") + 1 :])
+    result = stack.deploy(resolve_image="changed", prune=True, WEB_IMAGE="v2")
+    assert result.outcome is StackOutcome.COMPLETED, result.summary()
+    web, api, worker = (f"{stack.name}_{s}" for s in SERVICES)
+    assert {r.service: r.outcome for r in result.services} == {
+        api: "unchanged",
+        web: "completed",
+        worker: "removed",
+    }
+    specs = stack.specs()
+    assert set(specs) == {web, api}
+    assert specs[web]["TaskTemplate"]["ContainerSpec"]["Image"].startswith(
+        stack.lab.image("v2") + "@sha256:"
+    )
+    assert stack.versions()[api] == before[api]
+    assert specs[api]["TaskTemplate"]["ContainerSpec"]["Image"] == images[api]
 
 
 def _load_example() -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 from zdd_swarm.controller import _TaskCadence
@@ -74,3 +75,29 @@ def test_with_events_the_service_is_inspected_on_change_and_every_fifth_poll() -
 def test_without_events_the_cadence_is_unchanged() -> None:
     cadence = _TaskCadence(1.0)
     assert [cadence.service_due() for _ in range(4)] == [True, False, True, False]
+
+
+def _view(version: int, state: str | None = None) -> Any:
+    return SimpleNamespace(version=version, update_status=state)
+
+
+def _task(task_id: str) -> Any:
+    return SimpleNamespace(id=task_id, state="running", desired_state="running", node_id="n1")
+
+
+def test_with_events_changing_tasks_are_listed_every_other_poll() -> None:
+    cadence = _TaskCadence(1.0, Alive())  # type: ignore[arg-type]
+    listed = []
+    for poll in range(8):
+        if cadence.tasks_due(float(poll), _view(1)):
+            listed.append(poll)
+            cadence.listed(float(poll), [_task(str(poll))])  # a new task every time
+    assert listed == [0, 2, 4, 6]
+
+
+def test_with_events_a_service_change_lists_the_tasks_at_once() -> None:
+    cadence = _TaskCadence(1.0, Alive())  # type: ignore[arg-type]
+    assert cadence.tasks_due(0.0, _view(1))
+    cadence.listed(0.0, [_task("a")])
+    assert not cadence.tasks_due(1.0, _view(1))
+    assert cadence.tasks_due(1.0, _view(2, "paused"))

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from zdd_swarm import Controller, RolloutOptions
+from zdd_swarm import Controller, RolloutOptions, events
 from zdd_swarm.errors import InputError
 from zdd_swarm.stack import (
     LABEL_IMAGE,
@@ -384,7 +385,7 @@ def test_cli_exit_codes_0_1_and_2(
     versions = {s.id: s.version for s in engine.services.values()}
     for args in (
         ["-c", str(stack_dir / "missing.yml"), "shop"],
-        ["-c", compose, "shop", "--prune"],
+        ["-c", compose, "shop", "--resolve-image", "sometimes"],
         ["-c", compose, "bad name"],
     ):
         code, output = cli_deploy(engine, clock, *args)
@@ -577,4 +578,144 @@ def test_cli_stack_watch_puts_back_with_exit_1(
     )
     assert run.exit_code == 1, run.output
     assert json.loads(run.output[run.output.index("{") :])["outcome"] == "rolled_back"
+    assert specs(engine) == before
+
+
+# -- prune and resolve-image ------------------------------------------------------
+
+
+def deploy_with(
+    engine: FakeEngine, clock: FakeClock, compose: Path, hooks: Any = (), **kwargs: Any
+) -> Any:
+    """A deploy of ``compose`` with ``deploy_stack``'s keywords; images given
+    as ``WEB_IMAGE=...`` and the like."""
+    images = {k: kwargs.pop(k) for k in list(kwargs) if k.endswith("_IMAGE")}
+    return deploy_stack(
+        [compose],
+        "shop",
+        engine=engine,
+        controller=Controller(engine, clock=clock, hooks=hooks),
+        options=RolloutOptions(task_deadline="30s"),
+        environment={**IMAGES, **images},
+        **kwargs,
+    )
+
+
+def without_worker(folder: Path) -> Path:
+    compose = folder / "compose.yml"
+    text = compose.read_text()
+    compose.write_text(text[: text.index("  worker:")] + text[text.index("\nnetworks:") + 1 :])
+    return compose
+
+
+def test_prune_removes_services_the_files_no_longer_name_once_the_rest_landed(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock
+) -> None:
+    deploy(engine, clock, stack_dir)
+    compose = without_worker(stack_dir)
+    plan = plan_stack([compose], "shop", engine=engine, environment=IMAGES, prune=True)
+    assert "  once every change landed, remove: shop_worker" in plan.lines()
+    kept = deploy_with(engine, clock, compose)
+    assert set(specs(engine)) == {"shop_web", "shop_api", "shop_worker"}, kept.summary()
+    result = deploy_with(engine, clock, compose, WEB_IMAGE="app/web:2", prune=True)
+    assert result.outcome is StackOutcome.COMPLETED, result.summary()
+    assert {r.service: r.outcome for r in result.services}["shop_worker"] == "removed"
+    assert set(specs(engine)) == {"shop_web", "shop_api"}
+
+
+def test_prune_leaves_everything_when_the_deploy_is_put_back(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock
+) -> None:
+    deploy(engine, clock, stack_dir)
+    compose = without_worker(stack_dir)
+    engine.behave("app/web:9", ImageBehaviour(fail_after=1.0))
+    result = deploy_with(engine, clock, compose, WEB_IMAGE="app/web:9", prune=True)
+    assert result.outcome is StackOutcome.ROLLED_BACK, result.summary()
+    assert {r.service: r.outcome for r in result.services}["shop_worker"] == "not_started"
+    assert "shop_worker" in specs(engine)
+
+
+@pytest.mark.parametrize(
+    ("policy", "pinned"),
+    [
+        ("always", {"shop_web", "shop_api", "shop_worker"}),
+        ("changed", {"shop_web"}),
+        ("never", set()),
+    ],
+)
+def test_resolve_image_pins_digests_as_docker_stack_deploy(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock, policy: str, pinned: set[str]
+) -> None:
+    deploy(engine, clock, stack_dir)
+    compose = stack_dir / "compose.yml"
+    result = deploy_with(engine, clock, compose, WEB_IMAGE="app/web:2", resolve_image=policy)
+    assert result.outcome is StackOutcome.COMPLETED, result.summary()
+    for name, spec in specs(engine).items():
+        template = spec["TaskTemplate"]
+        image = template["ContainerSpec"]["Image"]
+        assert ("@sha256:" in image) is (name in pinned), (name, image)
+        if name in pinned:
+            assert image.startswith(spec["Labels"][LABEL_IMAGE] + "@sha256:")
+            assert template["Placement"]["Platforms"] == [{"Architecture": "amd64", "OS": "linux"}]
+
+
+def test_resolve_image_changed_keeps_a_pinned_image_that_did_not_change(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock
+) -> None:
+    compose = stack_dir / "compose.yml"
+    deploy_with(engine, clock, compose, resolve_image="changed")
+    pinned = specs(engine)["shop_api"]["TaskTemplate"]["ContainerSpec"]["Image"]
+    assert "@sha256:" in pinned
+    again = deploy_with(engine, clock, compose, WEB_IMAGE="app/web:2", resolve_image="changed")
+    assert {r.service: r.action.value for r in again.services}["shop_api"] == "unchanged"
+    assert specs(engine)["shop_api"]["TaskTemplate"]["ContainerSpec"]["Image"] == pinned
+
+
+def test_an_unknown_resolve_image_policy_is_refused(stack_dir: Path, engine: FakeEngine) -> None:
+    with pytest.raises(InputError, match="resolve_image"):
+        plan_stack([stack_dir / "compose.yml"], "shop", engine=engine, resolve_image="sometimes")
+    assert not engine.services
+
+
+def test_the_services_of_one_wave_roll_together(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock
+) -> None:
+    deploy(engine, clock, stack_dir)
+    # each rollout of wave 0 (api and worker) waits at its start for the
+    # other: the barrier opens only if both are in flight at once
+    barrier = threading.Barrier(2, timeout=10)
+    met: list[str] = []
+
+    def hook(event: Any) -> None:
+        if isinstance(event, events.RolloutStarted):
+            barrier.wait()
+            met.append(event.service)
+
+    result = deploy_with(
+        engine,
+        clock,
+        stack_dir / "compose.yml",
+        [hook],
+        API_IMAGE="app/api:2",
+        WORKER_IMAGE="app/worker:2",
+    )
+    assert result.outcome is StackOutcome.COMPLETED, result.summary()
+    assert sorted(met) == ["shop_api", "shop_worker"]
+
+
+def test_a_failure_in_a_wave_puts_back_the_service_that_landed_beside_it(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock
+) -> None:
+    deploy(engine, clock, stack_dir)
+    before = specs(engine)
+    engine.behave("app/api:9", ImageBehaviour(fail_after=1.0))
+    result = deploy(engine, clock, stack_dir, API_IMAGE="app/api:9", WORKER_IMAGE="app/worker:2")
+    assert result.outcome is StackOutcome.ROLLED_BACK, result.summary()
+    outcomes = {r.service: r.outcome for r in result.services}
+    assert outcomes == {
+        "shop_api": "rolled_back",
+        "shop_worker": "put_back",
+        "shop_web": "unchanged",
+    }
+    assert result.reason.startswith("shop_api failed: ")
     assert specs(engine) == before

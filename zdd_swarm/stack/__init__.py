@@ -19,6 +19,7 @@ from .compose import (
     load_stack,
 )
 from .deploy import (
+    ResolveImage,
     ServiceAction,
     ServiceReport,
     StackOutcome,
@@ -34,6 +35,7 @@ __all__ = [
     "LABEL_NAMESPACE",
     "ComposeError",
     "ObjectSpec",
+    "ResolveImage",
     "ServiceAction",
     "ServiceReport",
     "StackOutcome",

@@ -15,6 +15,7 @@ import enum
 import json
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from ..config import (
 from ..controller import Controller
 from ..engine import DockerEngine, StackEngine, SwarmObject
 from ..errors import (
+    ConfigError,
     EngineError,
     InputError,
     NotAManager,
@@ -38,12 +40,13 @@ from ..errors import (
     ZddError,
 )
 from ..events import Hook
-from ..model import ServiceView, TaskState, UpdateState, replicas_of
+from ..model import ResolvedImage, ServiceView, TaskState, UpdateState, replicas_of
 from ..result import Outcome, RolloutResult
-from ..spec import ServiceChange, diff_service_specs
+from ..spec import ServiceChange, diff_service_specs, pin_image
 from .compose import LABEL_IMAGE, LABEL_NAMESPACE, ObjectSpec, StackSpec, load_stack
 
 __all__ = [
+    "ResolveImage",
     "ServiceAction",
     "ServiceReport",
     "StackOutcome",
@@ -71,6 +74,18 @@ class ServiceAction(enum.StrEnum):
     CREATE = "create"
     UPDATE = "update"
     UNCHANGED = "unchanged"
+    PRUNE = "prune"
+    """in the stack, not in the compose files: removed once the deploy landed (``prune``)"""
+
+
+class ResolveImage(enum.StrEnum):
+    """When the registry is asked for an image's digest, which the service
+    is then pinned to (``docker stack deploy --resolve-image``)."""
+
+    ALWAYS = "always"
+    CHANGED = "changed"
+    """only for images that differ from the compose image of the last deploy"""
+    NEVER = "never"
 
 
 class StackOutcome(enum.StrEnum):
@@ -131,6 +146,9 @@ class StackPlan:
                 detail = f" ({', '.join(report.changed)})" if report.changed else ""
                 took = f", ~{report.estimated_seconds:.0f}s" if report.estimated_seconds else ""
                 out.append(f"    {report.action.value} {report.service}{detail}{took}")
+        pruned = [r.service for r in self.services if r.action is ServiceAction.PRUNE]
+        if pruned:
+            out.append(f"  once every change landed, remove: {', '.join(pruned)}")
         return out
 
 
@@ -214,11 +232,16 @@ class _Deploy:
         engine: StackEngine,
         controller: Controller,
         options: RolloutOptions,
+        resolve_image: ResolveImage = ResolveImage.NEVER,
+        prune: bool = False,
     ) -> None:
         self.stack = stack
         self.engine = engine
         self.controller = controller
         self.options = options
+        self.resolve_image = resolve_image
+        self.prune = prune
+        self.resolved: dict[str, ResolvedImage] = {}
         self.labels = {LABEL_NAMESPACE: stack.name}
         self.ids: dict[tuple[str, str], str] = {}
         self.created_objects: list[tuple[str, str, str]] = []  # kind, id, name
@@ -272,6 +295,14 @@ class _Deploy:
                 if changed:
                     report.estimated_seconds = _expected(desired)
                 reports.append(report)
+        if self.prune:
+            names = {spec["Name"] for spec in self.stack.services.values()}
+            last = len(self.stack.waves)
+            reports += [
+                ServiceReport(name, ServiceAction.PRUNE, last)
+                for name in sorted(existing)
+                if name not in names
+            ]
         return StackPlan(
             self.stack, reports, missing, round(sum(r.estimated_seconds for r in reports), 1)
         )
@@ -295,16 +326,39 @@ class _Deploy:
         ):
             for ref in container.get(kind.capitalize() + "s") or []:
                 ref[id_key] = self.ids.get((kind, ref[name_key]), "")
+        image = container["Image"]
+        # docker/cli stack/swarm/deploy_composefile.go (deployServices):
+        #   case resolveImage == ResolveImageAlways || (resolveImage ==
+        #       ResolveImageChanged && image != service.Spec.Labels[convert.LabelImage]):
+        #       updateOpts.QueryRegistry = true
+        #   case image == service.Spec.Labels[convert.LabelImage]:
+        #       serviceSpec.TaskTemplate.ContainerSpec.Image =
+        #           service.Spec.TaskTemplate.ContainerSpec.Image
+        # and for a new service: "if resolveImage == ResolveImageAlways ||
+        # resolveImage == ResolveImageChanged { createOpts.QueryRegistry = true }";
+        # also "Preserve existing ForceUpdate value so that tasks are not
+        # re-deployed if not updated".
+        old = current.spec if current is not None else {}
+        same = current is not None and image == (old.get("Labels") or {}).get(LABEL_IMAGE)
+        policy = self.resolve_image
+        if policy is ResolveImage.ALWAYS or (policy is ResolveImage.CHANGED and not same):
+            pin_image(template, image, self._resolve(image))
+        elif same:
+            container["Image"] = old["TaskTemplate"]["ContainerSpec"]["Image"]
+            # and the platforms a resolved image brought, unless the file sets some
+            platforms = (old["TaskTemplate"].get("Placement") or {}).get("Platforms")
+            placement = template.get("Placement") or {}
+            if platforms and not placement.get("Platforms"):
+                template["Placement"] = {**placement, "Platforms": platforms}
         if current is not None:
-            # deploy_composefile.go: "if image == svc.Spec.Labels[convert.LabelImage]
-            # { ... serviceSpec.TaskTemplate.ContainerSpec.Image =
-            # svc.Spec.TaskTemplate.ContainerSpec.Image }" and "Preserve existing
-            # ForceUpdate value so that tasks are not re-deployed if not updated"
-            old = current.spec
-            if container["Image"] == (old.get("Labels") or {}).get(LABEL_IMAGE):
-                container["Image"] = old["TaskTemplate"]["ContainerSpec"]["Image"]
             template["ForceUpdate"] = (old.get("TaskTemplate") or {}).get("ForceUpdate", 0)
         return result
+
+    def _resolve(self, image: str) -> ResolvedImage:
+        """The registry's answer for ``image``, asked once per deploy."""
+        if image not in self.resolved:
+            self.resolved[image] = self.engine.resolve_image(image)
+        return self.resolved[image]
 
     # -- deploying ----------------------------------------------------------------
 
@@ -312,7 +366,9 @@ class _Deploy:
         start = self.controller.clock.monotonic()
         done: list[ServiceReport] = []
         failed: ServiceReport | None = None
-        changing = [r for r in plan.services if r.action is not ServiceAction.UNCHANGED]
+        changing = [
+            r for r in plan.services if r.action in (ServiceAction.CREATE, ServiceAction.UPDATE)
+        ]
         if changing or plan.create_objects:
             self.record.write("rolling", done, changing, plan.create_objects)
         try:
@@ -327,14 +383,12 @@ class _Deploy:
                 if report.action is ServiceAction.UNCHANGED:
                     report.outcome = "unchanged"
             for index in range(len(self.stack.waves)):
-                for report in [r for r in plan.services if r.wave == index]:
-                    if report.action is ServiceAction.UNCHANGED:
-                        continue
-                    done.append(report)
-                    self.record.write("rolling", done, changing, plan.create_objects)
-                    if not self._roll(report):
-                        failed = report
-                        break
+                wave = [r for r in changing if r.wave == index]
+                if not wave:
+                    continue
+                done += wave
+                self.record.write("rolling", done, changing, plan.create_objects)
+                failed = self._roll_wave(wave)
                 if failed is not None:
                     break
         except ZddError as exc:
@@ -347,15 +401,36 @@ class _Deploy:
             failed.reason = failed.reason or str(exc)
         if failed is None:
             self.record.clear()
+            reason = "every change landed" if done else "nothing to do"
             return StackResult(
                 self.stack.name,
                 StackOutcome.COMPLETED,
-                "every change landed" if done else "nothing to do",
+                reason + self._prune_services(plan.services),
                 plan.services,
                 self.controller.clock.monotonic() - start,
             )
         self.record.write("putting_back", done, changing, plan.create_objects, failed)
         return self._finish_put_back(done, failed, plan.services, start)
+
+    def _prune_services(self, services: list[ServiceReport]) -> str:
+        """Remove the stack's services the compose files no longer name, once
+        every change landed, so a deploy that fails has nothing to recreate.
+        docker/cli prunes services only (``pruneServices``: "removes services
+        that are no longer referenced in the source"), and before it deploys.
+        Returns what the stack's reason adds: the services not removed."""
+        left = []
+        for report in services:
+            if report.action is not ServiceAction.PRUNE:
+                continue
+            try:
+                with contextlib.suppress(ServiceNotFound):
+                    self.engine.remove_service(report.service)
+                report.outcome = "removed"
+                log.info("stack_service_pruned", stack=self.stack.name, service=report.service)
+            except ZddError as exc:
+                report.outcome, report.reason = "not_removed", str(exc)
+                left.append(report.service)
+        return f"; not removed: {', '.join(left)}" if left else ""
 
     def _finish_put_back(
         self,
@@ -378,6 +453,26 @@ class _Deploy:
             self.controller.clock.monotonic() - start,
             not_put_back,
         )
+
+    def _roll_wave(self, wave: list[ServiceReport]) -> ServiceReport | None:
+        """Roll the services of one wave together, each to its own verdict
+        (one process follows many rollouts: tests/integration/test_scale.py);
+        the first that failed, in the wave's order, or None."""
+        if len(wave) == 1:
+            landed = [self._roll_guarded(wave[0])]
+        else:
+            with ThreadPoolExecutor(len(wave), thread_name_prefix="zdd-stack") as pool:
+                landed = list(pool.map(self._roll_guarded, wave))
+        return next((r for r, ok in zip(wave, landed, strict=True) if not ok), None)
+
+    def _roll_guarded(self, report: ServiceReport) -> bool:
+        """``_roll``, with an error of the engine or of the service's input
+        (raised once the deploy has begun) as that service's failure."""
+        try:
+            return self._roll(report)
+        except ZddError as exc:
+            report.outcome, report.reason = "failed", str(exc)
+            return False
 
     def _roll(self, report: ServiceReport) -> bool:
         name = report.service
@@ -603,9 +698,10 @@ def watch_stack(
 ) -> StackResult:
     """Finish a stack deploy whose process died (``zdd-swarm stack watch``).
 
-    The service that was rolling is watched to its outcome. If it landed and
-    it was the last, the deploy is complete. Otherwise (it failed, or
-    services were still to roll: their specs went with the process) every
+    The services that were rolling (the last wave begun) are watched to
+    their outcome. If they landed and it was the last wave, the deploy is
+    complete. Otherwise (one failed, or services were still to roll: their
+    specs went with the process) every
     service the deploy changed is put back and what it created is removed,
     as the deploy itself would have. A put-back already under way is
     carried on. Without a deploy in flight there is nothing to do.
@@ -638,11 +734,12 @@ def watch_stack(
         for report in reports:
             report.outcome = "unknown"
     elif reports:
+        # the services of the last wave begun rolled together: each settled
+        rolling = [r for r in reports if r.wave == reports[-1].wave]
+        settled = [deploy._settle(r) for r in rolling]
+        failed = next((r for r, ok in zip(rolling, settled, strict=True) if not ok), None)
         last = reports[-1]
-        ok = deploy._settle(last)
-        if not ok:
-            failed = last
-        elif remaining:
+        if failed is None and remaining:
             failed = last
             failed.reason = (
                 f"the deploy stopped before {', '.join(remaining)} rolled; "
@@ -674,7 +771,13 @@ def _setup(
     environment: Mapping[str, str] | None,
     update_config: UpdateConfig | None = None,
     rollback_config: RollbackConfig | None = None,
+    resolve_image: ResolveImage | str = ResolveImage.NEVER,
+    prune: bool = False,
 ) -> _Deploy:
+    try:
+        policy = ResolveImage(resolve_image)
+    except ValueError:
+        raise ConfigError("resolve_image", resolve_image, "always, changed or never") from None
     spec = load_stack(files, stack, environment=environment)
     for service in spec.services.values():
         # the defaults given (the CLI's --update-* flags) for a service
@@ -686,7 +789,7 @@ def _setup(
     if controller is None:
         controller = Controller(engine if engine is not None else DockerEngine(), hooks=hooks)
     the_engine: Any = engine if engine is not None else controller.engine
-    return _Deploy(spec, the_engine, controller, options or controller.options)
+    return _Deploy(spec, the_engine, controller, options or controller.options, policy, prune)
 
 
 def plan_stack(
@@ -697,10 +800,23 @@ def plan_stack(
     environment: Mapping[str, str] | None = None,
     update_config: UpdateConfig | None = None,
     rollback_config: RollbackConfig | None = None,
+    resolve_image: ResolveImage | str = ResolveImage.NEVER,
+    prune: bool = False,
 ) -> StackPlan:
-    """What ``deploy_stack`` would do, changing nothing."""
+    """What ``deploy_stack`` would do, changing nothing (with ``resolve_image``,
+    the registry is asked for the digests)."""
     deploy = _setup(
-        files, stack, engine, None, (), None, environment, update_config, rollback_config
+        files,
+        stack,
+        engine,
+        None,
+        (),
+        None,
+        environment,
+        update_config,
+        rollback_config,
+        resolve_image,
+        prune,
     )
     return deploy.plan(dry_run=True)
 
@@ -716,6 +832,8 @@ def deploy_stack(
     environment: Mapping[str, str] | None = None,
     update_config: UpdateConfig | None = None,
     rollback_config: RollbackConfig | None = None,
+    resolve_image: ResolveImage | str = ResolveImage.NEVER,
+    prune: bool = False,
 ) -> StackResult:
     """Deploy the compose ``files`` as ``stack``, wave by wave, to one verdict.
 
@@ -724,6 +842,10 @@ def deploy_stack(
     (with its clock and hooks) rolls each service; by default one over
     ``engine`` (a ``DockerEngine`` from the environment). ``update_config``
     and ``rollback_config`` apply to services whose compose entry has none.
+    ``resolve_image`` pins images to their registry digest as
+    ``docker stack deploy --resolve-image`` does (default ``never``: the
+    images as the compose files name them). ``prune`` removes the stack's
+    services the files no longer name, once every change landed.
     """
     deploy = _setup(
         files,
@@ -735,6 +857,8 @@ def deploy_stack(
         environment,
         update_config,
         rollback_config,
+        resolve_image,
+        prune,
     )
     plan = deploy.plan()
     started = time.monotonic()
