@@ -41,7 +41,7 @@ from .engine import DockerEngine, Engine
 from .errors import ConfigError, EngineError, InputError, ZddError
 from .events import Event, Hook
 from .gates import Gate, HttpGate, TcpGate
-from .model import ServiceView
+from .model import ServiceView, replicas_of
 from .redact import mask_secrets, mask_values
 from .result import RolloutResult
 from .spec import ServiceChange
@@ -187,6 +187,46 @@ def _config_flags(prefix: str, params: Mapping[str, Any]) -> dict[str, Any]:
         for f in _CONFIG_FIELDS
         if params.get(f"{prefix}_{f}") is not None
     }
+
+
+class _KubernetesFlags:
+    """``--max-surge``/``--max-unavailable``: a Deployment's rolling-update
+    strategy, resolved against the service's replica count when the spec is
+    built (so a bad value exits 2 before anything is sent). A flag left out
+    takes Kubernetes' default, 25%. What Swarm cannot express is kept in
+    ``warnings`` for the result."""
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        self.surge = params.get("max_surge")
+        self.unavailable = params.get("max_unavailable")
+        self.warnings: list[str] = []
+        for flag in ("update_parallelism", "update_order"):
+            if self and params.get(flag) is not None:
+                raise ConfigError(
+                    "--" + flag.replace("_", "-"),
+                    params[flag],
+                    "not together with --max-surge/--max-unavailable, which set it",
+                )
+
+    def __bool__(self) -> bool:
+        return self.surge is not None or self.unavailable is not None
+
+    def __call__(self, spec: dict[str, Any]) -> None:
+        surge = "25%" if self.surge is None else self.surge
+        unavailable = "25%" if self.unavailable is None else self.unavailable
+        replicas = replicas_of(spec)
+        if replicas is None and "%" in f"{surge}{unavailable}":
+            raise ConfigError(
+                "--max-surge/--max-unavailable",
+                f"{surge}/{unavailable}",
+                "task counts: the service is not replicated, so a percentage has no base",
+            )
+        mapped = UpdateConfig.from_kubernetes(surge, unavailable, replicas)
+        current = UpdateConfig.from_api(spec.get("UpdateConfig"))
+        spec["UpdateConfig"] = current.replace(
+            parallelism=mapped.config.parallelism, order=mapped.config.order
+        ).to_api()
+        self.warnings = [str(w) for w in mapped.warnings]
 
 
 def _parse_gate(spec: str) -> Gate:
@@ -580,6 +620,16 @@ def _deadline_options(fn: F) -> F:
 @click.option("--label-rm", multiple=True, metavar="K", help="Remove a service label.")
 @click.option("--force", is_flag=True, help="Redeploy even if nothing changed.")
 @_config_options("update")
+@click.option(
+    "--max-surge",
+    metavar="N|N%",
+    help="Kubernetes' maxSurge (default 25%): sets --update-order and --update-parallelism.",
+)
+@click.option(
+    "--max-unavailable",
+    metavar="N|N%",
+    help="Kubernetes' maxUnavailable (default 25%); see docs/progressive-delivery.md.",
+)
 @_config_options("rollback")
 @_deadline_options
 @click.option(
@@ -614,6 +664,7 @@ def update(
             image = image or compose_image
         update_flags = _config_flags("update", params)
         rollback_flags = _config_flags("rollback", params)
+        kubernetes = _KubernetesFlags(params)
         # validate the flags now, before anything is sent
         UpdateConfig(**update_flags)
         RollbackConfig(**rollback_flags)
@@ -633,6 +684,8 @@ def update(
                     .replace(**rollback_flags)
                     .to_api()
                 )
+            if kubernetes:
+                kubernetes(spec)
 
         change = ServiceChange(
             image=image,
@@ -644,7 +697,7 @@ def update(
             force=params["force"],
             update_config=update_cfg,
             rollback_config=rollback_cfg,
-            patch=merge_flags if (update_flags or rollback_flags) else None,
+            patch=merge_flags if (update_flags or rollback_flags or kubernetes) else None,
         )
         # Only the flag changes what *we* do on failure (default: roll back); a
         # compose file's failure_action is Swarm's own, in the spec.
@@ -659,6 +712,7 @@ def update(
             or update_flags
             or rollback_flags
             or update_cfg
+            or kubernetes
         ):
             raise ConfigError(
                 "update",
@@ -667,12 +721,15 @@ def update(
             )
         if params["dry_run"]:
             plan = controller.plan(service, change)
+            plan.warnings.extend(kubernetes.warnings)
             if as_json:
                 return _plan_payload(plan)
             with _stdout():
                 _print_plan(plan)
             sys.exit(EXIT_OK)
-        return controller.update(service, change, options)
+        result = controller.update(service, change, options)
+        result.warnings.extend(kubernetes.warnings)
+        return result
 
     _run(obj, as_json, log_format, verbose, action, service, params)
 

@@ -328,3 +328,82 @@ def test_a_closed_stdout_is_not_an_error(args: list[str]) -> None:
         os.close(write_end)
     assert child.returncode == 0, child.stderr
     assert child.stderr == ""
+
+
+def test_max_surge_sets_start_first_and_parallelism(engine: FakeEngine, clock: FakeClock) -> None:
+    code, data, _ = run(
+        engine,
+        clock,
+        "update",
+        "web",
+        "--image",
+        "app:2",
+        "--max-surge",
+        "50%",
+        "--max-unavailable",
+        "0",
+        "--json",
+    )
+    assert code == 0, data
+    spec = engine.inspect_service("web").spec["UpdateConfig"]
+    assert (spec["Order"], spec["Parallelism"]) == ("start-first", 2)
+    assert data["warnings"] == []
+
+
+def test_max_unavailable_alone_keeps_kubernetes_default_surge_and_warns(
+    engine: FakeEngine, clock: FakeClock
+) -> None:
+    code, data, _ = run(
+        engine, clock, "update", "web", "--image", "app:2", "--max-unavailable", "1", "--json"
+    )
+    assert code == 0, data
+    spec = engine.inspect_service("web").spec["UpdateConfig"]
+    assert (spec["Order"], spec["Parallelism"]) == ("start-first", 1)
+    assert any(w.startswith("surge-and-unavailable") for w in data["warnings"])
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--max-surge", "0", "--max-unavailable", "0%"], "max_unavailable"),
+        (["--max-surge", "lots"], "max_surge"),
+        (["--max-unavailable", "150%"], "max_unavailable"),
+        (["--max-surge", "1", "--update-parallelism", "2"], "--update-parallelism"),
+        (["--max-unavailable", "1", "--update-order", "stop-first"], "--update-order"),
+    ],
+)
+def test_bad_kubernetes_strategy_exits_2_and_sends_nothing(
+    engine: FakeEngine, clock: FakeClock, args: list[str], needle: str
+) -> None:
+    code, data, _ = run(engine, clock, "update", "web", "--image", "app:2", *args, "--json")
+    assert code == 2, data
+    assert needle in data["reason"]
+    assert engine.updates == []
+
+
+def test_percentages_refused_for_a_global_service(clock: FakeClock) -> None:
+    engine = FakeEngine(clock)
+    engine.add_service("agent", "app:1", replicas=2, extra={"Mode": {"Global": {}}})
+    code, data, _ = run(
+        engine, clock, "update", "agent", "--image", "app:2", "--max-surge", "1%", "--json"
+    )
+    assert code == 2 and "not replicated" in data["reason"]
+    assert engine.updates == []
+
+
+def test_dry_run_shows_what_swarm_cannot_express(engine: FakeEngine, clock: FakeClock) -> None:
+    code, data, _ = run(
+        engine,
+        clock,
+        "update",
+        "web",
+        "--image",
+        "app:2",
+        "--max-surge",
+        "1",
+        "--dry-run",
+        "--json",
+    )
+    assert code == 0 and data["update_config"]["order"] == "start-first"
+    assert any(w.startswith("surge-and-unavailable") for w in data["warnings"])
+    assert engine.updates == []
