@@ -7,6 +7,7 @@ adapter) and chained with ``raise ... from exc``::
     ZddError
     ├── InputError (also ValueError)     bad input: nothing was changed on the cluster
     │   ├── ConfigError                  an invalid value (names field, value, what is allowed)
+    │   │   └── StepError                one step of a canary (names its index and field)
     │   ├── ServiceNotFound              no such service
     │   ├── NotAManager                  the engine is not a swarm manager
     │   ├── UpdateInProgress             another update of the service is in progress
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidImageReference",
     "NotAManager",
     "ServiceNotFound",
+    "StepError",
     "UnsupportedServiceMode",
     "UpdateInProgress",
     "UpdatePaused",
@@ -68,6 +70,18 @@ class ConfigError(InputError):
         self.value = value
         self.allowed = allowed
         super().__init__(f"{field}: invalid value {value!r}: {allowed}")
+
+
+class StepError(ConfigError):
+    """An invalid step of a canary: ``field`` reads ``steps[INDEX].FIELD``
+    (``index`` counts from 0, as in the list given; ``step_field`` is FIELD)."""
+
+    def __init__(
+        self, index: int, field: str, value: object, allowed: str, where: str = "steps"
+    ) -> None:
+        self.index = index
+        self.step_field = field
+        super().__init__(f"{where}[{index}].{field}", value, allowed)
 
 
 class ServiceNotFound(InputError):
