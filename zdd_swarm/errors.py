@@ -8,6 +8,8 @@ adapter) and chained with ``raise ... from exc``::
     ├── InputError (also ValueError)     bad input: nothing was changed on the cluster
     │   ├── ConfigError                  an invalid value (names field, value, what is allowed)
     │   │   └── StepError                one step of a canary (names its index and field)
+    │   ├── MetricQueryError             a metric provider refuses the query, or is unreachable
+    │   │                                before the rollout starts
     │   ├── ServiceNotFound              no such service
     │   ├── NotAManager                  the engine is not a swarm manager
     │   ├── UpdateInProgress             another update of the service is in progress
@@ -38,6 +40,7 @@ __all__ = [
     "EngineUnavailable",
     "InputError",
     "InvalidImageReference",
+    "MetricQueryError",
     "NotAManager",
     "ServiceNotFound",
     "StepError",
@@ -82,6 +85,15 @@ class StepError(ConfigError):
         self.index = index
         self.step_field = field
         super().__init__(f"{where}[{index}].{field}", value, allowed)
+
+
+class MetricQueryError(InputError):
+    """A metric's provider refused its query (Prometheus says ``bad_data``),
+    or could not be reached when the analysis was checked before the rollout."""
+
+    def __init__(self, metric: str, message: str) -> None:
+        self.metric = metric
+        super().__init__(f"metric {metric!r}: {message}")
 
 
 class ServiceNotFound(InputError):

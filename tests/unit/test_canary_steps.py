@@ -226,3 +226,10 @@ def test_bad_steps_files(tmp_path: Path) -> None:
     path.write_text("stages: []\n")
     with pytest.raises(ConfigError, match="steps"):
         load_steps_file(path)
+
+
+def test_the_package_exports_what_it_lists() -> None:
+    import zdd_swarm.canary as canary
+
+    for name in canary.__all__:
+        assert hasattr(canary, name), name

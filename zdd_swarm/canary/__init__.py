@@ -1,20 +1,38 @@
 """Progressive delivery for one Swarm service: canary steps and analysis.
 
 ``steps`` is the step model (``SetWeight``, ``Pause``, ``Analysis``) and its
-parsers; ``analysis`` runs metric checks against Prometheus or a JSON
-endpoint as a state machine in simulated or real time.
+parsers; ``analysis`` judges metrics as a state machine in injected time;
+``providers`` measures them on Prometheus or a JSON endpoint;
+``conditions`` parses their success and failure conditions.
 """
 
 from __future__ import annotations
 
+from .analysis import (
+    AnalysisResult,
+    Metric,
+    Phase,
+    QueryContext,
+    check_metrics,
+    run_analysis,
+)
+from .providers import PrometheusProvider, WebProvider
 from .steps import Analysis, Pause, SetWeight, Step, parse_steps, steps_from_data, tasks_for_share
 
 __all__ = [
     "Analysis",
+    "AnalysisResult",
+    "Metric",
     "Pause",
+    "Phase",
+    "PrometheusProvider",
+    "QueryContext",
     "SetWeight",
     "Step",
+    "WebProvider",
+    "check_metrics",
     "parse_steps",
+    "run_analysis",
     "steps_from_data",
     "tasks_for_share",
 ]
