@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,10 +12,8 @@ from zdd_swarm.canary.steps import (
     Analysis,
     Pause,
     SetWeight,
-    load_steps_file,
     parse_step,
     parse_steps,
-    steps_from_compose,
     steps_from_data,
     tasks_for_share,
 )
@@ -156,7 +153,7 @@ def test_tasks_for_share(percent: int, replicas: int, tasks: int) -> None:
     assert tasks_for_share(percent, replicas) == tasks
 
 
-def test_file_and_compose_forms_including_argos(tmp_path: Path) -> None:
+def test_file_forms_including_argos() -> None:
     data = [
         {"set": "10%"},
         {"set": 2},
@@ -173,29 +170,9 @@ def test_file_and_compose_forms_including_argos(tmp_path: Path) -> None:
     steps = steps_from_data(data)
     assert steps[1] == SetWeight(tasks=2) and steps[2] == SetWeight(percent=30)
     assert steps[3:7] == (Pause(2 * M), Pause(), Pause(), Pause(M))
-    assert steps[8] == Analysis(("latency",))
-    path = tmp_path / "steps.yml"
-    path.write_text("steps:\n  - set: 10%\n  - pause: 30s\n  - set: 100%\n")
-    assert load_steps_file(path) == (
-        SetWeight(percent=10),
-        Pause(timedelta(seconds=30)),
-        SetWeight(percent=100),
-    )
-    path.write_text("- 25%\n- 100%\n")
-    assert len(load_steps_file(path)) == 2
-    service = {"image": "web:2", "x-zdd-swarm": {"steps": data}}
-    assert steps_from_compose(service) == steps
-    assert steps_from_compose({"image": "web:2"}) is None
-
-
-def test_compose_errors_name_the_extension() -> None:
-    with pytest.raises(StepError) as info:
-        steps_from_compose({"x-zdd-swarm": {"steps": [{"set": "10%"}, {"pause": "never"}]}})
-    assert info.value.field == "x-zdd-swarm.steps[1].pause"
-    with pytest.raises(ConfigError, match=r"x-zdd-swarm\.canary"):
-        steps_from_compose({"x-zdd-swarm": {"canary": []}})
-    with pytest.raises(ConfigError, match=r"x-zdd-swarm\.steps"):
-        steps_from_compose({"x-zdd-swarm": {"steps": "10%"}})
+    assert steps[7:9] == (Analysis(("errors",)), Analysis(("latency",)))
+    with pytest.raises(ConfigError, match="a list of steps"):
+        steps_from_data("10%")
 
 
 @pytest.mark.parametrize(
@@ -214,18 +191,6 @@ def test_bad_file_items_name_index_and_field(item: object, field: str) -> None:
     with pytest.raises(StepError) as info:
         steps_from_data([{"set": "10%"}, item, {"set": "100%"}])
     assert info.value.field == f"steps[1].{field}"
-
-
-def test_bad_steps_files(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="readable"):
-        load_steps_file(tmp_path / "missing.yml")
-    path = tmp_path / "bad.yml"
-    path.write_text("steps: [10%\n")
-    with pytest.raises(ConfigError, match="YAML"):
-        load_steps_file(path)
-    path.write_text("stages: []\n")
-    with pytest.raises(ConfigError, match="steps"):
-        load_steps_file(path)
 
 
 def test_the_package_exports_what_it_lists() -> None:

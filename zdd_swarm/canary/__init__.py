@@ -3,7 +3,8 @@
 ``steps`` is the step model (``SetWeight``, ``Pause``, ``Analysis``) and its
 parsers; ``analysis`` judges metrics as a state machine in injected time;
 ``providers`` measures them on Prometheus or a JSON endpoint;
-``conditions`` parses their success and failure conditions.
+``conditions`` parses their success and failure conditions; ``spec``
+reads a canary (steps and analyses) from a file or a compose service.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from .analysis import (
     run_analysis,
 )
 from .providers import PrometheusProvider, WebProvider
+from .spec import CanarySpec, canary_from_compose, load_canary_file
 from .steps import Analysis, Pause, SetWeight, Step, parse_steps, steps_from_data, tasks_for_share
 
 __all__ = [
     "Analysis",
     "AnalysisResult",
+    "CanarySpec",
     "Metric",
     "Pause",
     "Phase",
@@ -30,7 +33,9 @@ __all__ = [
     "SetWeight",
     "Step",
     "WebProvider",
+    "canary_from_compose",
     "check_metrics",
+    "load_canary_file",
     "parse_steps",
     "run_analysis",
     "steps_from_data",

@@ -4,8 +4,8 @@ A canary is a list of steps run in order: ``SetWeight`` puts a share of the
 service's tasks on the new release, ``Pause`` waits (a duration, or until a
 person promotes), ``Analysis`` runs named checks. A pure model: frozen
 dataclasses validated on construction, parsers for the three written forms
-(CLI strings, a steps file, a compose file's ``x-zdd-swarm``), no I/O
-besides reading the file it is given.
+(CLI strings, and the list of a canary file or a compose file's
+``x-zdd-swarm``, read by ``zdd_swarm.canary.spec``), no I/O.
 
 Rules of a step list (``validate_steps``): at least one weight, weights
 never decreasing, the last weight 100 %, analysis names known. An invalid
@@ -18,10 +18,7 @@ import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
-from typing import Any, TypeAlias
-
-import yaml
+from typing import TypeAlias
 
 from ..config import parse_duration
 from ..errors import ConfigError, StepError
@@ -31,10 +28,8 @@ __all__ = [
     "Pause",
     "SetWeight",
     "Step",
-    "load_steps_file",
     "parse_step",
     "parse_steps",
-    "steps_from_compose",
     "steps_from_data",
     "tasks_for_share",
     "validate_steps",
@@ -322,49 +317,3 @@ def _in(step: Step, unit: str, replicas: int | None) -> int:
     value = step.percent if unit == "percent" else step.tasks
     assert value is not None
     return value
-
-
-# -- files ---------------------------------------------------------------------
-
-EXTENSION = "x-zdd-swarm"
-"""The compose extension of a service that holds its canary: ``steps:``."""
-
-
-def steps_from_compose(
-    service: Mapping[str, Any], analyses: Collection[str] | None = None
-) -> tuple[Step, ...] | None:
-    """The steps of a compose service entry's ``x-zdd-swarm`` extension
-    (``x-zdd-swarm: {steps: [...]}``), or None when it has none. The
-    compose specification allows ``x-`` fields in a service, and
-    ``docker stack deploy`` ignores them."""
-    extension = service.get(EXTENSION)
-    if extension is None:
-        return None
-    if not isinstance(extension, Mapping):
-        raise ConfigError(EXTENSION, extension, "a mapping with 'steps'")
-    for key in extension:
-        if key != "steps":
-            raise ConfigError(f"{EXTENSION}.{key}", extension[key], "one of: steps")
-    try:
-        return steps_from_data(extension.get("steps"), analyses)
-    except StepError as exc:
-        where = f"{EXTENSION}.steps"
-        raise StepError(exc.index, exc.step_field, exc.value, exc.allowed, where) from exc
-    except ConfigError as exc:
-        raise ConfigError(f"{EXTENSION}.{exc.field}", exc.value, exc.allowed) from exc
-
-
-def load_steps_file(path: str | Path, analyses: Collection[str] | None = None) -> tuple[Step, ...]:
-    """Steps from a YAML file: a list of steps, or a mapping with ``steps``."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise ConfigError("steps file", str(path), f"a readable file ({exc.strerror})") from exc
-    except yaml.YAMLError as exc:
-        message = f"a YAML file ({exc})".replace("\n", " ")
-        raise ConfigError("steps file", str(path), message) from exc
-    if isinstance(data, Mapping):
-        if set(data) != {"steps"}:
-            raise ConfigError("steps file", str(path), "a list of steps, or a mapping 'steps:'")
-        data = data["steps"]
-    return steps_from_data(data, analyses)
