@@ -4,7 +4,8 @@
 parsers; ``analysis`` judges metrics as a state machine in injected time;
 ``providers`` measures them on Prometheus or a JSON endpoint;
 ``conditions`` parses their success and failure conditions; ``spec``
-reads a canary (steps and analyses) from a file or a compose service.
+reads a canary (steps and analyses) from a file or a compose service;
+``driver`` runs it on a service, holding Swarm's own updater at each step.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .analysis import (
     check_metrics,
     run_analysis,
 )
+from .driver import Canary, CanaryOutcome, CanaryResult
 from .providers import PrometheusProvider, WebProvider
 from .spec import CanarySpec, canary_from_compose, load_canary_file
 from .steps import Analysis, Pause, SetWeight, Step, parse_steps, steps_from_data, tasks_for_share
@@ -24,6 +26,9 @@ from .steps import Analysis, Pause, SetWeight, Step, parse_steps, steps_from_dat
 __all__ = [
     "Analysis",
     "AnalysisResult",
+    "Canary",
+    "CanaryOutcome",
+    "CanaryResult",
     "CanarySpec",
     "Metric",
     "Pause",
