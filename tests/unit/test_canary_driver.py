@@ -14,7 +14,8 @@ from zdd_swarm.canary.driver import HOLD, Canary, CanaryOutcome
 from zdd_swarm.canary.spec import CanarySpec
 from zdd_swarm.canary.steps import parse_steps
 from zdd_swarm.config import UpdateConfig
-from zdd_swarm.errors import MetricQueryError, StepError, UnsupportedServiceMode
+from zdd_swarm.errors import ConfigError, MetricQueryError, StepError, UnsupportedServiceMode
+from zdd_swarm.spec import ServiceChange
 from zdd_swarm.testing import FakeClock, FakeEngine, ImageBehaviour
 
 from .test_canary_analysis import Script
@@ -95,6 +96,14 @@ def test_no_two_releases_send_the_same_spec(engine: FakeEngine, clock: FakeClock
     assert len({c["Delay"] for c in configs}) == 3
 
 
+def test_any_change_of_the_tasks_can_be_a_canary(engine: FakeEngine, clock: FakeClock) -> None:
+    change = ServiceChange(env_add={"FEATURE": "on"})
+    result = canary(engine, clock, ["10%", "pause=1m", "100%"]).run("web", change)
+    assert result.outcome is CanaryOutcome.COMPLETED
+    spec = engine.inspect_service("web").spec
+    assert "FEATURE=on" in spec["TaskTemplate"]["ContainerSpec"]["Env"]
+
+
 def test_the_holding_config(engine: FakeEngine, clock: FakeClock) -> None:
     driver = canary(engine, clock, ["20%", "pause=1m", "100%"])
     specs: list[Any] = []
@@ -155,6 +164,8 @@ def test_bad_input_changes_nothing(engine: FakeEngine, clock: FakeClock) -> None
         canary(engine, clock, ["10%", "pause", "100%"]).run("web", "app:2")
     with pytest.raises(StepError, match="at most the service's 10 replicas"):
         canary(engine, clock, ["11", "100%"]).run("web", "app:2")
+    with pytest.raises(ConfigError, match="a change of the tasks"):
+        canary(engine, clock, ["10%", "100%"]).run("web", "app:1")
     engine.add_service("agent", "app:1", replicas=2, extra={"Mode": {"Global": {}}})
     with pytest.raises(UnsupportedServiceMode):
         canary(engine, clock, ["100%"]).run("agent", "app:2")

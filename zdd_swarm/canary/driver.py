@@ -46,7 +46,7 @@ from ..clock import Clock, SystemClock
 from ..config import UpdateConfig
 from ..engine import Engine
 from ..errors import ConfigError, StepError, UnsupportedServiceMode, UpdateInProgress
-from ..model import TaskState, UpdateState, image_of, replicas_of
+from ..model import TaskState, UpdateState, image_of, replicas_of, task_template_key
 from ..spec import ServiceChange
 from .analysis import AnalysisResult, Metric, QueryContext, check_metrics, run_analysis
 from .spec import CanarySpec
@@ -123,11 +123,13 @@ class Canary:
         self.clock = clock or SystemClock()
         self.poll_interval, self.step_timeout = poll_interval, step_timeout
 
-    def run(self, service: str, image: str) -> CanaryResult:
-        """Release ``image`` to ``service`` step by step; bad input (steps,
-        analyses, a query Prometheus refuses) raises ``InputError`` before
-        anything is sent."""
-        rollout = self._prepare(service, image)
+    def run(self, service: str, change: ServiceChange | str) -> CanaryResult:
+        """Release ``change`` (or a new image) to ``service`` step by step; bad
+        input (steps, analyses, a query Prometheus refuses) raises
+        ``InputError`` before anything is sent."""
+        if isinstance(change, str):
+            change = ServiceChange(image=change)
+        rollout = self._prepare(service, change)
         reports: list[StepReport] = []
         try:
             for index, step in enumerate(self.spec.steps):
@@ -142,7 +144,7 @@ class Canary:
 
     # -- before anything is sent ----------------------------------------------
 
-    def _prepare(self, service: str, image: str) -> _Rollout:
+    def _prepare(self, service: str, change: ServiceChange) -> _Rollout:
         current = self.engine.inspect_service(service)
         replicas = replicas_of(current.spec)
         if replicas is None:
@@ -153,10 +155,12 @@ class Canary:
         for index, step in enumerate(steps):
             if isinstance(step, Pause) and step.until_promoted:
                 raise StepError(index, "pause", "pause", "a duration: promote is not available yet")
-        target = ServiceChange(image=image).apply(current.spec)
-        if image_of(target) == current.image:
-            raise ConfigError("image", image, "an image other than the one the service runs")
-        context = QueryContext(current.name, current.image, image)
+        if change.pin_digest:
+            raise ConfigError("pin_digest", True, "not with a canary yet")
+        target = change.apply(current.spec)
+        if task_template_key(target.get("TaskTemplate") or {}) == current.task_key:
+            raise ConfigError("change", change, "a change of the tasks: a canary replaces tasks")
+        context = QueryContext(current.name, current.image, image_of(target))
         check_metrics([m for ms in self.spec.analyses.values() for m in ms], context)
         return _Rollout(current.name, copy.deepcopy(dict(current.spec)), target, replicas, context)
 
