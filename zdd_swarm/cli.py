@@ -33,6 +33,14 @@ import yaml
 
 from . import events
 from ._logging import LOGGER_NAME, get_logger
+from .canary import (
+    Canary,
+    CanaryOutcome,
+    CanarySpec,
+    canary_from_compose,
+    load_canary_file,
+    parse_steps,
+)
 from .clock import Clock
 from .config import RollbackConfig, UpdateConfig, configs_from_compose
 from .controller import Controller, RolloutOptions
@@ -259,7 +267,9 @@ def _parse_tcp_gate(spec: str) -> Gate:
     return TcpGate(host, int(port))
 
 
-def _load_compose(path: str, service: str) -> tuple[str | None, UpdateConfig, RollbackConfig]:
+def _compose_service(path: str, service: str) -> Mapping[str, Any]:
+    """The entry of ``service`` (or of its name without the stack prefix) in
+    the compose file at ``path``."""
     try:
         data = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
@@ -275,15 +285,20 @@ def _load_compose(path: str, service: str) -> tuple[str | None, UpdateConfig, Ro
             entry = services[name] or {}
             if not isinstance(entry, Mapping):
                 raise ConfigError(f"services.{name}", entry, "a mapping")
-            update, rollback = configs_from_compose(entry)
-            image = entry.get("image")
-            return (str(image) if image else None), update, rollback
+            return entry
     raise ConfigError(
         "--compose",
         path,
         f"a compose file with a service named {service!r} "
         f"(it has: {', '.join(map(str, services)) or 'none'})",
     )
+
+
+def _load_compose(path: str, service: str) -> tuple[str | None, UpdateConfig, RollbackConfig]:
+    entry = _compose_service(path, service)
+    update, rollback = configs_from_compose(entry)
+    image = entry.get("image")
+    return (str(image) if image else None), update, rollback
 
 
 @contextlib.contextmanager
@@ -646,6 +661,18 @@ def _deadline_options(fn: F) -> F:
     help="Take image and deploy.update_config/rollback_config from this compose "
     "file's service of the same name (flags win).",
 )
+@click.option(
+    "--step",
+    multiple=True,
+    metavar="STEP",
+    help="A canary step: 10%, 3 (tasks), pause=2m, analysis=NAME (repeatable, in order; "
+    "see docs/progressive-delivery.md).",
+)
+@click.option(
+    "--steps-file",
+    type=click.Path(dir_okay=False),
+    help="A canary file: its steps, and the analyses they name (--step replaces its steps).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @_platform_options
 @output_options
@@ -719,6 +746,9 @@ def update(
                 service,
                 "at least one change (--image, --env-add, --label-add, --force, --update-*, ...)",
             )
+        canary = _canary_spec(params, service)
+        if canary is not None:
+            _run_canary(controller, service, change, canary, as_json)
         if params["dry_run"]:
             plan = controller.plan(service, change)
             plan.warnings.extend(kubernetes.warnings)
@@ -732,6 +762,66 @@ def update(
         return result
 
     _run(obj, as_json, log_format, verbose, action, service, params)
+
+
+_NOT_WITH_CANARY = (
+    "dry_run",
+    "gate_http",
+    "gate_tcp",
+    "task_deadline",
+    "progress_deadline",
+    "timeout",
+    "rollback_timeout",
+)
+
+
+def _canary_spec(params: Mapping[str, Any], service: str) -> CanarySpec | None:
+    """The canary asked for: ``--step``s, a ``--steps-file`` (steps and
+    analyses), or the ``--compose`` service's ``x-zdd-swarm``; None if none."""
+    base: CanarySpec | None = None
+    if params.get("steps_file"):
+        base = load_canary_file(params["steps_file"])
+    elif params.get("compose_file"):
+        base = canary_from_compose(_compose_service(params["compose_file"], service))
+    if params.get("step"):
+        analyses = base.analyses if base is not None else {}
+        base = CanarySpec(parse_steps(params["step"], analyses), analyses)
+    if base is not None:
+        for name in _NOT_WITH_CANARY:
+            if params.get(name):
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(flag, params[name], "not with a canary (--step) yet")
+    return base
+
+
+def _run_canary(
+    controller: Controller, service: str, change: ServiceChange, spec: CanarySpec, as_json: bool
+) -> None:
+    """Run the canary and exit: 0 completed, 1 aborted, 4 the abort failed."""
+    result = Canary(controller.engine, spec, clock=controller.clock).run(service, change)
+    steps = [{"index": r.index, "step": r.step, "detail": r.detail} for r in result.steps]
+    if as_json:
+        _emit_json(
+            {
+                "outcome": result.outcome.value,
+                "code": f"canary_{result.outcome.value}",
+                "reason": result.reason,
+                "service": result.service,
+                "failed_step": result.failed_step,
+                "steps": steps,
+            }
+        )
+    else:
+        with _stdout():
+            click.echo(f"{result.service}: canary {result.outcome.value}: {result.reason}")
+            for step in steps:
+                click.echo(f"  step {step['index']} {step['step']}: {step['detail']}")
+    codes = {
+        CanaryOutcome.COMPLETED: EXIT_OK,
+        CanaryOutcome.ABORTED: EXIT_ROLLED_BACK,
+        CanaryOutcome.ABORT_FAILED: EXIT_ROLLBACK_FAILED,
+    }
+    sys.exit(codes[result.outcome])
 
 
 def _plan_payload(plan: Any) -> dict[str, Any]:
