@@ -151,6 +151,24 @@ def test_a_crashing_canary_task_aborts(engine: FakeEngine, clock: FakeClock) -> 
     assert set(images(engine)) == {"app:1"}
 
 
+def test_an_interrupted_canary_restores_the_original(engine: FakeEngine, clock: FakeClock) -> None:
+    class Interrupt:
+        calls = 0
+
+        def measure(self, context: QueryContext) -> Any:
+            self.calls += 1
+            if self.calls > 1:  # the first is check_metrics, before anything is sent
+                raise KeyboardInterrupt
+            return [0.0]
+
+    stop = (Metric("stop", Interrupt(), success_condition="result[0] < 1"),)
+    driver = canary(engine, clock, ["10%", "analysis=stop", "100%"], {"stop": stop})
+    result = driver.run("web", "app:2")
+    assert result.outcome is CanaryOutcome.ABORTED and result.failed_step == 1
+    assert "interrupted" in result.reason
+    assert set(images(engine)) == {"app:1"}
+
+
 def test_bad_input_changes_nothing(engine: FakeEngine, clock: FakeClock) -> None:
     refused = (
         Metric(

@@ -134,12 +134,16 @@ class Canary:
         try:
             for index, step in enumerate(self.spec.steps):
                 reports.append(self._step(rollout, index, step))
-            if rollout.released < rollout.replicas:
-                reports.append(self._step(rollout, len(reports), SetWeight(percent=100)))
             self._wait_done(rollout, len(reports) - 1)
         except _Abort as abort:
             reports.append(StepReport(abort.index, "abort", abort.reason, abort.analysis))
             return self._abort(rollout, abort, reports)
+        except KeyboardInterrupt:
+            # a held update left alone goes on one slot per worker and per
+            # delay, unanalysed: with no one to drive it, restore the original
+            interrupted = _Abort(len(reports), "interrupted: no one would drive the canary on")
+            reports.append(StepReport(interrupted.index, "abort", interrupted.reason))
+            return self._abort(rollout, interrupted, reports)
         return CanaryResult(service, CanaryOutcome.COMPLETED, "every step passed", tuple(reports))
 
     # -- before anything is sent ----------------------------------------------
