@@ -151,6 +151,26 @@ def test_a_crashing_canary_task_aborts(engine: FakeEngine, clock: FakeClock) -> 
     assert set(images(engine)) == {"app:1"}
 
 
+def test_a_canary_task_failing_during_a_passing_analysis_aborts(
+    engine: FakeEngine, clock: FakeClock
+) -> None:
+    engine.behave("app:late", ImageBehaviour(fail_after=30.0))
+    fine = (
+        Metric(
+            "fine",
+            Script([[0.0]] * 4),
+            success_condition="result[0] < 1",
+            interval="30s",
+            count=3,
+        ),
+    )
+    driver = canary(engine, clock, ["10%", "analysis=fine", "100%"], {"fine": fine})
+    result = driver.run("web", "app:late")
+    assert result.outcome is CanaryOutcome.ABORTED and result.failed_step == 2
+    assert result.steps[1].analysis is not None and result.steps[1].analysis
+    assert set(images(engine)) == {"app:1"}
+
+
 def test_an_interrupted_canary_restores_the_original(engine: FakeEngine, clock: FakeClock) -> None:
     class Interrupt:
         calls = 0

@@ -108,7 +108,7 @@ class _Rollout:
 
 
 class Canary:
-    """Runs ``spec`` (steps and analyses) on a service: ``run(service, image)``."""
+    """Runs ``spec`` (steps and analyses) on a service: ``run(service, change)``."""
 
     def __init__(
         self,
@@ -163,7 +163,9 @@ class Canary:
             raise ConfigError("pin_digest", True, "not with a canary yet")
         target = change.apply(current.spec)
         if task_template_key(target.get("TaskTemplate") or {}) == current.task_key:
-            raise ConfigError("change", change, "a change of the tasks: a canary replaces tasks")
+            raise ConfigError(
+                "change", current.name, "a change of the tasks: a canary replaces tasks"
+            )
         context = QueryContext(current.name, current.image, image_of(target))
         check_metrics([m for ms in self.spec.analyses.values() for m in ms], context)
         return _Rollout(current.name, copy.deepcopy(dict(current.spec)), target, replicas, context)
@@ -172,6 +174,10 @@ class Canary:
 
     def _step(self, rollout: _Rollout, index: int, step: Step) -> StepReport:
         log.info("canary_step", service=rollout.service, index=index, step=str(step))
+        if rollout.released:
+            # a canary task that failed while nobody looked (an analysis, say)
+            # still stops the canary: the next release would reset the status
+            self._new_running(rollout, index)
         if isinstance(step, SetWeight):
             want = step.task_count(rollout.replicas)
             if want > rollout.released:
