@@ -772,6 +772,9 @@ _NOT_WITH_CANARY = (
     "progress_deadline",
     "timeout",
     "rollback_timeout",
+    "metrics_textfile",
+    "pushgateway",
+    "notify_webhook",
 )
 
 

@@ -484,6 +484,7 @@ def test_a_steps_file_and_a_compose_extension(
         (["--step", "10%", "--step", "pause", "--step", "100%"], "promote"),
         (["--step", "100%", "--dry-run"], "--dry-run"),
         (["--step", "100%", "--gate-tcp", "db:5432"], "--gate-tcp"),
+        (["--step", "100%", "--notify-webhook", "http://127.0.0.1:9/"], "--notify-webhook"),
     ],
 )
 def test_a_bad_canary_exits_2_and_sends_nothing(
