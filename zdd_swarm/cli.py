@@ -33,6 +33,14 @@ import yaml
 
 from . import events
 from ._logging import LOGGER_NAME, get_logger
+from .canary import (
+    Canary,
+    CanaryOutcome,
+    CanarySpec,
+    canary_from_compose,
+    load_canary_file,
+    parse_steps,
+)
 from .clock import Clock
 from .config import RollbackConfig, UpdateConfig, configs_from_compose
 from .controller import Controller, RolloutOptions
@@ -41,7 +49,7 @@ from .engine import DockerEngine, Engine
 from .errors import ConfigError, EngineError, InputError, ZddError
 from .events import Event, Hook
 from .gates import Gate, HttpGate, TcpGate
-from .model import ServiceView
+from .model import ServiceView, replicas_of
 from .redact import mask_secrets, mask_values
 from .result import RolloutResult
 from .spec import ServiceChange
@@ -189,6 +197,46 @@ def _config_flags(prefix: str, params: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+class _KubernetesFlags:
+    """``--max-surge``/``--max-unavailable``: a Deployment's rolling-update
+    strategy, resolved against the service's replica count when the spec is
+    built (so a bad value exits 2 before anything is sent). A flag left out
+    takes Kubernetes' default, 25%. What Swarm cannot express is kept in
+    ``warnings`` for the result."""
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        self.surge = params.get("max_surge")
+        self.unavailable = params.get("max_unavailable")
+        self.warnings: list[str] = []
+        for flag in ("update_parallelism", "update_order"):
+            if self and params.get(flag) is not None:
+                raise ConfigError(
+                    "--" + flag.replace("_", "-"),
+                    params[flag],
+                    "not together with --max-surge/--max-unavailable, which set it",
+                )
+
+    def __bool__(self) -> bool:
+        return self.surge is not None or self.unavailable is not None
+
+    def __call__(self, spec: dict[str, Any]) -> None:
+        surge = "25%" if self.surge is None else self.surge
+        unavailable = "25%" if self.unavailable is None else self.unavailable
+        replicas = replicas_of(spec)
+        if replicas is None and "%" in f"{surge}{unavailable}":
+            raise ConfigError(
+                "--max-surge/--max-unavailable",
+                f"{surge}/{unavailable}",
+                "task counts: the service is not replicated, so a percentage has no base",
+            )
+        mapped = UpdateConfig.from_kubernetes(surge, unavailable, replicas)
+        current = UpdateConfig.from_api(spec.get("UpdateConfig"))
+        spec["UpdateConfig"] = current.replace(
+            parallelism=mapped.config.parallelism, order=mapped.config.order
+        ).to_api()
+        self.warnings = [str(w) for w in mapped.warnings]
+
+
 def _parse_gate(spec: str) -> Gate:
     """``URL[,status=200][,ratio=1.0][,timeout=2]``."""
     url, *rest = spec.split(",")
@@ -219,7 +267,9 @@ def _parse_tcp_gate(spec: str) -> Gate:
     return TcpGate(host, int(port))
 
 
-def _load_compose(path: str, service: str) -> tuple[str | None, UpdateConfig, RollbackConfig]:
+def _compose_service(path: str, service: str) -> Mapping[str, Any]:
+    """The entry of ``service`` (or of its name without the stack prefix) in
+    the compose file at ``path``."""
     try:
         data = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
@@ -235,15 +285,20 @@ def _load_compose(path: str, service: str) -> tuple[str | None, UpdateConfig, Ro
             entry = services[name] or {}
             if not isinstance(entry, Mapping):
                 raise ConfigError(f"services.{name}", entry, "a mapping")
-            update, rollback = configs_from_compose(entry)
-            image = entry.get("image")
-            return (str(image) if image else None), update, rollback
+            return entry
     raise ConfigError(
         "--compose",
         path,
         f"a compose file with a service named {service!r} "
         f"(it has: {', '.join(map(str, services)) or 'none'})",
     )
+
+
+def _load_compose(path: str, service: str) -> tuple[str | None, UpdateConfig, RollbackConfig]:
+    entry = _compose_service(path, service)
+    update, rollback = configs_from_compose(entry)
+    image = entry.get("image")
+    return (str(image) if image else None), update, rollback
 
 
 @contextlib.contextmanager
@@ -588,6 +643,16 @@ def _deadline_options(fn: F) -> F:
 @click.option("--label-rm", multiple=True, metavar="K", help="Remove a service label.")
 @click.option("--force", is_flag=True, help="Redeploy even if nothing changed.")
 @_config_options("update")
+@click.option(
+    "--max-surge",
+    metavar="N|N%",
+    help="Kubernetes' maxSurge (default 25%): sets --update-order and --update-parallelism.",
+)
+@click.option(
+    "--max-unavailable",
+    metavar="N|N%",
+    help="Kubernetes' maxUnavailable (default 25%); see docs/progressive-delivery.md.",
+)
 @_config_options("rollback")
 @_deadline_options
 @click.option(
@@ -603,6 +668,18 @@ def _deadline_options(fn: F) -> F:
     type=click.Path(dir_okay=False),
     help="Take image and deploy.update_config/rollback_config from this compose "
     "file's service of the same name (flags win).",
+)
+@click.option(
+    "--step",
+    multiple=True,
+    metavar="STEP",
+    help="A canary step: 10%, 3 (tasks), pause=2m, analysis=NAME (repeatable, in order; "
+    "see docs/progressive-delivery.md).",
+)
+@click.option(
+    "--steps-file",
+    type=click.Path(dir_okay=False),
+    help="A canary file: its steps, and the analyses they name (--step replaces its steps).",
 )
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @_platform_options
@@ -622,6 +699,7 @@ def update(
             image = image or compose_image
         update_flags = _config_flags("update", params)
         rollback_flags = _config_flags("rollback", params)
+        kubernetes = _KubernetesFlags(params)
         # validate the flags now, before anything is sent
         UpdateConfig(**update_flags)
         RollbackConfig(**rollback_flags)
@@ -641,6 +719,8 @@ def update(
                     .replace(**rollback_flags)
                     .to_api()
                 )
+            if kubernetes:
+                kubernetes(spec)
 
         change = ServiceChange(
             image=image,
@@ -652,7 +732,7 @@ def update(
             force=params["force"],
             update_config=update_cfg,
             rollback_config=rollback_cfg,
-            patch=merge_flags if (update_flags or rollback_flags) else None,
+            patch=merge_flags if (update_flags or rollback_flags or kubernetes) else None,
         )
         # Only the flag changes what *we* do on failure (default: roll back); a
         # compose file's failure_action is Swarm's own, in the spec.
@@ -667,22 +747,92 @@ def update(
             or update_flags
             or rollback_flags
             or update_cfg
+            or kubernetes
         ):
             raise ConfigError(
                 "update",
                 service,
                 "at least one change (--image, --env-add, --label-add, --force, --update-*, ...)",
             )
+        canary = _canary_spec(params, service)
+        if canary is not None:
+            _run_canary(controller, service, change, canary, as_json)
         if params["dry_run"]:
             plan = controller.plan(service, change)
+            plan.warnings.extend(kubernetes.warnings)
             if as_json:
                 return _plan_payload(plan)
             with _stdout():
                 _print_plan(plan)
             sys.exit(EXIT_OK)
-        return controller.update(service, change, options)
+        result = controller.update(service, change, options)
+        result.warnings.extend(kubernetes.warnings)
+        return result
 
     _run(obj, as_json, log_format, verbose, action, service, params)
+
+
+_NOT_WITH_CANARY = (
+    "dry_run",
+    "gate_http",
+    "gate_tcp",
+    "task_deadline",
+    "progress_deadline",
+    "timeout",
+    "rollback_timeout",
+    "metrics_textfile",
+    "pushgateway",
+    "notify_webhook",
+)
+
+
+def _canary_spec(params: Mapping[str, Any], service: str) -> CanarySpec | None:
+    """The canary asked for: ``--step``s, a ``--steps-file`` (steps and
+    analyses), or the ``--compose`` service's ``x-zdd-swarm``; None if none."""
+    base: CanarySpec | None = None
+    if params.get("steps_file"):
+        base = load_canary_file(params["steps_file"])
+    elif params.get("compose_file"):
+        base = canary_from_compose(_compose_service(params["compose_file"], service))
+    if params.get("step"):
+        analyses = base.analyses if base is not None else {}
+        base = CanarySpec(parse_steps(params["step"], analyses), analyses)
+    if base is not None:
+        for name in _NOT_WITH_CANARY:
+            if params.get(name):
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(flag, params[name], "not with a canary (--step) yet")
+    return base
+
+
+def _run_canary(
+    controller: Controller, service: str, change: ServiceChange, spec: CanarySpec, as_json: bool
+) -> None:
+    """Run the canary and exit: 0 completed, 1 aborted, 4 the abort failed."""
+    result = Canary(controller.engine, spec, clock=controller.clock).run(service, change)
+    steps = [{"index": r.index, "step": r.step, "detail": r.detail} for r in result.steps]
+    if as_json:
+        _emit_json(
+            {
+                "outcome": result.outcome.value,
+                "code": f"canary_{result.outcome.value}",
+                "reason": result.reason,
+                "service": result.service,
+                "failed_step": result.failed_step,
+                "steps": steps,
+            }
+        )
+    else:
+        with _stdout():
+            click.echo(f"{result.service}: canary {result.outcome.value}: {result.reason}")
+            for step in steps:
+                click.echo(f"  step {step['index']} {step['step']}: {step['detail']}")
+    codes = {
+        CanaryOutcome.COMPLETED: EXIT_OK,
+        CanaryOutcome.ABORTED: EXIT_ROLLED_BACK,
+        CanaryOutcome.ABORT_FAILED: EXIT_ROLLBACK_FAILED,
+    }
+    sys.exit(codes[result.outcome])
 
 
 def _plan_payload(plan: Any) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Self, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, NamedTuple, Self, TypeAlias
 
 from .errors import ConfigError
 from .gates import Gate, as_gates
@@ -34,6 +34,7 @@ from .gates import Gate, as_gates
 __all__ = [
     "DurationLike",
     "FailureAction",
+    "KubernetesMapping",
     "LintWarning",
     "Order",
     "RollbackConfig",
@@ -440,6 +441,49 @@ class UpdateConfig(_SwarmUpdateSettings):
     _SECTION: ClassVar[str] = "update_config"
     _FAILURE_ACTIONS: ClassVar[tuple[FailureAction, ...]] = tuple(FailureAction)
 
+    @classmethod
+    def from_kubernetes(
+        cls,
+        max_surge: int | str = "25%",
+        max_unavailable: int | str = "25%",
+        replicas: int | None = None,
+        **settings: Any,
+    ) -> KubernetesMapping:
+        """A Deployment's ``strategy.rollingUpdate`` as Swarm's order and parallelism.
+
+        ``max_surge`` and ``max_unavailable`` are what Kubernetes accepts (an
+        integer or ``"N%"``, default ``"25%"`` each, as Kubernetes'); a
+        percentage needs ``replicas``. Rounding is Kubernetes' own: surge
+        up, unavailable down, and unavailable 1 when both come out 0.
+        Surge only: ``start-first`` with parallelism = surge; unavailable
+        only: ``stop-first`` with parallelism = unavailable; both: see
+        ``KubernetesMapping``. Both given as 0 is refused, as Kubernetes
+        refuses it. ``settings`` are the other ``UpdateConfig`` fields.
+
+        Returns the config and the warnings about what Swarm cannot express.
+        """
+        surge, unavailable = _kubernetes_fenceposts(max_surge, max_unavailable, replicas)
+        for key in ("parallelism", "order"):
+            if key in settings:
+                raise ConfigError(key, settings[key], "not with from_kubernetes (it sets it)")
+        warnings: list[LintWarning] = []
+        if unavailable == 0:
+            order, parallelism = Order.START_FIRST, surge
+        elif surge == 0:
+            order, parallelism = Order.STOP_FIRST, unavailable
+        else:
+            order, parallelism = Order.START_FIRST, surge
+            warnings.append(
+                LintWarning(
+                    "surge-and-unavailable",
+                    f"Swarm cannot add and remove tasks in one step: max_surge {surge} and "
+                    f"max_unavailable {unavailable} become start-first with parallelism {surge}, "
+                    f"so no task is unavailable and the update replaces {surge} at a time, "
+                    f"slower than Kubernetes would. Set max_unavailable to 0 to say so.",
+                )
+            )
+        return KubernetesMapping(cls(parallelism=parallelism, order=order, **settings), warnings)
+
 
 @dataclass(frozen=True, init=False)
 class RollbackConfig(_SwarmUpdateSettings):
@@ -484,6 +528,61 @@ def configs_from_compose(service: Mapping[str, Any]) -> tuple[UpdateConfig, Roll
     )
 
 
+# -- Kubernetes rolling update ----------------------------------------------------
+
+_K8S_ALLOWED = "an integer >= 0 or a percentage such as '25%', as Kubernetes accepts"
+_K8S_PERCENT = re.compile(r"(\d+)%")
+
+
+def _kubernetes_value(field: str, value: object, replicas: int | None, round_up: bool) -> int:
+    """One of ``maxSurge``/``maxUnavailable`` as a task count, rounded as Kubernetes'
+    ``intstr.GetScaledValueFromIntOrPercent`` does (``math.Ceil``/``math.Floor``)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ConfigError(field, value, _K8S_ALLOWED)
+        return value
+    text = value.strip() if isinstance(value, str) else None
+    if text is not None and text.isdigit():
+        return int(text)
+    match = _K8S_PERCENT.fullmatch(text) if text is not None else None
+    if match is None:
+        raise ConfigError(field, value, _K8S_ALLOWED)
+    percent = int(match.group(1))
+    if field == "max_unavailable" and percent > 100:
+        raise ConfigError(field, value, "a percentage <= 100% (Kubernetes refuses more)")
+    if replicas is None:
+        raise ConfigError(field, value, "an integer, or a percentage with replicas= given")
+    scaled = percent * replicas
+    return -(-scaled // 100) if round_up else scaled // 100
+
+
+def _is_zero(value: object) -> bool:
+    return isinstance(value, int | str) and str(value).strip() in ("0", "0%")
+
+
+def _kubernetes_fenceposts(
+    max_surge: object, max_unavailable: object, replicas: int | None
+) -> tuple[int, int]:
+    """Kubernetes' ``deploymentutil.ResolveFenceposts``: surge rounded up,
+    unavailable down, and "If both fenceposts resolve to zero, then we
+    should set maxUnavailable to 1" (pkg/controller/deployment/util)."""
+    if replicas is not None and (
+        isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0
+    ):
+        raise ConfigError("replicas", replicas, "an integer >= 0")
+    if _is_zero(max_surge) and _is_zero(max_unavailable):
+        raise ConfigError(
+            "max_unavailable",
+            max_unavailable,
+            "more than 0 when max_surge is 0 (Kubernetes refuses both 0: nothing could move)",
+        )
+    surge = _kubernetes_value("max_surge", max_surge, replicas, round_up=True)
+    unavailable = _kubernetes_value("max_unavailable", max_unavailable, replicas, round_up=False)
+    if surge == 0 and unavailable == 0:
+        unavailable = 1
+    return surge, unavailable
+
+
 # -- lint -----------------------------------------------------------------------
 
 
@@ -499,6 +598,18 @@ class LintWarning:
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
+
+
+class KubernetesMapping(NamedTuple):
+    """What ``UpdateConfig.from_kubernetes`` returns: the config, and what of the
+    Kubernetes strategy Swarm cannot express (``"surge-and-unavailable"``:
+    Swarm either starts the new task first or stops the old one first, never
+    both in one update, so a strategy with both surge and unavailable becomes
+    ``start-first`` with parallelism = surge: fewer tasks move at once, none
+    is ever missing)."""
+
+    config: UpdateConfig
+    warnings: list[LintWarning]
 
 
 def lint(

@@ -7,6 +7,9 @@ adapter) and chained with ``raise ... from exc``::
     ZddError
     ├── InputError (also ValueError)     bad input: nothing was changed on the cluster
     │   ├── ConfigError                  an invalid value (names field, value, what is allowed)
+    │   │   └── StepError                one step of a canary (names its index and field)
+    │   ├── MetricQueryError             a metric provider refuses the query, or is unreachable
+    │   │                                before the rollout starts
     │   ├── ServiceNotFound              no such service
     │   ├── NotAManager                  the engine is not a swarm manager
     │   ├── UpdateInProgress             another update of the service is in progress
@@ -37,8 +40,10 @@ __all__ = [
     "EngineUnavailable",
     "InputError",
     "InvalidImageReference",
+    "MetricQueryError",
     "NotAManager",
     "ServiceNotFound",
+    "StepError",
     "UnsupportedServiceMode",
     "UpdateInProgress",
     "UpdatePaused",
@@ -68,6 +73,27 @@ class ConfigError(InputError):
         self.value = value
         self.allowed = allowed
         super().__init__(f"{field}: invalid value {value!r}: {allowed}")
+
+
+class StepError(ConfigError):
+    """An invalid step of a canary: ``field`` reads ``steps[INDEX].FIELD``
+    (``index`` counts from 0, as in the list given; ``step_field`` is FIELD)."""
+
+    def __init__(
+        self, index: int, field: str, value: object, allowed: str, where: str = "steps"
+    ) -> None:
+        self.index = index
+        self.step_field = field
+        super().__init__(f"{where}[{index}].{field}", value, allowed)
+
+
+class MetricQueryError(InputError):
+    """A metric's provider refused its query (Prometheus says ``bad_data``),
+    or could not be reached when the analysis was checked before the rollout."""
+
+    def __init__(self, metric: str, message: str) -> None:
+        self.metric = metric
+        super().__init__(f"metric {metric!r}: {message}")
 
 
 class ServiceNotFound(InputError):

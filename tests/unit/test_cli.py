@@ -328,3 +328,169 @@ def test_a_closed_stdout_is_not_an_error(args: list[str]) -> None:
         os.close(write_end)
     assert child.returncode == 0, child.stderr
     assert child.stderr == ""
+
+
+def test_max_surge_sets_start_first_and_parallelism(engine: FakeEngine, clock: FakeClock) -> None:
+    code, data, _ = run(
+        engine,
+        clock,
+        "update",
+        "web",
+        "--image",
+        "app:2",
+        "--max-surge",
+        "50%",
+        "--max-unavailable",
+        "0",
+        "--json",
+    )
+    assert code == 0, data
+    spec = engine.inspect_service("web").spec["UpdateConfig"]
+    assert (spec["Order"], spec["Parallelism"]) == ("start-first", 2)
+    assert data["warnings"] == []
+
+
+def test_max_unavailable_alone_keeps_kubernetes_default_surge_and_warns(
+    engine: FakeEngine, clock: FakeClock
+) -> None:
+    code, data, _ = run(
+        engine, clock, "update", "web", "--image", "app:2", "--max-unavailable", "1", "--json"
+    )
+    assert code == 0, data
+    spec = engine.inspect_service("web").spec["UpdateConfig"]
+    assert (spec["Order"], spec["Parallelism"]) == ("start-first", 1)
+    assert any(w.startswith("surge-and-unavailable") for w in data["warnings"])
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--max-surge", "0", "--max-unavailable", "0%"], "max_unavailable"),
+        (["--max-surge", "lots"], "max_surge"),
+        (["--max-unavailable", "150%"], "max_unavailable"),
+        (["--max-surge", "1", "--update-parallelism", "2"], "--update-parallelism"),
+        (["--max-unavailable", "1", "--update-order", "stop-first"], "--update-order"),
+    ],
+)
+def test_bad_kubernetes_strategy_exits_2_and_sends_nothing(
+    engine: FakeEngine, clock: FakeClock, args: list[str], needle: str
+) -> None:
+    code, data, _ = run(engine, clock, "update", "web", "--image", "app:2", *args, "--json")
+    assert code == 2, data
+    assert needle in data["reason"]
+    assert engine.updates == []
+
+
+def test_percentages_refused_for_a_global_service(clock: FakeClock) -> None:
+    engine = FakeEngine(clock)
+    engine.add_service("agent", "app:1", replicas=2, extra={"Mode": {"Global": {}}})
+    code, data, _ = run(
+        engine, clock, "update", "agent", "--image", "app:2", "--max-surge", "1%", "--json"
+    )
+    assert code == 2 and "not replicated" in data["reason"]
+    assert engine.updates == []
+
+
+def test_dry_run_shows_what_swarm_cannot_express(engine: FakeEngine, clock: FakeClock) -> None:
+    code, data, _ = run(
+        engine,
+        clock,
+        "update",
+        "web",
+        "--image",
+        "app:2",
+        "--max-surge",
+        "1",
+        "--dry-run",
+        "--json",
+    )
+    assert code == 0 and data["update_config"]["order"] == "start-first"
+    assert any(w.startswith("surge-and-unavailable") for w in data["warnings"])
+    assert engine.updates == []
+
+
+# -- canary ------------------------------------------------------------------------
+
+
+def test_steps_run_a_canary(engine: FakeEngine, clock: FakeClock) -> None:
+    code, data, _ = run(
+        engine,
+        clock,
+        "update",
+        "web",
+        "--image",
+        "app:2",
+        "--step",
+        "25%",
+        "--step",
+        "pause=1m",
+        "--step",
+        "100%",
+        "--json",
+    )
+    assert code == 0, data
+    assert (data["outcome"], data["code"]) == ("completed", "canary_completed")
+    assert [s["step"] for s in data["steps"]] == ["25%", "pause 60s", "100%"]
+    assert data["steps"][0]["detail"] == "1 of 4 tasks"
+    assert [u[2] for u in engine.updates] == ["app:2", "app:2"]
+
+
+def test_a_canary_that_fails_is_aborted_and_exits_1(engine: FakeEngine, clock: FakeClock) -> None:
+    code, _, output = run(
+        engine,
+        clock,
+        "update",
+        "web",
+        "--image",
+        "app:crash",
+        "--step",
+        "25%",
+        "--step",
+        "pause=1m",
+        "--step",
+        "100%",
+    )
+    assert code == 1, output
+    assert "web: canary aborted" in output
+    assert engine.updates[-1][2] == "app:1"
+
+
+def test_a_steps_file_and_a_compose_extension(
+    engine: FakeEngine, clock: FakeClock, tmp_path: Path
+) -> None:
+    steps = tmp_path / "canary.yml"
+    steps.write_text("steps: [50%, {pause: 30s}, 100%]\n")
+    code, data, _ = run(
+        engine, clock, "update", "web", "--image", "app:2", "--steps-file", str(steps), "--json"
+    )
+    assert (code, data["outcome"]) == (0, "completed")
+    compose = tmp_path / "compose.yml"
+    compose.write_text(
+        yaml.safe_dump(
+            {"services": {"web": {"image": "app:3", "x-zdd-swarm": {"steps": ["25%", "100%"]}}}}
+        )
+    )
+    code, data, _ = run(engine, clock, "update", "web", "--compose", str(compose), "--json")
+    assert (code, data["code"]) == (0, "canary_completed")
+    assert engine.inspect_service("web").image == "app:3"
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--step", "10%", "--step", "50%"], "steps[1].set"),
+        (["--step", "150%", "--step", "100%"], "steps[0].set"),
+        (["--step", "10%", "--step", "analysis=errors", "--step", "100%"], "steps[1].analysis"),
+        (["--step", "10%", "--step", "pause", "--step", "100%"], "promote"),
+        (["--step", "100%", "--dry-run"], "--dry-run"),
+        (["--step", "100%", "--gate-tcp", "db:5432"], "--gate-tcp"),
+        (["--step", "100%", "--notify-webhook", "http://127.0.0.1:9/"], "--notify-webhook"),
+    ],
+)
+def test_a_bad_canary_exits_2_and_sends_nothing(
+    engine: FakeEngine, clock: FakeClock, args: list[str], needle: str
+) -> None:
+    code, data, _ = run(engine, clock, "update", "web", "--image", "app:2", *args, "--json")
+    assert code == 2, data
+    assert needle in data["reason"]
+    assert engine.updates == []

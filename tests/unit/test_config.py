@@ -742,3 +742,69 @@ def test_lint_reports_every_trap_at_once_in_a_stable_order() -> None:
 
 def test_lint_accepts_a_rollback_config() -> None:
     assert codes(lint(RollbackConfig(delay="10s"), **HEALTHY)) == ["delay-ge-monitor"]
+
+
+# -- from Kubernetes --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("surge", "unavailable", "replicas", "order", "parallelism"),
+    [
+        (1, 0, None, Order.START_FIRST, 1),
+        (3, "0", None, Order.START_FIRST, 3),
+        ("0", 2, None, Order.STOP_FIRST, 2),
+        ("25%", "0%", 10, Order.START_FIRST, 3),  # surge rounds up: 2.5 -> 3
+        ("0%", "25%", 10, Order.STOP_FIRST, 2),  # unavailable rounds down: 2.5 -> 2
+        ("1%", "0%", 3, Order.START_FIRST, 1),
+        # both resolve to 0: Kubernetes sets unavailable to 1
+        ("0%", "10%", 3, Order.STOP_FIRST, 1),
+        ("200%", 0, 2, Order.START_FIRST, 4),  # surge may exceed 100%
+    ],
+)
+def test_from_kubernetes_maps_one_sided_strategies_exactly(
+    surge: int | str, unavailable: int | str, replicas: int | None, order: Order, parallelism: int
+) -> None:
+    config, warnings = UpdateConfig.from_kubernetes(surge, unavailable, replicas)
+    assert (config.order, config.parallelism) == (order, parallelism)
+    assert warnings == []
+
+
+def test_from_kubernetes_with_surge_and_unavailable_starts_first_at_surge_and_warns() -> None:
+    # Kubernetes' defaults, 25% each, on 4 replicas: 1 and 1
+    mapped = UpdateConfig.from_kubernetes(replicas=4)
+    assert mapped.config == UpdateConfig(parallelism=1, order="start-first")
+    assert [w.code for w in mapped.warnings] == ["surge-and-unavailable"]
+    assert isinstance(mapped.warnings[0], LintWarning)
+    assert "max_unavailable to 0" in mapped.warnings[0].message
+
+
+def test_from_kubernetes_keeps_the_other_settings() -> None:
+    config, _ = UpdateConfig.from_kubernetes(2, 0, monitor="30s", failure_action="rollback")
+    assert config == UpdateConfig(
+        parallelism=2, order="start-first", monitor="30s", failure_action="rollback"
+    )
+    with pytest.raises(ConfigError, match="parallelism"):
+        UpdateConfig.from_kubernetes(2, 0, parallelism=3)
+
+
+@pytest.mark.parametrize(
+    ("surge", "unavailable", "replicas", "field"),
+    [
+        (0, 0, None, "max_unavailable"),  # Kubernetes refuses both 0
+        ("0%", "0", 5, "max_unavailable"),
+        (-1, 0, None, "max_surge"),
+        ("1.5", 0, None, "max_surge"),
+        ("25 %", 0, 4, "max_surge"),
+        ("25%", 0, None, "max_surge"),  # a percentage needs replicas
+        (0, "101%", 4, "max_unavailable"),  # more than every task
+        (True, 0, None, "max_surge"),
+        (1, 0, -2, "replicas"),
+    ],
+)
+def test_from_kubernetes_refuses_what_kubernetes_refuses(
+    surge: Any, unavailable: Any, replicas: Any, field: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        UpdateConfig.from_kubernetes(surge, unavailable, replicas)
+    assert info.value.field == field
+    assert isinstance(info.value, InputError)
