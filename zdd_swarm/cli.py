@@ -36,10 +36,16 @@ from ._logging import LOGGER_NAME, get_logger
 from .canary import (
     Canary,
     CanaryOutcome,
+    CanaryRecord,
+    CanaryResult,
     CanarySpec,
+    abort_canary,
     canary_from_compose,
+    canary_status,
     load_canary_file,
     parse_steps,
+    promote_canary,
+    watch_canary,
 )
 from .clock import Clock
 from .config import RollbackConfig, UpdateConfig, configs_from_compose
@@ -796,7 +802,9 @@ def _canary_spec(params: Mapping[str, Any], service: str) -> CanarySpec | None:
         base = canary_from_compose(_compose_service(params["compose_file"], service))
     if params.get("step"):
         analyses = base.analyses if base is not None else {}
-        base = CanarySpec(parse_steps(params["step"], analyses), analyses)
+        source = dict(base.source or {}) if base is not None else {}
+        source["steps"] = list(params["step"])
+        base = CanarySpec(parse_steps(params["step"], analyses), analyses, source)
     if base is not None:
         for name in _NOT_WITH_CANARY:
             if params.get(name):
@@ -809,7 +817,13 @@ def _run_canary(
     controller: Controller, service: str, change: ServiceChange, spec: CanarySpec, as_json: bool
 ) -> None:
     """Run the canary and exit: 0 completed, 1 aborted, 4 the abort failed."""
-    result = Canary(controller.engine, spec, clock=controller.clock).run(service, change)
+    engine = _stack_engine(controller)
+    _exit_canary(Canary(engine, spec, clock=controller.clock).run(service, change), as_json)
+
+
+def _exit_canary(result: CanaryResult, as_json: bool) -> None:
+    """Print a canary's result and exit: 0 completed, 1 aborted, 4 the
+    abort failed, 3 another controller took it over."""
     steps = [{"index": r.index, "step": r.step, "detail": r.detail} for r in result.steps]
     if as_json:
         _emit_json(
@@ -831,6 +845,7 @@ def _run_canary(
         CanaryOutcome.COMPLETED: EXIT_OK,
         CanaryOutcome.ABORTED: EXIT_ROLLED_BACK,
         CanaryOutcome.ABORT_FAILED: EXIT_ROLLBACK_FAILED,
+        CanaryOutcome.HANDED_OVER: EXIT_HALTED,
     }
     sys.exit(codes[result.outcome])
 
@@ -1008,6 +1023,141 @@ def _print_status(payload: Mapping[str, Any]) -> None:
             click.echo(
                 f"    {node:<12} {task['id'][:12]} {task['state']:<9} {task['image']}{error}"
             )
+
+
+@cli.group("canary")
+def canary_group() -> None:
+    """A canary in flight on a service, from any process: status, promote,
+    abort, watch."""
+
+
+_STALE_AFTER = click.option(
+    "--stale-after",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds without a heartbeat after which another process may take the canary over.",
+)
+
+
+def _record_payload(service: str, record: CanaryRecord | None) -> dict[str, Any]:
+    if record is None:
+        return {"service": service, "canary": None, "status": "no canary in flight"}
+    return {
+        "service": service,
+        "status": record.describe(),
+        "step": record.step,
+        "total": record.total,
+        "steps": list(record.steps),
+        "phase": record.phase.value,
+        "released": record.released,
+        "replicas": record.replicas,
+        "new_image": record.new_image,
+        "owner": record.owner,
+        "heartbeat": record.heartbeat,
+        "analyses": list(record.analyses),
+    }
+
+
+@canary_group.command("status")
+@click.argument("service")
+@output_options
+@click.pass_obj
+def canary_status_cmd(
+    obj: _Obj, service: str, as_json: bool, log_format: str, verbose: int
+) -> None:
+    """Where the canary on SERVICE stands: step 2 of 5 (25%), paused for approval."""
+
+    def action(controller: Controller) -> Any:
+        payload = _record_payload(service, canary_status(_stack_engine(controller), service))
+        if not as_json:
+            with _stdout():
+                click.echo(f"{service}: {payload['status']}")
+            sys.exit(EXIT_OK)
+        return payload
+
+    _run(obj, as_json, log_format, verbose, action, service)
+
+
+@canary_group.command("promote")
+@click.argument("service")
+@output_options
+@click.pass_obj
+def canary_promote(obj: _Obj, service: str, as_json: bool, log_format: str, verbose: int) -> None:
+    """End the pause the canary on SERVICE waits in (exit 2 if none)."""
+
+    def action(controller: Controller) -> Any:
+        record = promote_canary(_stack_engine(controller), service)
+        if not as_json:
+            with _stdout():
+                click.echo(f"{service}: promote requested at {record.describe()}")
+            sys.exit(EXIT_OK)
+        return {"service": service, "outcome": "promote_requested", "step": record.step}
+
+    _run(obj, as_json, log_format, verbose, action, service)
+
+
+@canary_group.command("abort")
+@click.argument("service")
+@_STALE_AFTER
+@output_options
+@click.pass_obj
+def canary_abort(
+    obj: _Obj, service: str, stale_after: float, as_json: bool, log_format: str, verbose: int
+) -> None:
+    """Abort the canary on SERVICE: every task back on the original spec. Its
+    controller does it; if it is gone, this process does and waits."""
+
+    def action(controller: Controller) -> Any:
+        engine = _stack_engine(controller)
+        result = abort_canary(engine, service, clock=controller.clock, stale_after=stale_after)
+        if result is not None:
+            _exit_canary(result, as_json)
+        if not as_json:
+            with _stdout():
+                click.echo(f"{service}: abort requested; its controller restores the original")
+            sys.exit(EXIT_OK)
+        return {"service": service, "outcome": "abort_requested"}
+
+    _run(obj, as_json, log_format, verbose, action, service)
+
+
+@canary_group.command("watch")
+@click.argument("service")
+@click.option(
+    "--steps-file",
+    type=click.Path(dir_okay=False),
+    help="The canary file, when the record has no analyses (web metrics with headers).",
+)
+@_STALE_AFTER
+@output_options
+@click.pass_obj
+def canary_watch(
+    obj: _Obj,
+    service: str,
+    steps_file: str | None,
+    stale_after: float,
+    as_json: bool,
+    log_format: str,
+    verbose: int,
+) -> None:
+    """Finish the canary on SERVICE after its controller died (no heartbeat
+    for --stale-after seconds), from the step it was at."""
+
+    def action(controller: Controller) -> Any:
+        spec = load_canary_file(steps_file) if steps_file else None
+        engine = _stack_engine(controller)
+        result = watch_canary(
+            engine, service, spec, clock=controller.clock, stale_after=stale_after
+        )
+        _exit_canary(result, as_json)
+
+    _run(obj, as_json, log_format, verbose, action, service)
+
+
+def _stack_engine(controller: Controller) -> Any:
+    """The engine, which keeps configs too (DockerEngine, FakeEngine)."""
+    return controller.engine
 
 
 @cli.group()

@@ -481,7 +481,6 @@ def test_a_steps_file_and_a_compose_extension(
         (["--step", "10%", "--step", "50%"], "steps[1].set"),
         (["--step", "150%", "--step", "100%"], "steps[0].set"),
         (["--step", "10%", "--step", "analysis=errors", "--step", "100%"], "steps[1].analysis"),
-        (["--step", "10%", "--step", "pause", "--step", "100%"], "promote"),
         (["--step", "100%", "--dry-run"], "--dry-run"),
         (["--step", "100%", "--gate-tcp", "db:5432"], "--gate-tcp"),
         (["--step", "100%", "--notify-webhook", "http://127.0.0.1:9/"], "--notify-webhook"),

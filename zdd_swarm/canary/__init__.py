@@ -5,7 +5,9 @@ parsers; ``analysis`` judges metrics as a state machine in injected time;
 ``providers`` measures them on Prometheus or a JSON endpoint;
 ``conditions`` parses their success and failure conditions; ``spec``
 reads a canary (steps and analyses) from a file or a compose service;
-``driver`` runs it on a service, holding Swarm's own updater at each step.
+``driver`` runs it on a service, holding Swarm's own updater at each step;
+``record`` keeps its state with the service, and ``control`` reads it from
+any process (status, promote, abort, watch).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from .analysis import (
     check_metrics,
     run_analysis,
 )
+from .control import abort_canary, canary_status, promote_canary, watch_canary
 from .driver import Canary, CanaryOutcome, CanaryResult
 from .providers import PrometheusProvider, WebProvider
+from .record import CanaryPhase, CanaryRecord
 from .spec import CanarySpec, canary_from_compose, load_canary_file
 from .steps import Analysis, Pause, SetWeight, Step, parse_steps, steps_from_data, tasks_for_share
 
@@ -28,6 +32,8 @@ __all__ = [
     "AnalysisResult",
     "Canary",
     "CanaryOutcome",
+    "CanaryPhase",
+    "CanaryRecord",
     "CanaryResult",
     "CanarySpec",
     "Metric",
@@ -38,11 +44,15 @@ __all__ = [
     "SetWeight",
     "Step",
     "WebProvider",
+    "abort_canary",
     "canary_from_compose",
+    "canary_status",
     "check_metrics",
     "load_canary_file",
     "parse_steps",
+    "promote_canary",
     "run_analysis",
     "steps_from_data",
     "tasks_for_share",
+    "watch_canary",
 ]

@@ -75,6 +75,9 @@ class CanarySpec:
 
     steps: tuple[Step, ...]
     analyses: Mapping[str, tuple[Metric, ...]] = field(default_factory=dict)
+    source: Mapping[str, Any] | None = field(default=None, compare=False)
+    """The mapping it was read from (``steps:``, ``analyses:``), if any: a
+    canary's record keeps it, so that ``watch`` can finish the canary."""
 
 
 def _provider(where: str, kind: str, data: object) -> MetricProvider:
@@ -160,7 +163,7 @@ def canary_from_data(data: object, where: str = "canary") -> CanarySpec:
         ) from exc
     except ConfigError as exc:
         raise ConfigError(f"{where}.{exc.field}", exc.value, exc.allowed) from exc
-    return CanarySpec(steps, analyses)
+    return CanarySpec(steps, analyses, {"steps": list(data.get("steps") or ()), "analyses": raw})
 
 
 def canary_from_compose(service: Mapping[str, Any]) -> CanarySpec | None:

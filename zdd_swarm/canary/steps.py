@@ -30,6 +30,7 @@ __all__ = [
     "Step",
     "parse_step",
     "parse_steps",
+    "step_text",
     "steps_from_data",
     "tasks_for_share",
     "validate_steps",
@@ -154,6 +155,17 @@ def tasks_for_share(percent: int, replicas: int) -> int:
     if replicas == 1:
         return 1
     return min(max(nearest, 1), replicas - 1)
+
+
+def step_text(step: Step) -> str:
+    """A step in its CLI form, which ``parse_step`` reads back."""
+    if isinstance(step, SetWeight):
+        return f"{step.percent}%" if step.percent is not None else str(step.tasks)
+    if isinstance(step, Pause):
+        if step.duration is None:
+            return "pause"
+        return f"pause={step.duration.total_seconds():g}s"
+    return "analysis=" + ",".join(step.templates)
 
 
 # -- parsing -------------------------------------------------------------------

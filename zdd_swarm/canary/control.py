@@ -1,0 +1,88 @@
+"""Drive a canary in flight from any process: its status, ``promote``,
+``abort`` and ``watch`` (finish it after its controller died). They read
+the record the canary keeps with its service (``record.py``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..clock import Clock, SystemClock
+from ..engine import StackEngine
+from ..errors import ConfigError, StepError, UpdateInProgress
+from .driver import Canary, CanaryResult
+from .record import CanaryPhase, CanaryRecord, CanaryStore, Request
+from .spec import CanarySpec, canary_from_data
+from .steps import Pause, parse_step, parse_steps
+
+__all__ = ["abort_canary", "canary_status", "promote_canary", "watch_canary"]
+
+
+def canary_status(engine: StackEngine, service: str) -> CanaryRecord | None:
+    """The canary in flight on ``service``, or None."""
+    found = CanaryStore(engine, service).read()
+    return found[1] if found else None
+
+
+def _in_flight(engine: StackEngine, service: str) -> CanaryRecord:
+    record = canary_status(engine, service)
+    if record is None:
+        raise UpdateInProgress(f"service {service!r}: no canary in flight")
+    return record
+
+
+def promote_canary(engine: StackEngine, service: str) -> CanaryRecord:
+    """Ask the canary's controller to end its pause (a ``pause`` step, or a
+    wait for a person after an inconclusive analysis). ``UpdateInProgress``
+    if nothing waits for a promote."""
+    record = _in_flight(engine, service)
+    at_pause = isinstance(parse_step(record.steps[record.step]), Pause)
+    if record.phase is not CanaryPhase.PAUSED and not at_pause:
+        raise UpdateInProgress(f"service {service!r}: nothing to promote ({record.describe()})")
+    CanaryStore(engine, service).request(Request.PROMOTE)
+    return record
+
+
+def abort_canary(
+    engine: StackEngine, service: str, *, clock: Clock | None = None, **options: Any
+) -> CanaryResult | None:
+    """Abort the canary: with its controller alive, ask it (None: it
+    restores the original spec); with its heartbeat stale, take it over and
+    restore the original spec here (the result). ``options`` go to
+    ``Canary`` (``stale_after``, ``step_timeout``, ...)."""
+    record = _in_flight(engine, service)
+    clock = clock or SystemClock()
+    stale_after = float(options.get("stale_after", 30.0))
+    if not record.stale(clock.now().timestamp(), stale_after):
+        CanaryStore(engine, service).request(Request.ABORT)
+        return None
+    canary = Canary(engine, CanarySpec(parse_steps(record.steps)), clock=clock, **options)
+    return canary.resume(service, abort="aborted on request")
+
+
+def watch_canary(
+    engine: StackEngine,
+    service: str,
+    spec: CanarySpec | None = None,
+    *,
+    clock: Clock | None = None,
+    **options: Any,
+) -> CanaryResult:
+    """Finish the canary in flight on ``service`` once its controller is
+    gone (heartbeat older than ``stale_after``), from the step it was at.
+    Its steps and analyses come from its record, or from ``spec`` when the
+    record has none (a canary started from Python, or with web headers)."""
+    record = _in_flight(engine, service)
+    if spec is None:
+        spec = _recorded_spec(record)
+    return Canary(engine, spec, clock=clock, **options).resume(service)
+
+
+def _recorded_spec(record: CanaryRecord) -> CanarySpec:
+    if record.spec is not None:
+        return canary_from_data(dict(record.spec), "record")
+    try:
+        return CanarySpec(parse_steps(record.steps, {}))
+    except StepError as exc:
+        raise ConfigError(
+            "steps file", None, "the canary's file: its analyses are not in its record"
+        ) from exc
