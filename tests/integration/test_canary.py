@@ -4,17 +4,26 @@ spec restored on abort (see zdd_swarm/canary/driver.py)."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from docker.errors import NotFound
 
+from zdd_swarm.canary import CanaryPhase, CanaryRecord, canary_status
 from zdd_swarm.canary.analysis import Metric, QueryContext
 from zdd_swarm.canary.driver import Canary, CanaryOutcome
+from zdd_swarm.canary.record import SERVICE_LABEL
 from zdd_swarm.canary.spec import CanarySpec
 from zdd_swarm.canary.steps import parse_steps
 from zdd_swarm.config import UpdateConfig
 from zdd_swarm.engine import DockerEngine
+from zdd_swarm.model import image_of
 
 from .support import create_service, running_tasks
 
@@ -93,3 +102,101 @@ def test_a_failed_analysis_puts_every_task_back_on_the_original_spec(
     )
     assert spec["UpdateConfig"] == before["UpdateConfig"]
     assert time.monotonic() - started < 120
+
+
+# -- from another process: promote, abort, watch -------------------------------
+
+
+@pytest.fixture
+def records(docker_client: Any, service_name: str) -> Iterator[None]:
+    """The canary's record and requests are removed after the test."""
+    yield
+    for config in docker_client.api.configs(filters={"label": f"{SERVICE_LABEL}={service_name}"}):
+        with contextlib.suppress(NotFound):
+            docker_client.api.remove_config(config["ID"])
+
+
+def zdd(lab: Any, *args: str) -> list[str]:
+    return [sys.executable, "-m", "zdd_swarm", "-H", lab.docker_host, *args]
+
+
+def start_paused_canary(
+    lab: Any, docker_client: Any, name: str, engine: DockerEngine
+) -> tuple[Any, CanaryRecord]:
+    """A canary started by ``zdd-swarm update`` in a process of its own,
+    once it waits at its ``pause`` step (25 %: one task of four on v2)."""
+    create_service(docker_client, lab, name, "v1", replicas=4, update_config=CONFIG)
+    steps = ["--step", "25%", "--step", "pause", "--step", "100%"]
+    proc = subprocess.Popen(zdd(lab, "update", name, "--image", lab.image("v2"), *steps))
+    record = paused(engine, name)
+    assert tags(docker_client, name) == ["v1", "v1", "v1", "v2"]
+    return proc, record
+
+
+def paused(engine: DockerEngine, name: str, timeout: float = 60) -> CanaryRecord:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = canary_status(engine, name)
+        if record is not None and record.phase is CanaryPhase.PAUSED:
+            assert record.describe() == "step 2 of 3 (25%), paused for approval"
+            return record
+        time.sleep(0.5)
+    raise AssertionError(f"no canary paused on {name} after {timeout}s")
+
+
+def test_promote_from_a_second_process_completes_the_canary(
+    lab: Any, docker_client: Any, service_name: str, engine: DockerEngine, records: None
+) -> None:
+    first, _ = start_paused_canary(lab, docker_client, service_name, engine)
+    try:
+        status = subprocess.run(
+            zdd(lab, "canary", "status", service_name), capture_output=True, text=True
+        )
+        assert "step 2 of 3 (25%), paused for approval" in status.stdout
+        assert subprocess.run(zdd(lab, "canary", "promote", service_name)).returncode == 0
+        assert first.wait(timeout=90) == 0
+    finally:
+        first.kill()
+    assert tags(docker_client, service_name) == ["v2"] * 4
+    assert canary_status(engine, service_name) is None
+
+
+def test_abort_from_a_second_process_restores_the_original_spec(
+    lab: Any, docker_client: Any, service_name: str, engine: DockerEngine, records: None
+) -> None:
+    first, record = start_paused_canary(lab, docker_client, service_name, engine)
+    try:
+        assert subprocess.run(zdd(lab, "canary", "abort", service_name)).returncode == 0
+        assert first.wait(timeout=90) == 1  # aborted
+    finally:
+        first.kill()
+    assert tags(docker_client, service_name) == ["v1"] * 4
+    spec = docker_client.api.inspect_service(service_name)["Spec"]
+    assert spec["TaskTemplate"]["ContainerSpec"]["Image"] == image_of(record.original)
+    assert spec["UpdateConfig"] == record.original["UpdateConfig"]
+    assert canary_status(engine, service_name) is None
+
+
+def test_watch_finishes_a_canary_whose_process_was_killed(
+    lab: Any, docker_client: Any, service_name: str, engine: DockerEngine, records: None
+) -> None:
+    first, record = start_paused_canary(lab, docker_client, service_name, engine)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    # a fresh heartbeat keeps the canary its owner's: wait until it is stale
+    while time.time() - record.heartbeat < 4:
+        time.sleep(0.5)
+        record = canary_status(engine, service_name) or record
+    watcher = subprocess.Popen(zdd(lab, "canary", "watch", service_name, "--stale-after", "3"))
+    try:
+        deadline = time.monotonic() + 30
+        while (now := canary_status(engine, service_name)) and now.owner == record.owner:
+            assert time.monotonic() < deadline, "watch did not take the canary over"
+            time.sleep(0.5)
+        paused(engine, service_name)
+        assert subprocess.run(zdd(lab, "canary", "promote", service_name)).returncode == 0
+        assert watcher.wait(timeout=90) == 0
+    finally:
+        watcher.kill()
+    assert tags(docker_client, service_name) == ["v2"] * 4
+    assert canary_status(engine, service_name) is None

@@ -310,14 +310,14 @@ class Canary:
 
     def _drive(self, rollout: _Rollout, start: int, waiting: bool = False) -> CanaryResult:
         reports: list[StepReport] = []
+        reason = rollout.record.reason  # why a resumed canary waits for a person
         try:
             for index in range(start, len(self.spec.steps)):
                 step = self.spec.steps[index]
-                self._save(rollout, step=index, phase=CanaryPhase.RUNNING, reason="")
                 if waiting and index == start:
-                    reason = rollout.record.reason or "waiting for a person"
                     reports.append(self._wait_for_person(rollout, index, str(step), reason))
                     continue
+                self._save(rollout, step=index, phase=CanaryPhase.RUNNING, reason="")
                 reports.append(self._step(rollout, index, step))
             self._wait_done(rollout, len(self.spec.steps) - 1)
         except LockLost as lost:
