@@ -1087,7 +1087,7 @@ def canary_promote(obj: _Obj, service: str, as_json: bool, log_format: str, verb
     """End the pause the canary on SERVICE waits in (exit 2 if none)."""
 
     def action(controller: Controller) -> Any:
-        record = promote_canary(_stack_engine(controller), service)
+        record = promote_canary(_stack_engine(controller), service, clock=controller.clock)
         if not as_json:
             with _stdout():
                 click.echo(f"{service}: promote requested at {record.describe()}")

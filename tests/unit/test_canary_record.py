@@ -328,3 +328,39 @@ def test_the_canary_commands(engine: FakeEngine, clock: HookClock) -> None:
     assert done.exit_code == 0 and done.output == "web: no canary in flight\n"
     refused = run_cli(engine, clock, "canary", "promote", "web")
     assert refused.exit_code == 2
+
+
+def test_an_abort_stops_a_running_analysis(engine: FakeEngine, clock: HookClock) -> None:
+    slow = (
+        Metric(
+            "slow",
+            Script([[0.0]] * 20),
+            success_condition="result[0] < 1",
+            interval="1m",
+            count=10,
+        ),
+    )
+    clock.at(90, lambda: abort_canary(engine, "web", clock=clock))
+    driver = canary(engine, clock, ["10%", "analysis=slow", "100%"], {"slow": slow})
+    result = driver.run("web", "app:2")
+    assert result.outcome is CanaryOutcome.ABORTED and result.failed_step == 1
+    assert clock.t < 1000 + 300  # not the analysis' ten minutes
+    assert images(engine) == ["app:1"] * 10
+
+
+def test_the_record_holds_the_analyses_so_far(engine: FakeEngine, clock: HookClock) -> None:
+    fine = (Metric("fine", Script([[0.0]] * 3), success_condition="result[0] < 1"),)
+    seen: list[Any] = []
+
+    def look_then_promote() -> None:
+        record = canary_status(engine, "web")
+        assert record is not None
+        seen.extend(record.analyses)
+        promote_canary(engine, "web")
+
+    clock.at(60, look_then_promote)
+    steps = ["10%", "analysis=fine", "pause", "100%"]
+    result = canary(engine, clock, steps, {"fine": fine}).run("web", "app:2")
+    assert result.outcome is CanaryOutcome.COMPLETED
+    assert [(a["step"], a["phase"]) for a in seen] == [(1, "successful")]
+    assert seen[0]["metrics"][0]["value"] == [0.0]

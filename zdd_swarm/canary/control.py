@@ -23,18 +23,28 @@ def canary_status(engine: StackEngine, service: str) -> CanaryRecord | None:
     return found[1] if found else None
 
 
-def _in_flight(engine: StackEngine, service: str) -> CanaryRecord:
+def _in_flight(engine: StackEngine, service: str, clock: Clock | None = None) -> CanaryRecord:
+    """The record, read again twice when missing: its owner replaces it by
+    removing it and creating it again, so a read may fall in between."""
+    clock = clock or SystemClock()
+    for _ in range(2):
+        record = canary_status(engine, service)
+        if record is not None:
+            return record
+        clock.sleep(0.2)
     record = canary_status(engine, service)
     if record is None:
         raise UpdateInProgress(f"service {service!r}: no canary in flight")
     return record
 
 
-def promote_canary(engine: StackEngine, service: str) -> CanaryRecord:
+def promote_canary(
+    engine: StackEngine, service: str, *, clock: Clock | None = None
+) -> CanaryRecord:
     """Ask the canary's controller to end its pause (a ``pause`` step, or a
     wait for a person after an inconclusive analysis). ``UpdateInProgress``
     if nothing waits for a promote."""
-    record = _in_flight(engine, service)
+    record = _in_flight(engine, service, clock)
     at_pause = isinstance(parse_step(record.steps[record.step]), Pause)
     if record.phase is not CanaryPhase.PAUSED and not at_pause:
         raise UpdateInProgress(f"service {service!r}: nothing to promote ({record.describe()})")
@@ -49,8 +59,8 @@ def abort_canary(
     restores the original spec); with its heartbeat stale, take it over and
     restore the original spec here (the result). ``options`` go to
     ``Canary`` (``stale_after``, ``step_timeout``, ...)."""
-    record = _in_flight(engine, service)
     clock = clock or SystemClock()
+    record = _in_flight(engine, service, clock)
     stale_after = float(options.get("stale_after", 30.0))
     if not record.stale(clock.now().timestamp(), stale_after):
         CanaryStore(engine, service).request(Request.ABORT)
@@ -71,7 +81,7 @@ def watch_canary(
     gone (heartbeat older than ``stale_after``), from the step it was at.
     Its steps and analyses come from its record, or from ``spec`` when the
     record has none (a canary started from Python, or with web headers)."""
-    record = _in_flight(engine, service)
+    record = _in_flight(engine, service, clock)
     if spec is None:
         spec = _recorded_spec(record)
     return Canary(engine, spec, clock=clock, **options).resume(service)
