@@ -107,6 +107,10 @@ class Plan:
 _NODE_REFRESH = 10.0
 
 
+#: The engine's states in which a drained node may be the cause.
+_PAUSES = (UpdateState.PAUSED, UpdateState.ROLLBACK_PAUSED)
+
+
 class _TaskCadence:
     """What to ask the engine on each poll. While the tasks change, they are
     listed on every poll and the service is inspected on every other one: the
@@ -676,20 +680,22 @@ class Controller:
                     cadence.listed(now, tasks)
                 # node names for the report, and which nodes are down (a new
                 # task on a down node never starts and the engine waits for
-                # it) or drained (read again when the engine's state moves,
-                # so that a pause can be told to be a drain's doing)
+                # it) or drained (read again when the engine pauses, so that
+                # a pause can be told to be a drain's doing)
                 status = service.update_status
                 state = status.state if status is not None else None
+                paused = state != state_seen and state in _PAUSES
+                state_seen = state
                 if (
                     now - nodes_listed >= _NODE_REFRESH
-                    or state != state_seen
+                    or paused
                     or any(t.node_id and t.node_id not in nodes for t in tasks)
                 ):
                     listed = self.engine.list_nodes()
                     nodes = {n.id: n.hostname for n in listed}
                     down = {n.id for n in listed if n.state == "down"}
                     drained = {n.id for n in listed if n.availability == "drain"}
-                    nodes_listed, state_seen = now, state
+                    nodes_listed = now
                 outage_since = None
             except ServiceNotFound:
                 return self._finish(
