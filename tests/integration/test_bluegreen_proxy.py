@@ -1,0 +1,108 @@
+"""Blue-green on the lab behind nginx and HAProxy routers (Debian's packages
+in the lab's router images): the switch mounts the other colour's config in
+the router service and rolls it start-first; load clients send requests
+through the router only, and record which release answered."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from docker.errors import NotFound
+from docker.types import ConfigReference, EndpointSpec, RestartPolicy, ServiceMode
+
+from zdd_swarm.bluegreen import BlueGreen, BlueGreenOptions, BlueGreenOutcome, Colour
+from zdd_swarm.bluegreen.proxy import (
+    LABEL_ROUTER,
+    LABEL_ROUTER_APP,
+    LABEL_ROUTER_COLOUR,
+    ProxyKind,
+    ProxyRouter,
+    render_config,
+)
+
+from .load import LoadResult, load
+from .support import SECOND, controller, create_service, wait_running
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def app(service_name: str, docker_client: Any) -> Iterator[str]:
+    """An app name; its colours, router service and router configs are removed after."""
+    yield service_name
+    for name in (*(c.service(service_name) for c in Colour), f"{service_name}-router"):
+        with contextlib.suppress(NotFound):
+            docker_client.api.remove_service(name)
+    time.sleep(1)  # configs in use until the tasks are gone
+    for config in docker_client.api.configs(
+        filters={"label": f"{LABEL_ROUTER_APP}={service_name}"}
+    ):
+        with contextlib.suppress(Exception):
+            docker_client.api.remove_config(config["ID"])
+
+
+def create_pair_and_router(docker_client: Any, lab: Any, app: str, kind: ProxyKind) -> str:
+    """``<app>-blue`` (v1, 2 tasks) and ``<app>-router`` sending traffic to it, as a user
+    deploys them first; returns the router service's name."""
+    create_service(docker_client, lab, Colour.BLUE.service(app), "v1", replicas=2)
+    labels = {LABEL_ROUTER_APP: app, LABEL_ROUTER_COLOUR: "blue"}
+    data = render_config(kind, app, Colour.BLUE).encode()
+    config = docker_client.configs.create(name=f"{app}-router-first", data=data, labels=labels)
+    router = f"{app}-router"
+    docker_client.services.create(
+        lab.router_image(kind.value),
+        name=router,
+        networks=[lab.network],
+        mode=ServiceMode("replicated", replicas=2),
+        endpoint_spec=EndpointSpec(mode="dnsrr"),
+        restart_policy=RestartPolicy(condition="any", delay=SECOND),
+        labels={LABEL_ROUTER: kind.value, LABEL_ROUTER_APP: app},
+        configs=[ConfigReference(config.id, config.name, filename=kind.config_path)],
+    )
+    wait_running(docker_client, router, 2)
+    return router
+
+
+def blue_green(engine: Any, app: str, router: str, kind: ProxyKind) -> BlueGreen:
+    ctrl = controller(engine)
+    options = BlueGreenOptions(scale_down_delay="2s", preview_window="1s", post_switch_window="1s")
+    return BlueGreen(ProxyRouter(engine, app, router, kind, controller=ctrl), ctrl, options)
+
+
+def changes_between(result: LoadResult, body: str, start: float, end: float) -> list[int]:
+    """Times at which a client turned to ``body`` strictly inside (start, end), in whole seconds."""
+    return [
+        t for changes in result.bodies for t, b in changes if b == body and start + 1 < t < end - 1
+    ]
+
+
+@pytest.mark.parametrize("kind", list(ProxyKind))
+def test_requests_through_the_router_reach_the_new_colour_and_come_back_on_rollback(
+    lab: Any, docker_client: Any, app: str, engine: Any, kind: ProxyKind
+) -> None:
+    router = create_pair_and_router(docker_client, lab, app, kind)
+    bg = blue_green(engine, app, router, kind)
+    with load(docker_client, lab, router, seconds=40, rate=120, bodies=True) as traffic:
+        time.sleep(3)
+        result = bg.deploy(app, lab.image("v2"))
+        deployed = time.time()
+        assert result.outcome is BlueGreenOutcome.SWITCHED, result.summary()
+        assert result.active is Colour.GREEN and result.switch_s is not None
+        time.sleep(4)
+        rolling_back = time.time()
+        back = bg.rollback(app)
+        assert back.outcome is BlueGreenOutcome.SWITCHED, back.summary()
+        assert back.active is Colour.BLUE
+    assert traffic.failed == 0, f"{traffic}: {traffic.errors}"
+    # between the deploy and the rollback, the router sent everything to green (v2)
+    assert changes_between(traffic, "v1", deployed, rolling_back) == []
+    assert all(any(b == "v2" for _, b in changes) for changes in traffic.bodies)
+    assert traffic.settled("v1") is not None, traffic.bodies
+    spec = docker_client.api.inspect_service(router)["Spec"]
+    mounted = spec["TaskTemplate"]["ContainerSpec"]["Configs"]
+    assert [c["File"]["Name"] for c in mounted] == [kind.config_path]
+    assert spec["UpdateConfig"]["Order"] == "start-first"
