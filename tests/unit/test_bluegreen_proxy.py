@@ -144,6 +144,7 @@ def test_a_router_that_does_not_roll_fails_the_switch_and_switches_back(
 
 
 def test_cli_parses_nginx_and_haproxy_routers(engine: FakeEngine, clock: FakeClock) -> None:
+    import zdd_swarm.cli  # noqa: F401  (loads the bluegreen group in its place)
     from zdd_swarm.bluegreen.cli import parse_router
 
     nginx: Any = parse_router("nginx:router", "web", engine, None)

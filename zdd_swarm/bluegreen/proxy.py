@@ -107,9 +107,12 @@ frontend router
     bind :{listen}
     http-response set-header {header} {colour}
     default_backend {colour}
+# no health checks: a server coming from DNS would wait for them, with no
+# server up meanwhile (503); Swarm's DNS lists only healthy tasks, and a
+# refused connection is retried on another server
 backend {colour}
     balance roundrobin
-    server-template task 16 {upstream}:{port} resolvers swarm init-addr libc,none check inter 1s
+    server-template task 16 {upstream}:{port} resolvers swarm init-addr libc,none
 """
 
 
