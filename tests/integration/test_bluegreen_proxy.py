@@ -14,6 +14,7 @@ import pytest
 from docker.errors import NotFound
 from docker.types import ConfigReference, EndpointSpec, RestartPolicy, ServiceMode
 
+from zdd_swarm import ServiceChange, UpdateConfig
 from zdd_swarm.bluegreen import BlueGreen, BlueGreenOptions, BlueGreenOutcome, Colour
 from zdd_swarm.bluegreen.proxy import (
     LABEL_ROUTER,
@@ -106,3 +107,70 @@ def test_requests_through_the_router_reach_the_new_colour_and_come_back_on_rollb
     mounted = spec["TaskTemplate"]["ContainerSpec"]["Configs"]
     assert [c["File"]["Name"] for c in mounted] == [kind.config_path]
     assert spec["UpdateConfig"]["Order"] == "start-first"
+
+
+def settled_between(result: LoadResult, body: str, start: float, end: float) -> int:
+    """Unix time (whole seconds) from which every client got only ``body`` within (start, end)."""
+    return max(
+        max((t for t, b in changes if b == body and start - 1 <= t < end), default=0)
+        for changes in result.bodies
+    )
+
+
+def _switch_started(marks: dict[str, float]) -> Any:
+    """A hook noting the wall time at which a switch is called (the preview just ended)."""
+
+    def hook(event: Any) -> None:
+        if getattr(event, "stage", None) == "preview":
+            marks["switch"] = time.time()
+
+    return hook
+
+
+@pytest.mark.load
+@pytest.mark.serial
+@pytest.mark.parametrize("kind", list(ProxyKind))
+def test_switch_and_switch_back_under_load_fail_no_request(
+    lab: Any, docker_client: Any, app: str, engine: Any, kind: ProxyKind
+) -> None:
+    """≥ 10,000 requests through the router across a switch, a switch back and a
+    start-first rolling update of the same release; the times go to docs/benchmarks.md."""
+    router = create_pair_and_router(docker_client, lab, app, kind)
+    marks: dict[str, float] = {}
+    ctrl = controller(engine, hooks=[_switch_started(marks)])
+    options = BlueGreenOptions(scale_down_delay="2s", preview_window="1s", post_switch_window="1s")
+    bg = BlueGreen(ProxyRouter(engine, app, router, kind, controller=ctrl), ctrl, options)
+    figures: dict[str, float] = {}
+    with load(docker_client, lab, router, seconds=60, rate=320, bodies=True) as traffic:
+        time.sleep(3)
+        result = bg.deploy(app, lab.image("v2"))
+        assert result.outcome is BlueGreenOutcome.SWITCHED, result.summary()
+        figures["switch_call"], figures["switch_s"] = marks["switch"], result.switch_s or 0
+        time.sleep(3)
+        back = bg.rollback(app)
+        assert back.outcome is BlueGreenOutcome.SWITCHED, back.summary()
+        figures["back_call"], figures["back_s"] = marks["switch"], back.switch_s or 0
+        time.sleep(3)
+        # the same release as a start-first rolling update of the active colour
+        update = UpdateConfig(parallelism=1, order="start-first", monitor="3s")
+        figures["rolling_call"] = time.time()
+        rolled = ctrl.update(
+            Colour.BLUE.service(app), ServiceChange(image=lab.image("v2"), update_config=update)
+        )
+        assert rolled.outcome.value == "completed", rolled.summary()
+        figures["rolling_s"] = rolled.duration_s
+    print(f"\n{kind.value}: {traffic}; {figures}")
+    when = sorted({round(t - figures["switch_call"]) for t in traffic.error_times})
+    assert traffic.sent >= 10_000 and traffic.failed == 0, (
+        f"{traffic}: {traffic.errors}; failures at these seconds after the switch call: {when}"
+    )
+    settled = traffic.settled("v2")
+    assert settled is not None
+    seen = {
+        "switch": settled_between(traffic, "v2", figures["switch_call"], figures["back_call"]),
+        "back": settled_between(traffic, "v1", figures["back_call"], figures["rolling_call"]),
+        "rolling": settled,
+    }
+    calls = {"switch": "switch_call", "back": "back_call", "rolling": "rolling_call"}
+    observed = {k: round(v - figures[calls[k]], 1) for k, v in seen.items()}
+    print(f"{kind.value}: every client got only the new release (whole seconds) {observed}")
