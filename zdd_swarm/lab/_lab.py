@@ -560,8 +560,12 @@ class Lab:
             problems.append(f"no overlay network {NETWORK}")
         if self._builder().current() is None:
             problems.append("test images missing or out of date in the registry")
-        elif self._router_builder().current() is None:
-            problems.append("router images missing or out of date in the registry")
+        else:
+            try:
+                if self._router_builder().current() is None:
+                    problems.append("router images missing or out of date in the registry")
+            except LabError as exc:  # their packages could not be fetched
+                problems.append(str(exc))
         return problems
 
     # -- down ------------------------------------------------------------------
