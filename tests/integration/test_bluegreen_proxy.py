@@ -109,6 +109,40 @@ def test_requests_through_the_router_reach_the_new_colour_and_come_back_on_rollb
     assert spec["UpdateConfig"]["Order"] == "start-first"
 
 
+def test_the_cli_refuses_a_router_it_did_not_make_and_switches_through_nginx(
+    lab: Any, docker_client: Any, app: str
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from zdd_swarm.cli import cli
+
+    router = create_pair_and_router(docker_client, lab, app, ProxyKind.NGINX)
+    base = ["-H", lab.docker_host, "bluegreen", "deploy", app, "--image", lab.image("v2")]
+    fast = ["--preview-window", "1s", "--post-switch-window", "1s", "--scale-down-delay", "1s"]
+    version = docker_client.api.inspect_service(router)["Version"]["Index"]
+    for spec, why in (
+        (f"nginx:{app}-nope", "not found"),
+        (f"haproxy:{router}", "is not a haproxy router"),
+        (f"nginx:{Colour.BLUE.service(app)}", "is not a nginx router"),
+    ):
+        refused = CliRunner().invoke(cli, [*base, "--router", spec, "--json"])
+        assert refused.exit_code == 2, refused.output
+        assert why in json.loads(refused.stdout)["reason"]
+    assert docker_client.api.inspect_service(router)["Version"]["Index"] == version
+    with contextlib.suppress(NotFound):
+        docker_client.api.inspect_service(Colour.GREEN.service(app))
+        raise AssertionError("a colour was created for a refused deploy")
+    done = CliRunner().invoke(cli, [*base, "--router", f"nginx:{router}", *fast, "--json"])
+    assert done.exit_code == 0, done.output
+    data = json.loads(done.stdout)
+    assert data["outcome"] == "switched" and data["active"] == "green"
+    container = docker_client.api.inspect_service(router)["Spec"]["TaskTemplate"]["ContainerSpec"]
+    (mounted,) = container["Configs"]
+    assert mounted["ConfigName"].startswith(f"{router}-green-")
+
+
 def settled_between(result: LoadResult, body: str, start: float, end: float) -> int:
     """Unix time (whole seconds) from which every client got only ``body`` within (start, end)."""
     return max(
