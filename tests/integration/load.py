@@ -38,6 +38,17 @@ class LoadResult:
     errors: list[str] = field(default_factory=list)
     #: Unix time (seconds) of every failed request.
     error_times: list[int] = field(default_factory=list)
+    #: With ``bodies``: per client, (unix time, body) of each change of the body it got.
+    bodies: list[list[tuple[int, str]]] = field(default_factory=list)
+
+    def settled(self, body: str) -> int | None:
+        """Unix time from which every client got only ``body`` (None: some did not end on it)."""
+        times = []
+        for changes in self.bodies:
+            if not changes or changes[-1][1] != body:
+                return None
+            times.append(changes[-1][0])
+        return max(times) if times else None
 
     @property
     def failed(self) -> int:
@@ -76,6 +87,7 @@ def load(
     clients: int = 4,
     request_timeout: int = 0,
     rate: int = 320,
+    bodies: bool = False,
 ) -> Iterator[LoadResult]:
     """Run the load clients for ``seconds`` while the body runs; the yielded
     result is filled in when the clients have finished. ``request_timeout``
@@ -93,6 +105,7 @@ def load(
         "ZDD_LOAD_NETWORK": lab.network,
         "ZDD_LOAD_TIMEOUT": str(request_timeout),
         "ZDD_LOAD_RATE": str(rate // clients),
+        "ZDD_LOAD_BODIES": "1" if bodies else "",
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -128,6 +141,8 @@ def load(
                 result.error_times += [
                     int(ln.split()[1]) for ln in failures if ln.split()[1].isdigit()
                 ]
+                changes = [ln.split(maxsplit=2) for ln in logs.splitlines() if ln[:5] == "BODY "]
+                result.bodies.append([(int(p[1]), p[2].strip()) for p in changes if len(p) == 3])
             result.seconds = time.monotonic() - started
     finally:
         for key, value in saved.items():

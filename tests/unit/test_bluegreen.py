@@ -356,10 +356,16 @@ def test_cli_refuses_an_unknown_router(engine: FakeEngine, clock: FakeClock) -> 
 
     engine.add_service("web-blue", "app:1", extra=RICH)
     obj = _Obj(engine_factory=lambda host: engine, clock=clock)
-    args = ["bluegreen", "deploy", "web", "--image", "app:2", "--router", "nginx:web", "--json"]
-    result = CliRunner().invoke(cli, args, obj=obj)
+    args = ["bluegreen", "deploy", "web", "--image", "app:2", "--json", "--router"]
+    result = CliRunner().invoke(cli, [*args, "envoy:web"], obj=obj)
     assert result.exit_code == 2
-    assert "not supported yet" in json.loads(result.stdout)["reason"]
+    assert "nginx:SERVICE or haproxy:SERVICE" in json.loads(result.stdout)["reason"]
+    missing = CliRunner().invoke(cli, [*args, "nginx:web-router"], obj=obj)
+    assert missing.exit_code == 2
+    assert "router service 'web-router' not found" in json.loads(missing.stdout)["reason"]
+    not_ours = CliRunner().invoke(cli, [*args, "haproxy:web-blue"], obj=obj)
+    assert not_ours.exit_code == 2
+    assert "not a haproxy router of web" in json.loads(not_ours.stdout)["reason"]
     assert engine.updates == []
 
 

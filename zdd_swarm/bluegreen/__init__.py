@@ -4,7 +4,8 @@ kept up for an instant way back.
 
 ``BlueGreen`` runs the flow (``flow.py``, a state machine) over a pair of
 Swarm services ``<app>-blue`` / ``<app>-green`` whose state is kept in their
-labels (``model.py``, ``store.py``), through a ``Router`` (``router.py``).
+labels (``model.py``, ``store.py``), through a ``Router`` (``router.py``;
+nginx and HAProxy in ``proxy.py``).
 See docs/blue-green.md.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 from ..events import BlueGreenStage
 from .flow import BlueGreen, BlueGreenOptions, Stage
 from .model import BlueGreenCode, BlueGreenOutcome, BlueGreenResult, Colour, PairState
+from .proxy import ProxyKind, ProxyRouter
 from .router import CallableRouter, LabelRouter, Router
 from .store import Pair
 
@@ -28,6 +30,8 @@ __all__ = [
     "LabelRouter",
     "Pair",
     "PairState",
+    "ProxyKind",
+    "ProxyRouter",
     "Router",
     "Stage",
 ]

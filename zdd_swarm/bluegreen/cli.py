@@ -24,25 +24,35 @@ from ..controller import Controller
 from ..errors import ConfigError
 from .flow import BlueGreen, BlueGreenOptions
 from .model import Colour
+from .proxy import ProxyKind, ProxyRouter
 from .router import LabelRouter, Router
 from .store import Pair
 
 __all__ = ["bluegreen"]
 
-#: Router kinds of ``--router``; nginx and HAProxy come next.
-ROUTER_KINDS = ("labels",)
+#: Router kinds of ``--router``.
+ROUTER_KINDS = ("labels", *ProxyKind)
+_ROUTER_FORMS = "labels:PREFIX[,PREFIX...], nginx:SERVICE or haproxy:SERVICE"
 
 
-def parse_router(spec: str, app: str, engine: Any, router_service: str | None) -> Router:
-    """``labels:PREFIX[,PREFIX...]``: a router that reads service labels."""
+def parse_router(
+    spec: str,
+    app: str,
+    engine: Any,
+    router_service: str | None,
+    controller: Controller | None = None,
+) -> Router:
+    """``labels:PREFIX[,PREFIX...]``: a router that reads service labels;
+    ``nginx:SERVICE`` / ``haproxy:SERVICE``: a router service whose config
+    names the active colour."""
     kind, sep, rest = spec.partition(":")
-    if kind not in ROUTER_KINDS:
-        raise ConfigError(
-            "--router", spec, "labels:PREFIX[,PREFIX...] (nginx and haproxy are not supported yet)"
-        )
+    if kind not in ROUTER_KINDS or not sep or not rest.strip(","):
+        raise ConfigError("--router", spec, _ROUTER_FORMS)
+    if kind != "labels":
+        if "," in rest or (router_service and router_service != rest):
+            raise ConfigError("--router", spec, f"{kind}:SERVICE, one router service")
+        return ProxyRouter(engine, app, rest, ProxyKind(kind), controller=controller)
     prefixes = [p for p in rest.split(",") if p]
-    if not sep or not prefixes:
-        raise ConfigError("--router", spec, "labels:PREFIX[,PREFIX...]")
     return LabelRouter(engine, app, prefixes, router_service=router_service)
 
 
@@ -54,14 +64,15 @@ def _router_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         "--router",
         "router_spec",
         required=True,
-        metavar="labels:PREFIX[,PREFIX...]",
-        help="How traffic reaches a colour: labels under these prefixes (Traefik, caddy).",
+        metavar="KIND:ARG",
+        help="How traffic reaches a colour: labels:PREFIX[,PREFIX...] (Traefik, caddy), "
+        "nginx:SERVICE or haproxy:SERVICE (a router service whose config names the colour).",
     )(fn)
 
 
 def _blue_green(controller: Controller, app: str, params: dict[str, Any]) -> BlueGreen:
     router = parse_router(
-        params["router_spec"], app, controller.engine, params.get("router_service")
+        params["router_spec"], app, controller.engine, params.get("router_service"), controller
     )
     kwargs: dict[str, Any] = {}
     for name in ("preview_window", "post_switch_window", "switch_timeout", "scale_down_delay"):

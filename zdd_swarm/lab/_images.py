@@ -5,6 +5,11 @@ One build context (``images/app`` plus ``/bin/busybox``) gives every tag:
 ``--build-arg TAG=<tag> --target <stage>``. A stamp file records the hash of
 the context and the digests pushed; when the hash is unchanged and the
 registry still serves those digests, nothing is built.
+
+The routers (``zdd-router:nginx``, ``zdd-router:haproxy``) are a second
+context (``images/router``) built the same way, with the binaries of
+Debian's nginx and haproxy packages and the shared libraries they load
+(``_router_files.py``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,15 @@ from typing import Any
 
 from .errors import LabError
 
-__all__ = ["REPOSITORY", "TAGS", "ImageBuilder", "RegistryClient"]
+__all__ = [
+    "REPOSITORY",
+    "ROUTER_REPOSITORY",
+    "ROUTER_TAGS",
+    "TAGS",
+    "ImageBuilder",
+    "RegistryClient",
+    "RouterImageBuilder",
+]
 
 REPOSITORY = "zdd-app"
 
@@ -40,6 +53,10 @@ TAGS: Mapping[str, str] = {
     "nohc": "no-healthcheck",
 }
 
+#: tag -> Dockerfile stage of the routers (images/router).
+ROUTER_REPOSITORY = "zdd-router"
+ROUTER_TAGS: Mapping[str, str] = {"nginx": "nginx", "haproxy": "haproxy"}
+
 _FORMAT = "zdd-lab-images/1"
 _MANIFEST_TYPES = ", ".join(
     [
@@ -50,9 +67,9 @@ _MANIFEST_TYPES = ", ".join(
 )
 
 
-def context_source() -> Path:
-    """The build context shipped with the package."""
-    return Path(__file__).resolve().parent / "images" / "app"
+def context_source(name: str = "app") -> Path:
+    """A build context shipped with the package."""
+    return Path(__file__).resolve().parent / "images" / name
 
 
 class RegistryClient:
@@ -104,6 +121,10 @@ class RegistryClient:
 class ImageBuilder:
     """Builds and pushes the test images, or finds them already pushed."""
 
+    repository = REPOSITORY
+    tags = TAGS
+    source = "app"
+
     def __init__(
         self,
         registry: RegistryClient,
@@ -119,7 +140,7 @@ class ImageBuilder:
         self.progress = progress
 
     def reference(self, tag: str) -> str:
-        return f"{self.registry.address}/{REPOSITORY}:{tag}"
+        return f"{self.registry.address}/{self.repository}:{tag}"
 
     # -- the context -----------------------------------------------------------
 
@@ -127,7 +148,7 @@ class ImageBuilder:
         """A deterministic tar of the build context and its hash (which also
         covers the tag table)."""
         files: dict[str, tuple[bytes, int]] = {}
-        for path in sorted(context_source().iterdir()):
+        for path in sorted(context_source(self.source).iterdir()):
             if path.is_file() and not path.name.startswith("."):
                 files[path.name] = (path.read_bytes(), 0o644)
         try:
@@ -136,9 +157,10 @@ class ImageBuilder:
             raise LabError(
                 f"cannot read {self.busybox} (Debian package busybox-static): {exc}"
             ) from exc
+        files.update(self.extra_files())
         buf = io.BytesIO()
         digest = hashlib.sha256(_FORMAT.encode())
-        digest.update(json.dumps(dict(TAGS), sort_keys=True).encode())
+        digest.update(json.dumps(dict(self.tags), sort_keys=True).encode())
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for name in sorted(files):
                 data, mode = files[name]
@@ -147,6 +169,10 @@ class ImageBuilder:
                 tar.addfile(info, io.BytesIO(data))
                 digest.update(name.encode() + b"\0" + data)
         return buf.getvalue(), digest.hexdigest()
+
+    def extra_files(self) -> dict[str, tuple[bytes, int]]:
+        """More files of the context: path -> (content, mode)."""
+        return {}
 
     # -- the stamp -------------------------------------------------------------
 
@@ -166,10 +192,10 @@ class ImageBuilder:
         digests = stamp.get("digests")
         if stamp.get("hash") != context_hash or stamp.get("registry") != self.registry.address:
             return None
-        if not isinstance(digests, dict) or set(digests) != set(TAGS):
+        if not isinstance(digests, dict) or set(digests) != set(self.tags):
             return None
         for tag, digest in digests.items():
-            if self.registry.manifest_digest(REPOSITORY, tag) != digest:
+            if self.registry.manifest_digest(self.repository, tag) != digest:
                 return None
         return {str(k): str(v) for k, v in digests.items()}
 
@@ -191,11 +217,11 @@ class ImageBuilder:
                 + "\n"
             )
             tmp.replace(self.stamp)
-        return {tag: self.reference(tag) for tag in TAGS}
+        return {tag: self.reference(tag) for tag in self.tags}
 
     def _build_and_push(self, tar: bytes, context_hash: str) -> dict[str, str]:
-        self.progress(f"building {len(TAGS)} test images on the manager")
-        tags = list(TAGS)
+        self.progress(f"building {len(self.tags)} {self.repository} images on the manager")
+        tags = list(self.tags)
         # The first build makes the shared layers; the rest only add metadata
         # steps on top of the cached ones, and run side by side.
         self._build(tar, tags[0], context_hash)
@@ -204,7 +230,7 @@ class ImageBuilder:
         self._prune()
         self.progress(f"pushing them to {self.registry.address}")
         with ThreadPoolExecutor(max_workers=4) as pool:
-            digests = dict(zip(TAGS, pool.map(self._push, TAGS), strict=True))
+            digests = dict(zip(self.tags, pool.map(self._push, self.tags), strict=True))
         return digests
 
     def _build(self, tar: bytes, tag: str, context_hash: str) -> None:
@@ -216,7 +242,7 @@ class ImageBuilder:
                 custom_context=True,
                 tag=self.reference(tag),
                 buildargs={"TAG": tag},
-                target=TAGS[tag],
+                target=self.tags[tag],
                 rm=True,
                 forcerm=True,
                 decode=True,
@@ -250,7 +276,7 @@ class ImageBuilder:
         client = self.client_factory()
         digest = ""
         try:
-            repo = f"{self.registry.address}/{REPOSITORY}"
+            repo = f"{self.registry.address}/{self.repository}"
             for chunk in client.api.push(repo, tag=tag, stream=True, decode=True):
                 if "error" in chunk:
                     raise LabError(f"pushing {repo}:{tag} failed: {chunk['error']}")
@@ -260,7 +286,22 @@ class ImageBuilder:
         finally:
             client.close()
         if not digest:
-            digest = self.registry.manifest_digest(REPOSITORY, tag) or ""
+            digest = self.registry.manifest_digest(self.repository, tag) or ""
         if not digest:
             raise LabError(f"pushed {self.reference(tag)} but the registry does not list it")
         return digest
+
+
+class RouterImageBuilder(ImageBuilder):
+    """The routers' images: nginx and HAProxy from Debian's packages."""
+
+    repository = ROUTER_REPOSITORY
+    tags = ROUTER_TAGS
+    source = "router"
+
+    def __init__(self, *args: Any, rootfs: Callable[[], dict[str, tuple[bytes, int]]]) -> None:
+        super().__init__(*args)
+        self._rootfs = rootfs
+
+    def extra_files(self) -> dict[str, tuple[bytes, int]]:
+        return self._rootfs()

@@ -29,7 +29,15 @@ from docker.errors import APIError, DockerException
 
 from . import _system as sysx
 from ._engines import DEFAULT_ENGINE, ENGINES, SYSTEM_ENGINE, Engine, EngineCache, parse_engines
-from ._images import REPOSITORY, TAGS, ImageBuilder, RegistryClient
+from ._images import (
+    REPOSITORY,
+    ROUTER_REPOSITORY,
+    TAGS,
+    ImageBuilder,
+    RegistryClient,
+    RouterImageBuilder,
+)
+from ._router_files import rootfs_files
 from .errors import LabError
 
 __all__ = [
@@ -286,6 +294,10 @@ class Lab:
         """The reference of a test image, e.g. ``10.88.0.1:5000/zdd-app:v1``."""
         return f"{self.registry}/{REPOSITORY}:{tag}"
 
+    def router_image(self, kind: str) -> str:
+        """The reference of a router image: ``kind`` is ``nginx`` or ``haproxy``."""
+        return f"{self.registry}/{ROUTER_REPOSITORY}:{kind}"
+
     @property
     def images(self) -> dict[str, str]:
         return {tag: self.image(tag) for tag in TAGS}
@@ -502,6 +514,7 @@ class Lab:
             self._ensure_swarm()
             self._ensure_network()
             self._builder().ensure()
+            self._router_builder().ensure()
             leftover = self.problems()
             if leftover:
                 raise LabError("the lab is still not up: " + "; ".join(leftover))
@@ -547,6 +560,12 @@ class Lab:
             problems.append(f"no overlay network {NETWORK}")
         if self._builder().current() is None:
             problems.append("test images missing or out of date in the registry")
+        else:
+            try:
+                if self._router_builder().current() is None:
+                    problems.append("router images missing or out of date in the registry")
+            except LabError as exc:  # their packages could not be fetched
+                problems.append(str(exc))
         return problems
 
     # -- down ------------------------------------------------------------------
@@ -1333,4 +1352,14 @@ class Lab:
             BUSYBOX,
             lambda: self.client(1, timeout=300),
             self._progress,
+        )
+
+    def _router_builder(self) -> RouterImageBuilder:
+        return RouterImageBuilder(
+            self._registry_client(),
+            self.state_dir / "router-images.json",
+            BUSYBOX,
+            lambda: self.client(1, timeout=300),
+            self._progress,
+            rootfs=rootfs_files,
         )

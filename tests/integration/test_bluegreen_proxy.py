@@ -1,0 +1,210 @@
+"""Blue-green on the lab behind nginx and HAProxy routers (Debian's packages
+in the lab's router images): the switch mounts the other colour's config in
+the router service and rolls it start-first; load clients send requests
+through the router only, and record which release answered."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from docker.errors import NotFound
+from docker.types import ConfigReference, EndpointSpec, RestartPolicy, ServiceMode
+
+from zdd_swarm import ServiceChange, UpdateConfig
+from zdd_swarm.bluegreen import BlueGreen, BlueGreenOptions, BlueGreenOutcome, Colour
+from zdd_swarm.bluegreen.proxy import (
+    LABEL_ROUTER,
+    LABEL_ROUTER_APP,
+    LABEL_ROUTER_COLOUR,
+    ProxyKind,
+    ProxyRouter,
+    render_config,
+)
+
+from .load import LoadResult, load
+from .support import SECOND, controller, create_service, wait_running
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def app(service_name: str, docker_client: Any) -> Iterator[str]:
+    """An app name; its colours, router service and router configs are removed after."""
+    yield service_name
+    for name in (*(c.service(service_name) for c in Colour), f"{service_name}-router"):
+        with contextlib.suppress(NotFound):
+            docker_client.api.remove_service(name)
+    time.sleep(1)  # configs in use until the tasks are gone
+    for config in docker_client.api.configs(
+        filters={"label": f"{LABEL_ROUTER_APP}={service_name}"}
+    ):
+        with contextlib.suppress(Exception):
+            docker_client.api.remove_config(config["ID"])
+
+
+def create_pair_and_router(docker_client: Any, lab: Any, app: str, kind: ProxyKind) -> str:
+    """``<app>-blue`` (v1, 2 tasks) and ``<app>-router`` sending traffic to it, as a user
+    deploys them first; returns the router service's name."""
+    create_service(docker_client, lab, Colour.BLUE.service(app), "v1", replicas=2)
+    labels = {LABEL_ROUTER_APP: app, LABEL_ROUTER_COLOUR: "blue"}
+    data = render_config(kind, app, Colour.BLUE).encode()
+    config = docker_client.configs.create(name=f"{app}-router-first", data=data, labels=labels)
+    router = f"{app}-router"
+    docker_client.services.create(
+        lab.router_image(kind.value),
+        name=router,
+        networks=[lab.network],
+        mode=ServiceMode("replicated", replicas=2),
+        endpoint_spec=EndpointSpec(mode="dnsrr"),
+        restart_policy=RestartPolicy(condition="any", delay=SECOND),
+        labels={LABEL_ROUTER: kind.value, LABEL_ROUTER_APP: app},
+        configs=[ConfigReference(config.id, config.name, filename=kind.config_path)],
+    )
+    wait_running(docker_client, router, 2)
+    return router
+
+
+def blue_green(engine: Any, app: str, router: str, kind: ProxyKind) -> BlueGreen:
+    ctrl = controller(engine)
+    options = BlueGreenOptions(scale_down_delay="2s", preview_window="1s", post_switch_window="1s")
+    return BlueGreen(ProxyRouter(engine, app, router, kind, controller=ctrl), ctrl, options)
+
+
+def changes_between(result: LoadResult, body: str, start: float, end: float) -> list[int]:
+    """Times at which a client turned to ``body`` strictly inside (start, end), in whole seconds."""
+    return [
+        t for changes in result.bodies for t, b in changes if b == body and start + 1 < t < end - 1
+    ]
+
+
+@pytest.mark.parametrize("kind", list(ProxyKind))
+def test_requests_through_the_router_reach_the_new_colour_and_come_back_on_rollback(
+    lab: Any, docker_client: Any, app: str, engine: Any, kind: ProxyKind
+) -> None:
+    router = create_pair_and_router(docker_client, lab, app, kind)
+    bg = blue_green(engine, app, router, kind)
+    with load(docker_client, lab, router, seconds=40, rate=120, bodies=True) as traffic:
+        time.sleep(3)
+        result = bg.deploy(app, lab.image("v2"))
+        deployed = time.time()
+        assert result.outcome is BlueGreenOutcome.SWITCHED, result.summary()
+        assert result.active is Colour.GREEN and result.switch_s is not None
+        time.sleep(4)
+        rolling_back = time.time()
+        back = bg.rollback(app)
+        assert back.outcome is BlueGreenOutcome.SWITCHED, back.summary()
+        assert back.active is Colour.BLUE
+    assert traffic.failed == 0, f"{traffic}: {traffic.errors}"
+    # between the deploy and the rollback, the router sent everything to green (v2)
+    assert changes_between(traffic, "v1", deployed, rolling_back) == []
+    assert all(any(b == "v2" for _, b in changes) for changes in traffic.bodies)
+    assert traffic.settled("v1") is not None, traffic.bodies
+    spec = docker_client.api.inspect_service(router)["Spec"]
+    mounted = spec["TaskTemplate"]["ContainerSpec"]["Configs"]
+    assert [c["File"]["Name"] for c in mounted] == [kind.config_path]
+    assert spec["UpdateConfig"]["Order"] == "start-first"
+
+
+def test_the_cli_refuses_a_router_it_did_not_make_and_switches_through_nginx(
+    lab: Any, docker_client: Any, app: str
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from zdd_swarm.cli import cli
+
+    router = create_pair_and_router(docker_client, lab, app, ProxyKind.NGINX)
+    base = ["-H", lab.docker_host, "bluegreen", "deploy", app, "--image", lab.image("v2")]
+    fast = ["--preview-window", "1s", "--post-switch-window", "1s", "--scale-down-delay", "1s"]
+    version = docker_client.api.inspect_service(router)["Version"]["Index"]
+    for spec, why in (
+        (f"nginx:{app}-nope", "not found"),
+        (f"haproxy:{router}", "is not a haproxy router"),
+        (f"nginx:{Colour.BLUE.service(app)}", "is not a nginx router"),
+    ):
+        refused = CliRunner().invoke(cli, [*base, "--router", spec, "--json"])
+        assert refused.exit_code == 2, refused.output
+        assert why in json.loads(refused.stdout)["reason"]
+    assert docker_client.api.inspect_service(router)["Version"]["Index"] == version
+    with contextlib.suppress(NotFound):
+        docker_client.api.inspect_service(Colour.GREEN.service(app))
+        raise AssertionError("a colour was created for a refused deploy")
+    done = CliRunner().invoke(cli, [*base, "--router", f"nginx:{router}", *fast, "--json"])
+    assert done.exit_code == 0, done.output
+    data = json.loads(done.stdout)
+    assert data["outcome"] == "switched" and data["active"] == "green"
+    container = docker_client.api.inspect_service(router)["Spec"]["TaskTemplate"]["ContainerSpec"]
+    (mounted,) = container["Configs"]
+    assert mounted["ConfigName"].startswith(f"{router}-green-")
+
+
+def settled_between(result: LoadResult, body: str, start: float, end: float) -> int:
+    """Unix time (whole seconds) from which every client got only ``body`` within (start, end)."""
+    return max(
+        max((t for t, b in changes if b == body and start - 1 <= t < end), default=0)
+        for changes in result.bodies
+    )
+
+
+def _switch_started(marks: dict[str, float]) -> Any:
+    """A hook noting the wall time at which a switch is called (the preview just ended)."""
+
+    def hook(event: Any) -> None:
+        if getattr(event, "stage", None) == "preview":
+            marks["switch"] = time.time()
+
+    return hook
+
+
+@pytest.mark.load
+@pytest.mark.serial
+@pytest.mark.parametrize("kind", list(ProxyKind))
+def test_switch_and_switch_back_under_load_fail_no_request(
+    lab: Any, docker_client: Any, app: str, engine: Any, kind: ProxyKind
+) -> None:
+    """≥ 10,000 requests through the router across a switch, a switch back and a
+    start-first rolling update of the same release; the times go to docs/benchmarks.md."""
+    router = create_pair_and_router(docker_client, lab, app, kind)
+    marks: dict[str, float] = {}
+    ctrl = controller(engine, hooks=[_switch_started(marks)])
+    options = BlueGreenOptions(scale_down_delay="2s", preview_window="1s", post_switch_window="1s")
+    bg = BlueGreen(ProxyRouter(engine, app, router, kind, controller=ctrl), ctrl, options)
+    figures: dict[str, float] = {}
+    with load(docker_client, lab, router, seconds=60, rate=320, bodies=True) as traffic:
+        time.sleep(3)
+        result = bg.deploy(app, lab.image("v2"))
+        assert result.outcome is BlueGreenOutcome.SWITCHED, result.summary()
+        figures["switch_call"], figures["switch_s"] = marks["switch"], result.switch_s or 0
+        time.sleep(3)
+        back = bg.rollback(app)
+        assert back.outcome is BlueGreenOutcome.SWITCHED, back.summary()
+        figures["back_call"], figures["back_s"] = marks["switch"], back.switch_s or 0
+        time.sleep(3)
+        # the same release as a start-first rolling update of the active colour
+        update = UpdateConfig(parallelism=1, order="start-first", monitor="3s")
+        figures["rolling_call"] = time.time()
+        rolled = ctrl.update(
+            Colour.BLUE.service(app), ServiceChange(image=lab.image("v2"), update_config=update)
+        )
+        assert rolled.outcome.value == "completed", rolled.summary()
+        figures["rolling_s"] = rolled.duration_s
+    print(f"\n{kind.value}: {traffic}; {figures}")
+    when = sorted({round(t - figures["switch_call"]) for t in traffic.error_times})
+    assert traffic.sent >= 10_000 and traffic.failed == 0, (
+        f"{traffic}: {traffic.errors}; failures at these seconds after the switch call: {when}"
+    )
+    settled = traffic.settled("v2")
+    assert settled is not None
+    seen = {
+        "switch": settled_between(traffic, "v2", figures["switch_call"], figures["back_call"]),
+        "back": settled_between(traffic, "v1", figures["back_call"], figures["rolling_call"]),
+        "rolling": settled,
+    }
+    calls = {"switch": "switch_call", "back": "back_call", "rolling": "rolling_call"}
+    observed = {k: round(v - figures[calls[k]], 1) for k, v in seen.items()}
+    print(f"{kind.value}: every client got only the new release (whole seconds) {observed}")
