@@ -1288,14 +1288,10 @@ def stack_watch(
     _run(obj, as_json, log_format, verbose, action, stack_name, params)
 
 
-def _register_strategies() -> None:
-    """Strategies with their own command group (``zdd-swarm bluegreen ...``)."""
-    from .bluegreen.cli import bluegreen
-
-    cli.add_command(bluegreen)
-
-
-_register_strategies()
+# Strategies with a command group of their own register it when their module
+# is imported; importing it here makes `zdd-swarm bluegreen ...` exist, in
+# whichever order the two modules are first imported.
+from .bluegreen import cli as _bluegreen_cli  # noqa: E402, F401
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,6 +18,7 @@ from ..cli import (
     _parse_tcp_gate,
     _run,
     _stdout,
+    cli,
     output_options,
 )
 from ..controller import Controller
@@ -218,3 +219,6 @@ def _status_payload(pair: Pair, routed: Colour | None) -> dict[str, Any]:
             if view is not None
         },
     }
+
+
+cli.add_command(bluegreen)
