@@ -13,8 +13,10 @@ itself); pytest-docker's compose helpers run the load clients (load.py).
 from __future__ import annotations
 
 import contextlib
+import http.server
 import os
 import re
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -72,3 +74,23 @@ def service_name(request: pytest.FixtureRequest, docker_client: Any) -> Iterator
 def engine(lab: Lab) -> DockerEngine:
     """The engine adapter of the lab's manager."""
     return DockerEngine(lab.docker_host)
+
+
+@pytest.fixture
+def failing_endpoint() -> Iterator[str]:
+    """An HTTP endpoint on the host that answers every request with 503: a
+    gate or preview check on it fails."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(503)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/health"
+    server.shutdown()

@@ -5,9 +5,7 @@ of the service on the new colour."""
 from __future__ import annotations
 
 import contextlib
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,23 +39,6 @@ def app(service_name: str, docker_client: Any) -> Iterator[str]:
         with contextlib.suppress(NotFound):
             docker_client.api.remove_service(colour.service(service_name))
     cleanup_objects(docker_client, service_name)
-
-
-@pytest.fixture
-def failing_endpoint() -> Iterator[str]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(503)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/preview"
-    server.shutdown()
 
 
 def create_blue(docker_client: Any, lab: Any, app: str) -> dict[str, Any]:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -99,23 +96,6 @@ def test_task_pending_forever_hits_task_deadline(
     assert result.code == "task_deadline"
     assert result.duration_s < 60
     assert images_running(docker_client, service_name) == {lab.image("v1")}
-
-
-@pytest.fixture
-def failing_endpoint() -> Iterator[str]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(503)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/health"
-    server.shutdown()
 
 
 def test_failing_http_gate_rolls_back(
