@@ -4,7 +4,7 @@ lock that keeps two controllers from driving one canary."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,14 +21,14 @@ from zdd_swarm.canary.analysis import Metric
 from zdd_swarm.canary.driver import Canary, CanaryOutcome
 from zdd_swarm.canary.providers import WebProvider
 from zdd_swarm.canary.record import CanaryStore, LockLost, Request
-from zdd_swarm.canary.spec import CanarySpec, canary_from_data
-from zdd_swarm.canary.steps import parse_steps
+from zdd_swarm.canary.spec import canary_from_data
 from zdd_swarm.cli import _Obj, cli
 from zdd_swarm.config import UpdateConfig
 from zdd_swarm.errors import UpdateInProgress
 from zdd_swarm.testing import FakeClock, FakeEngine
 
 from .test_canary_analysis import Script
+from .test_canary_driver import canary, images
 
 
 class Killed(BaseException):
@@ -65,26 +65,6 @@ def engine(clock: HookClock) -> FakeEngine:
     config = UpdateConfig(parallelism=2, delay="1s", monitor="2s", order="start-first")
     engine.add_service("web", "app:1", replicas=10, update_config=config)
     return engine
-
-
-def images(engine: FakeEngine) -> list[str]:
-    service = engine.inspect_service("web")
-    return sorted(
-        t.image
-        for t in engine.list_tasks(service.id)
-        if t.state.value == "running" and t.desired_state.value == "running"
-    )
-
-
-def canary(
-    engine: FakeEngine,
-    clock: FakeClock,
-    steps: Iterable[str],
-    analyses: dict[str, tuple[Metric, ...]] | None = None,
-) -> Canary:
-    analyses = analyses or {}
-    spec = CanarySpec(parse_steps(steps, analyses), analyses)
-    return Canary(engine, spec, clock=clock, poll_interval=0.5, step_timeout=60)
 
 
 def test_a_pause_waits_for_promote_and_the_record_says_so(
