@@ -124,7 +124,10 @@ class _TaskCadence:
     With the engine's event stream alive, a state the engine decides (its
     pause on a failed task, its completion, its own rollback) wakes the loop
     and lists the tasks at once, so changing tasks are listed every
-    ``EVENT_BUSY_POLLS`` polls: about 0.7 requests per second."""
+    ``EVENT_BUSY_POLLS`` polls: about 0.7 requests per second. A rollback
+    is the engine's to carry out and to end (``rollback_completed`` or
+    ``rollback_paused``, both service events), so with the stream alive its
+    tasks are listed as if quiet."""
 
     QUIET_POLLS = 3
     EVENT_BUSY_POLLS = 2
@@ -163,14 +166,16 @@ class _TaskCadence:
         # a little slack: a poll that wakes early still lists
         return changed or now - self.last_listed >= self.interval - self.poll / 10
 
-    def listed(self, now: float, tasks: Sequence[TaskView]) -> None:
+    def listed(self, now: float, tasks: Sequence[TaskView], *, rolling_back: bool) -> None:
         seen = [(t.id, t.state, t.desired_state, t.node_id) for t in tasks]
         quiet = seen == self.tasks_seen
         self.tasks_seen, self.last_listed = seen, now
         streamed = self.events is not None and self.events.alive
-        self.interval = self.poll * (
-            self.QUIET_POLLS if quiet else self.EVENT_BUSY_POLLS if streamed else 1
-        )
+        if quiet or (streamed and rolling_back):
+            polls = self.QUIET_POLLS
+        else:
+            polls = self.EVENT_BUSY_POLLS if streamed else 1
+        self.interval = self.poll * polls
 
 
 def _paused_refusal(current: ServiceView) -> str:
@@ -677,7 +682,7 @@ class Controller:
                     service = self.engine.inspect_service(before.id)
                 if cadence.tasks_due(now, service):
                     tasks = self.engine.list_tasks(before.id)
-                    cadence.listed(now, tasks)
+                    cadence.listed(now, tasks, rolling_back=tracker.in_rollback)
                 # node names for the report, and which nodes are down (a new
                 # task on a down node never starts and the engine waits for
                 # it) or drained (read again when the engine pauses, so that
@@ -726,9 +731,11 @@ class Controller:
             action = step.action
             if isinstance(action, RequestRollback):
                 try:
-                    if not inspected:  # the rollback is guarded by the current version
+                    # sent at the version we hold, which the engine checks; if
+                    # it moved since, look again once and decide on what is new
+                    if not self._request_rollback(tracker, action, service) and not inspected:
                         service = self.engine.inspect_service(before.id)
-                    self._request_rollback(tracker, action, service)
+                        self._request_rollback(tracker, action, service)
                 except ServiceNotFound:
                     action = removed
                 cadence.service_changed()  # what we hold predates our rollback
@@ -747,14 +754,16 @@ class Controller:
 
     def _request_rollback(
         self, tracker: Tracker, action: RequestRollback, service: ServiceView
-    ) -> None:
-        """Send one rollback, guarded by the version we just saw. If the
-        engine moved in between (its own rollback, or another client), we do
-        not send anything: the next observation tells what happened."""
+    ) -> bool:
+        """Send one rollback, guarded by the version of ``service``: the
+        engine refuses an update at any other ("update out of sequence"),
+        and then False is returned. If the service no longer runs our target
+        (the engine's own rollback, or another client), nothing is sent: the
+        next observation tells what happened."""
         now = self.clock.monotonic()
         tracker.rollback_requested = True
         if spec_key(service.spec) != spec_key(tracker.target_spec):
-            return
+            return True
         previous = service.previous_spec
         method = "engine-rollback"
         try:
@@ -765,10 +774,11 @@ class Controller:
                 self.engine.update_service(service, tracker.original_spec)
         except VersionConflict:
             tracker.rollback_requested = False
-            return
+            return False
         step = tracker.begin_rollback(now, "zdd_swarm", action.reason, method)
         for event in step.events:
             self._emit(tracker.service, event)
+        return True
 
     def _finish(
         self,

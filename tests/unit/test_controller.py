@@ -176,6 +176,30 @@ def test_crashing_image_is_rolled_back_and_reported_as_such(
     assert [kind for _, kind, _ in engine.updates] == ["update", "rollback"]
 
 
+def test_rollback_at_a_version_that_moved_is_sent_again_at_once(
+    engine: FakeEngine, clock: FakeClock
+) -> None:
+    # the rollback goes at the version last inspected; the engine refuses it
+    # if the service moved since, and one inspection later it is sent again
+    engine.add_service("web", "app:1", replicas=4)
+    engine.behave("app:crash", ImageBehaviour(fail_after=1.0))
+
+    def touch(event: Any) -> None:
+        if isinstance(event, events.ThresholdCrossed):
+            engine.change_spec("web", lambda spec: None)
+
+    seen: list[Any] = []
+    controller = Controller(engine, clock=clock, hooks=[touch, seen.append])
+    result = controller.update("web", ServiceChange(image="app:crash"))
+    assert result.outcome is Outcome.ROLLED_BACK, result.reason
+    assert [kind for _, kind, _ in engine.updates] == ["update", "rollback"]
+    crossed, started = (
+        next(e for e in seen if isinstance(e, kind))
+        for kind in (events.ThresholdCrossed, events.RollbackStarted)
+    )
+    assert started.elapsed == crossed.elapsed
+
+
 def test_engine_own_rollback_is_reported_as_rolled_back_never_as_success(
     engine: FakeEngine, clock: FakeClock
 ) -> None:

@@ -91,13 +91,33 @@ def test_with_events_changing_tasks_are_listed_every_other_poll() -> None:
     for poll in range(8):
         if cadence.tasks_due(float(poll), _view(1)):
             listed.append(poll)
-            cadence.listed(float(poll), [_task(str(poll))])  # a new task every time
+            cadence.listed(float(poll), [_task(str(poll))], rolling_back=False)  # new each time
     assert listed == [0, 2, 4, 6]
+
+
+def test_with_events_a_rollback_lists_changing_tasks_every_third_poll() -> None:
+    cadence = _TaskCadence(1.0, Alive())  # type: ignore[arg-type]
+    listed = []
+    for poll in range(8):
+        if cadence.tasks_due(float(poll), _view(1)):
+            listed.append(poll)
+            cadence.listed(float(poll), [_task(str(poll))], rolling_back=True)
+    assert listed == [0, 3, 6]
+
+
+def test_without_events_a_rollback_lists_changing_tasks_on_every_poll() -> None:
+    cadence = _TaskCadence(1.0)
+    listed = []
+    for poll in range(4):
+        if cadence.tasks_due(float(poll), _view(1)):
+            listed.append(poll)
+            cadence.listed(float(poll), [_task(str(poll))], rolling_back=True)
+    assert listed == [0, 1, 2, 3]
 
 
 def test_with_events_a_service_change_lists_the_tasks_at_once() -> None:
     cadence = _TaskCadence(1.0, Alive())  # type: ignore[arg-type]
     assert cadence.tasks_due(0.0, _view(1))
-    cadence.listed(0.0, [_task("a")])
+    cadence.listed(0.0, [_task("a")], rolling_back=False)
     assert not cadence.tasks_due(1.0, _view(1))
     assert cadence.tasks_due(1.0, _view(2, "paused"))
