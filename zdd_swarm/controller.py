@@ -25,7 +25,7 @@ from .config import (
     expected_seconds,
     lint,
 )
-from .engine import DockerEngine, Engine, ServiceEvents
+from .engine import DockerEngine, Engine, NodeView, ServiceEvents
 from .errors import (
     ConcurrentChange,
     ConfigError,
@@ -176,6 +176,71 @@ class _TaskCadence:
         else:
             polls = self.EVENT_BUSY_POLLS if streamed else 1
         self.interval = self.poll * polls
+
+
+class _Nodes:
+    """The swarm's nodes as a watch needs them: names for the report, which
+    are down (a new task on a down node never starts and the engine waits for
+    it) and which are drained. Read every ``_NODE_REFRESH`` seconds, when a
+    task is on a node not seen yet, and when the engine pauses (so that a
+    pause can be told to be a drain's doing)."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str] = {}
+        self.down: set[str] = set()
+        self.drained: set[str] = set()
+        self.listed_at = -math.inf
+        self.state_seen: object = None
+
+    def due(self, now: float, service: ServiceView, tasks: Sequence[TaskView]) -> bool:
+        status = service.update_status
+        state = status.state if status is not None else None
+        paused = state != self.state_seen and state in _PAUSES
+        self.state_seen = state
+        return (
+            now - self.listed_at >= _NODE_REFRESH
+            or paused
+            or any(t.node_id and t.node_id not in self.names for t in tasks)
+        )
+
+    def listed(self, now: float, nodes: Sequence[NodeView]) -> None:
+        self.names = {n.id: n.hostname for n in nodes}
+        self.down = {n.id for n in nodes if n.state == "down"}
+        self.drained = {n.id for n in nodes if n.availability == "drain"}
+        self.listed_at = now
+
+
+@dataclass
+class _Seen:
+    """What a watch last saw of the engine, and when to look again."""
+
+    service: ServiceView
+    cadence: _TaskCadence
+    tasks: list[TaskView] = field(default_factory=list)
+    nodes: _Nodes = field(default_factory=_Nodes)
+    #: whether the last look inspected the service (else it is older)
+    inspected: bool = False
+    outage_since: float | None = None
+
+
+class _GateClock:
+    """Gates are sampled at most once per poll interval."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.last = -math.inf
+
+    def due(self, now: float) -> bool:
+        if now - self.last < self.interval:
+            return False
+        self.last = now
+        return True
+
+
+_REMOVED = Finish(
+    Outcome.SUPERSEDED,
+    Reason("service_removed", "the service was removed while we watched it"),
+)
 
 
 def _paused_refusal(current: ServiceView) -> str:
@@ -656,89 +721,36 @@ class Controller:
         warnings: list[str],
         events: ServiceEvents | None,
     ) -> RolloutResult:
-        name = before.name
         started_at = self.clock.now()
-        nodes: dict[str, str] = {}
-        down: set[str] = set()
-        drained: set[str] = set()
-        state_seen: object = None
-        nodes_listed = -math.inf
         poll = opts.poll_interval.total_seconds()
-        gate_interval = poll
-        last_gate = -math.inf
-        outage_since: float | None = None
-        service = target
-        tasks: list[TaskView] = []
-        cadence = _TaskCadence(poll, events)
-        removed = Finish(
-            Outcome.SUPERSEDED,
-            Reason("service_removed", "the service was removed while we watched it"),
-        )
+        seen = _Seen(target, _TaskCadence(poll, events))
+        gates = _GateClock(poll)
         while True:
             now = self.clock.monotonic()
             try:
-                inspected = cadence.service_due()
-                if inspected:
-                    service = self.engine.inspect_service(before.id)
-                if cadence.tasks_due(now, service):
-                    tasks = self.engine.list_tasks(before.id)
-                    cadence.listed(now, tasks, rolling_back=tracker.in_rollback)
-                # node names for the report, and which nodes are down (a new
-                # task on a down node never starts and the engine waits for
-                # it) or drained (read again when the engine pauses, so that
-                # a pause can be told to be a drain's doing)
-                status = service.update_status
-                state = status.state if status is not None else None
-                paused = state != state_seen and state in _PAUSES
-                state_seen = state
-                if (
-                    now - nodes_listed >= _NODE_REFRESH
-                    or paused
-                    or any(t.node_id and t.node_id not in nodes for t in tasks)
-                ):
-                    listed = self.engine.list_nodes()
-                    nodes = {n.id: n.hostname for n in listed}
-                    down = {n.id for n in listed if n.state == "down"}
-                    drained = {n.id for n in listed if n.availability == "drain"}
-                    nodes_listed = now
-                outage_since = None
+                self._look(before.id, seen, now, tracker.in_rollback)
             except ServiceNotFound:
-                return self._finish(
-                    tracker, before, service, tasks, nodes, removed, started_at, warnings
-                )
+                return self._finish(tracker, before, seen, _REMOVED, started_at, warnings)
             except EngineUnavailable as exc:
-                outage_since = outage_since if outage_since is not None else now
-                down_for = now - outage_since
-                self._emit(
-                    name,
-                    EngineUnreachable(
-                        name, round(now - tracker.start, 3), str(exc), round(down_for, 3)
-                    ),
-                )
-                if down_for > opts.engine_outage.total_seconds():
-                    raise
+                self._outage(tracker, seen, now, exc, opts.engine_outage.total_seconds())
                 self.clock.sleep(poll)
                 continue
             now = self.clock.monotonic()
-            if opts.gates and tracker.open_windows(now) and now - last_gate >= gate_interval:
-                last_gate = now
+            if opts.gates and tracker.open_windows(now) and gates.due(now):
                 for gate in opts.gates:
                     sample = gate.sample()
                     tracker.add_gate_sample(now, gate.name, sample.ok, sample.detail)
-            step = tracker.observe(now, service, tasks, nodes, down, drained)
+            step = tracker.observe(
+                now, seen.service, seen.tasks, seen.nodes.names, seen.nodes.down, seen.nodes.drained
+            )
             for event in step.events:
-                self._emit(name, event)
+                self._emit(before.name, event)
             action = step.action
             if isinstance(action, RequestRollback):
                 try:
-                    # sent at the version we hold, which the engine checks; if
-                    # it moved since, look again once and decide on what is new
-                    if not self._request_rollback(tracker, action, service) and not inspected:
-                        service = self.engine.inspect_service(before.id)
-                        self._request_rollback(tracker, action, service)
+                    self._roll_back(tracker, action, before.id, seen)
                 except ServiceNotFound:
-                    action = removed
-                cadence.service_changed()  # what we hold predates our rollback
+                    action = _REMOVED
             if isinstance(action, Finish):
                 if phase == "rollback" and action.outcome is Outcome.ROLLED_BACK:
                     # the rollback asked for is this run's success: one outcome,
@@ -747,10 +759,45 @@ class Controller:
                         Outcome.COMPLETED,
                         Reason("rollback_completed", "rolled back to the previous spec"),
                     )
-                return self._finish(
-                    tracker, before, service, tasks, nodes, action, started_at, warnings
-                )
-            self._pause(cadence, max(0.0, poll - (self.clock.monotonic() - now)))
+                return self._finish(tracker, before, seen, action, started_at, warnings)
+            self._pause(seen.cadence, max(0.0, poll - (self.clock.monotonic() - now)))
+
+    def _look(self, service_id: str, seen: _Seen, now: float, rolling_back: bool) -> None:
+        """One observation: the service, its tasks and the nodes, each when due."""
+        cadence = seen.cadence
+        seen.inspected = cadence.service_due()
+        if seen.inspected:
+            seen.service = self.engine.inspect_service(service_id)
+        if cadence.tasks_due(now, seen.service):
+            seen.tasks = self.engine.list_tasks(service_id)
+            cadence.listed(now, seen.tasks, rolling_back=rolling_back)
+        if seen.nodes.due(now, seen.service, seen.tasks):
+            seen.nodes.listed(now, self.engine.list_nodes())
+        seen.outage_since = None
+
+    def _outage(
+        self, tracker: Tracker, seen: _Seen, now: float, exc: EngineUnavailable, limit: float
+    ) -> None:
+        """The engine did not answer: an event, and the error once it has
+        been unreachable for longer than ``limit`` seconds."""
+        if seen.outage_since is None:
+            seen.outage_since = now
+        down_for = now - seen.outage_since
+        elapsed = round(now - tracker.start, 3)
+        name = tracker.service
+        self._emit(name, EngineUnreachable(name, elapsed, str(exc), round(down_for, 3)))
+        if down_for > limit:
+            raise exc
+
+    def _roll_back(
+        self, tracker: Tracker, action: RequestRollback, service_id: str, seen: _Seen
+    ) -> None:
+        """Ask for the rollback at the version we hold, which the engine
+        checks; if it moved since, look again once and decide on what is new."""
+        if not self._request_rollback(tracker, action, seen.service) and not seen.inspected:
+            seen.service = self.engine.inspect_service(service_id)
+            self._request_rollback(tracker, action, seen.service)
+        seen.cadence.service_changed()  # what we hold predates our rollback
 
     def _request_rollback(
         self, tracker: Tracker, action: RequestRollback, service: ServiceView
@@ -784,15 +831,14 @@ class Controller:
         self,
         tracker: Tracker,
         before: ServiceView,
-        service: ServiceView,
-        tasks: Sequence[TaskView],
-        nodes: Mapping[str, str],
+        seen: _Seen,
         action: Finish,
         started_at: Any,
         warnings: list[str],
     ) -> RolloutResult:
+        service, nodes = seen.service, seen.nodes.names
         placement: dict[str, list[str]] = {}
-        for task in tasks:
+        for task in seen.tasks:
             if task.desired_state.value == "running" or task.running:
                 node = nodes.get(task.node_id, task.node_id[:12] or "unassigned")
                 placement.setdefault(node, []).append(
