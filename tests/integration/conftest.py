@@ -70,6 +70,48 @@ def service_name(request: pytest.FixtureRequest, docker_client: Any) -> Iterator
         docker_client.api.remove_service(name)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test that made services (``service_name``) gets, in its
+    report, what each node's engine says of their containers: state and the
+    last healthcheck results. A task the engine left "starting", or a probe
+    that could not run, shows there (CI keeps only the output)."""
+    report = yield
+    funcargs = getattr(item, "funcargs", {})
+    name, lab = funcargs.get("service_name"), funcargs.get("lab")
+    if report.when == "call" and report.failed and isinstance(name, str) and lab is not None:
+        report.sections.append(("lab: the test's containers, node by node", _containers(lab, name)))
+    return report
+
+
+def _containers(lab: Lab, prefix: str) -> str:
+    lines = []
+    for i in range(1, NODES + 1):
+        try:
+            client = lab.client(i, timeout=10)
+            found = client.api.containers(all=True, filters={"label": "com.docker.swarm.task.id"})
+            for summary in found:
+                labels = summary.get("Labels") or {}
+                if not labels.get("com.docker.swarm.service.name", "").startswith(prefix):
+                    continue
+                state = client.api.inspect_container(summary["Id"])["State"]
+                health = state.get("Health") or {}
+                lines.append(
+                    f"{lab.node_name(i)} {summary['Names'][0]} {summary.get('Image')}: "
+                    f"{state.get('Status')} since {state.get('StartedAt')}, "
+                    f"health {health.get('Status', '-')}, exit {state.get('ExitCode')}"
+                )
+                for probe in (health.get("Log") or [])[-3:]:
+                    output = " ".join(str(probe.get("Output", "")).split())[:160]
+                    lines.append(
+                        f"    probe {probe.get('Start')}: {probe.get('ExitCode')} {output}"
+                    )
+            client.close()
+        except Exception as exc:  # a diagnosis must not hide the failure
+            lines.append(f"{lab.node_name(i)}: {exc}")
+    return "\n".join(lines) or "no containers"
+
+
 @pytest.fixture
 def engine(lab: Lab) -> DockerEngine:
     """The engine adapter of the lab's manager."""
