@@ -529,6 +529,43 @@ def _service(
     if not isinstance(image, str) or not image:
         raise ComposeError(f"services.{name}: 'image' is needed (build is not supported)")
     deploy = entry.get("deploy") or {}
+    template: dict[str, Any] = {
+        "ContainerSpec": _container(stack, name, image, entry, names),
+        "Networks": _task_networks(stack, name, entry.get("networks"), names),
+    }
+    restart = deploy.get("restart_policy")
+    if restart is not None:
+        template["RestartPolicy"] = _restart_policy(restart)
+    template["Placement"] = _placement(deploy.get("placement") or {})
+    template["Resources"] = _resources(deploy.get("resources") or {})
+    spec: dict[str, Any] = {
+        "Name": f"{stack}_{name}",
+        # service.go: "Labels: addStackLabel(namespace, service.Deploy.Labels)"
+        # and "serviceSpec.Labels[LabelImage] = service.Image"
+        "Labels": _str_map(
+            {**_as_map(deploy.get("labels")), LABEL_NAMESPACE: stack, LABEL_IMAGE: image}
+        ),
+        "TaskTemplate": template,
+        "Mode": _mode(name, deploy),
+        "EndpointSpec": _endpoint(name, deploy.get("endpoint_mode"), entry.get("ports") or []),
+    }
+    # service.go convertUpdateConfig: "if source == nil { return nil }", and
+    # a missing parallelism is 1
+    if deploy.get("update_config") is not None:
+        spec["UpdateConfig"] = UpdateConfig.from_compose(deploy["update_config"]).to_api()
+    if deploy.get("rollback_config") is not None:
+        spec["RollbackConfig"] = RollbackConfig.from_compose(deploy["rollback_config"]).to_api()
+    return spec
+
+
+def _container(
+    stack: str,
+    name: str,
+    image: str,
+    entry: Mapping[str, Any],
+    names: Mapping[tuple[str, str], str],
+) -> dict[str, Any]:
+    """service.go ``convertService``'s ContainerSpec."""
     env: dict[str, str | None] = {}
     for env_file in entry.get("env_file") or []:
         env.update(read_env_file(Path(env_file)))
@@ -565,97 +602,86 @@ def _service(
     check = entry.get("healthcheck")
     if check is not None:
         container["Healthcheck"] = _healthcheck(name, check)
-    for kind, ref_key, id_key in (
-        ("secret", "SecretName", "SecretID"),
-        ("config", "ConfigName", "ConfigID"),
-    ):
-        refs = []
-        for ref in entry.get(kind + "s") or []:
-            ref = {"source": ref} if isinstance(ref, str) else ref
-            source = str(ref.get("source", ""))
-            if (kind, source) not in names:
-                raise ComposeError(f"services.{name}: undefined {kind} {source!r}")
-            # service.go convertFileObject: target defaults to the source,
-            # uid and gid to "0", mode to 0o444
-            refs.append(
-                {
-                    "File": {
-                        "Name": str(ref.get("target") or source),
-                        "UID": str(ref.get("uid") or "0"),
-                        "GID": str(ref.get("gid") or "0"),
-                        "Mode": int(str(ref["mode"]), 8)
-                        if isinstance(ref.get("mode"), str)
-                        else int(ref.get("mode", 0o444)),
-                    },
-                    ref_key: names[(kind, source)],
-                    id_key: "",
-                }
-            )
+    for kind in ("secret", "config"):
+        refs = _file_refs(name, kind, entry.get(kind + "s") or [], names)
         if refs:
-            # "sort to ensure idempotence"
-            container[kind.capitalize() + "s"] = sorted(refs, key=lambda r: r[ref_key])
-    template: dict[str, Any] = {"ContainerSpec": container}
+            container[kind.capitalize() + "s"] = refs
+    return container
+
+
+def _file_refs(
+    name: str, kind: str, entries: Sequence[Any], names: Mapping[tuple[str, str], str]
+) -> list[dict[str, Any]]:
+    """service.go ``convertFileObject``: target defaults to the source, uid
+    and gid to "0", mode to 0o444; "sort to ensure idempotence"."""
+    ref_key, id_key = f"{kind.capitalize()}Name", f"{kind.capitalize()}ID"
+    refs = []
+    for ref in entries:
+        ref = {"source": ref} if isinstance(ref, str) else ref
+        source = str(ref.get("source", ""))
+        if (kind, source) not in names:
+            raise ComposeError(f"services.{name}: undefined {kind} {source!r}")
+        mode = ref.get("mode", 0o444)
+        file = {
+            "Name": str(ref.get("target") or source),
+            "UID": str(ref.get("uid") or "0"),
+            "GID": str(ref.get("gid") or "0"),
+            "Mode": int(mode, 8) if isinstance(mode, str) else int(mode),
+        }
+        refs.append({"File": file, ref_key: names[(kind, source)], id_key: ""})
+    return sorted(refs, key=lambda r: str(r[ref_key]))
+
+
+def _task_networks(
+    stack: str, name: str, value: Any, names: Mapping[tuple[str, str], str]
+) -> list[dict[str, Any]]:
+    """service.go ``convertServiceNetworks``: "Only add default aliases to
+    user defined networks": aliases then the service's own name."""
     networks = []
-    net_map = _network_map(entry.get("networks")) or {"default": None}
-    for net, conf in net_map.items():
+    for net, conf in (_network_map(value) or {"default": None}).items():
         if ("network", net) not in names and net != "default":
             raise ComposeError(f"services.{name}: undefined network {net!r}")
-        # service.go convertServiceNetworks: "Only add default aliases to user
-        # defined networks": aliases then the service's own name
         aliases = [*((conf or {}).get("aliases") or []), name]
         networks.append(
             {"Target": names.get(("network", net), f"{stack}_{net}"), "Aliases": aliases}
         )
-    template["Networks"] = sorted(networks, key=lambda n: n["Target"])
-    restart = deploy.get("restart_policy")
-    if restart is not None:
-        policy: dict[str, Any] = {"Condition": restart.get("condition", "")}
-        if restart.get("delay") is not None:
-            policy["Delay"] = _ns(restart["delay"], "restart_policy.delay")
-        if restart.get("max_attempts") is not None:
-            policy["MaxAttempts"] = int(restart["max_attempts"])
-        if restart.get("window") is not None:
-            policy["Window"] = _ns(restart["window"], "restart_policy.window")
-        template["RestartPolicy"] = policy
-    placement = deploy.get("placement") or {}
-    template["Placement"] = {}
+    return sorted(networks, key=lambda n: str(n["Target"]))
+
+
+def _restart_policy(restart: Mapping[str, Any]) -> dict[str, Any]:
+    policy: dict[str, Any] = {"Condition": restart.get("condition", "")}
+    if restart.get("delay") is not None:
+        policy["Delay"] = _ns(restart["delay"], "restart_policy.delay")
+    if restart.get("max_attempts") is not None:
+        policy["MaxAttempts"] = int(restart["max_attempts"])
+    if restart.get("window") is not None:
+        policy["Window"] = _ns(restart["window"], "restart_policy.window")
+    return policy
+
+
+def _placement(placement: Mapping[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
     if placement.get("constraints"):
-        template["Placement"]["Constraints"] = [str(c) for c in placement["constraints"]]
+        result["Constraints"] = [str(c) for c in placement["constraints"]]
     if placement.get("preferences"):
-        template["Placement"]["Preferences"] = [
+        result["Preferences"] = [
             {"Spread": {"SpreadDescriptor": str(p["spread"])}} for p in placement["preferences"]
         ]
     if placement.get("max_replicas_per_node"):
-        template["Placement"]["MaxReplicas"] = int(placement["max_replicas_per_node"])
-    template["Resources"] = _resources(deploy.get("resources") or {})
+        result["MaxReplicas"] = int(placement["max_replicas_per_node"])
+    return result
+
+
+def _mode(name: str, deploy: Mapping[str, Any]) -> dict[str, Any]:
     mode = deploy.get("mode", "replicated")
     replicas = deploy.get("replicas")
     if mode == "global":
         if replicas is not None:
             raise ComposeError(f"services.{name}: replicas can only be used with replicated mode")
-        service_mode: dict[str, Any] = {"Global": {}}
-    elif mode == "replicated":
-        service_mode = {"Replicated": {"Replicas": 1 if replicas is None else int(replicas)}}
-    else:
-        raise UnsupportedKey(f"services.{name}.deploy.mode: {mode}")
-    spec: dict[str, Any] = {
-        "Name": f"{stack}_{name}",
-        # service.go: "Labels: addStackLabel(namespace, service.Deploy.Labels)"
-        # and "serviceSpec.Labels[LabelImage] = service.Image"
-        "Labels": _str_map(
-            {**_as_map(deploy.get("labels")), LABEL_NAMESPACE: stack, LABEL_IMAGE: image}
-        ),
-        "TaskTemplate": template,
-        "Mode": service_mode,
-        "EndpointSpec": _endpoint(name, deploy.get("endpoint_mode"), entry.get("ports") or []),
-    }
-    # service.go convertUpdateConfig: "if source == nil { return nil }", and
-    # a missing parallelism is 1
-    if deploy.get("update_config") is not None:
-        spec["UpdateConfig"] = UpdateConfig.from_compose(deploy["update_config"]).to_api()
-    if deploy.get("rollback_config") is not None:
-        spec["RollbackConfig"] = RollbackConfig.from_compose(deploy["rollback_config"]).to_api()
-    return spec
+        return {"Global": {}}
+    if mode == "replicated":
+        return {"Replicated": {"Replicas": 1 if replicas is None else int(replicas)}}
+    raise UnsupportedKey(f"services.{name}.deploy.mode: {mode}")
 
 
 def _healthcheck(name: str, check: Mapping[str, Any]) -> dict[str, Any]:
