@@ -389,108 +389,128 @@ class Tracker:
         nodes: Mapping[str, str],
         down_nodes: AbstractSet[str],
     ) -> None:
-        deadline = self.settings.task_deadline
-        if deadline is not None and phase.name == "rollback":
-            deadline += OLD_TASK_TIMEOUT
         for task in sorted(tasks, key=lambda t: (t.created_at is None, t.created_at)):
-            if task.spec_key != phase.task_key:
+            if task.spec_key != phase.task_key or task.id in phase.preexisting:
                 continue
-            if task.id in phase.preexisting:
-                continue
-            tracked = phase.tasks.get(task.id)
             node = nodes.get(task.node_id, task.node_id[:12]) or "unassigned"
+            tracked = phase.tasks.get(task.id) or self._track(step, now, phase, task, node)
             if tracked is None:
-                if task.state.terminal and task.desired_state.terminal and not task.failed:
-                    continue  # an old, orderly shut-down task of the same spec
-                slot = _slot_of(task)
-                restart = slot in phase.slots
-                if not restart:
-                    phase.slots.append(slot)
-                index = phase.slots.index(slot) // phase.parallelism
-                self._announce(step, now, phase, index, None if restart else slot)
-                tracked = _Tracked(
-                    TaskReport(
-                        task.id,
-                        slot,
-                        node,
-                        task.state.value,
-                        task.desired_state.value,
-                        seen_at=self._elapsed(now),
-                    ),
-                    index,
-                    now,
-                    restart=restart,
-                )
-                phase.tasks[task.id] = tracked
-                phase.batches[index].tasks.append(tracked.report)
+                continue
             report = tracked.report
             report.state, report.desired_state = task.state.value, task.desired_state.value
             report.node = node
             report.error, report.exit_code = task.error, task.exit_code
             if task.running and tracked.running_at is None:
-                tracked.running_at = now
-                tracked.running_status_at = task.status_at
-                report.running_at = self._elapsed(now)
-                phase.last_progress = now
-                step.events.append(
-                    TaskRunning(
-                        self.service,
-                        self._elapsed(now),
-                        tracked.batch,
-                        task.id,
-                        node,
-                        round(now - tracked.seen, 3),
-                        phase=phase.name,
-                    )
-                )
+                self._mark_running(step, now, phase, tracked, task)
             if tracked.counted or tracked.restart:
                 # swarmkit updater.go counts only "one that we created as part
                 # of this update" (u.updatedTasks): one task per dirty slot
                 continue
-            cause: str | None = None
-            if task.failed or (task.state is TaskState.SHUTDOWN and task.error):
-                if _within_monitor(tracked, task, now, phase.monitor):
-                    cause = "failed"
-            elif (
-                tracked.running_at is None
-                and not task.state.terminal
-                and task.node_id in down_nodes
-            ):
-                # it cannot start, and Swarm's updater waits for it regardless
-                cause = "node_down"
-                report.error = f"node {node} is down (task {task.state.value})"
-            elif (
-                deadline is not None
-                and tracked.running_at is None
-                and now - tracked.seen > deadline.total_seconds()
-            ):
-                cause = "task_deadline"
-                report.error = report.error or (
-                    f"not RUNNING after {deadline.total_seconds():g}s (state {task.state.value}"
-                    f"{': ' + task.message if task.message else ''})"
-                )
+            cause = self._failure_cause(now, phase, tracked, task, down_nodes)
             if cause:
-                tracked.counted = True
-                report.failure = cause
-                # swarmkit counts the tasks its updater created, one per slot,
-                # not the restarts of a crash-looping slot: count a slot once.
-                if tracked.report.slot not in phase.failed_slots:
-                    phase.failed_slots.add(tracked.report.slot)
-                    phase.failures += 1
-                step.events.append(
-                    TaskFailed(
-                        self.service,
-                        self._elapsed(now),
-                        tracked.batch,
-                        task.id,
-                        node,
-                        task.state.value,
-                        report.error,
-                        task.exit_code,
-                        cause,
-                        phase=phase.name,
-                    )
-                )
+                self._count_failure(step, now, phase, tracked, task, cause)
+
+    def _track(
+        self, step: Step, now: float, phase: _Phase, task: TaskView, node: str
+    ) -> _Tracked | None:
+        """Start following a task of the phase's spec, in its slot's batch."""
+        if task.state.terminal and task.desired_state.terminal and not task.failed:
+            return None  # an old, orderly shut-down task of the same spec
+        slot = _slot_of(task)
+        restart = slot in phase.slots
+        if not restart:
+            phase.slots.append(slot)
+        index = phase.slots.index(slot) // phase.parallelism
+        self._announce(step, now, phase, index, None if restart else slot)
+        report = TaskReport(
+            task.id,
+            slot,
+            node,
+            task.state.value,
+            task.desired_state.value,
+            seen_at=self._elapsed(now),
+        )
+        tracked = _Tracked(report, index, now, restart=restart)
+        phase.tasks[task.id] = tracked
+        phase.batches[index].tasks.append(report)
+        return tracked
+
+    def _mark_running(
+        self, step: Step, now: float, phase: _Phase, tracked: _Tracked, task: TaskView
+    ) -> None:
+        tracked.running_at = now
+        tracked.running_status_at = task.status_at
+        tracked.report.running_at = self._elapsed(now)
+        phase.last_progress = now
+        step.events.append(
+            TaskRunning(
+                self.service,
+                self._elapsed(now),
+                tracked.batch,
+                task.id,
+                tracked.report.node,
+                round(now - tracked.seen, 3),
+                phase=phase.name,
+            )
+        )
+
+    def _failure_cause(
+        self,
+        now: float,
+        phase: _Phase,
+        tracked: _Tracked,
+        task: TaskView,
+        down_nodes: AbstractSet[str],
+    ) -> str | None:
+        """Why a task of this phase counts as failed now, if it does (and its
+        report's error says so)."""
+        report = tracked.report
+        deadline = self.settings.task_deadline
+        if deadline is not None and phase.name == "rollback":
+            deadline += OLD_TASK_TIMEOUT
+        if task.failed or (task.state is TaskState.SHUTDOWN and task.error):
+            return "failed" if _within_monitor(tracked, task, now, phase.monitor) else None
+        if tracked.running_at is None and not task.state.terminal and task.node_id in down_nodes:
+            # it cannot start, and Swarm's updater waits for it regardless
+            report.error = f"node {report.node} is down (task {task.state.value})"
+            return "node_down"
+        if (
+            deadline is not None
+            and tracked.running_at is None
+            and now - tracked.seen > deadline.total_seconds()
+        ):
+            report.error = report.error or (
+                f"not RUNNING after {deadline.total_seconds():g}s (state {task.state.value}"
+                f"{': ' + task.message if task.message else ''})"
+            )
+            return "task_deadline"
+        return None
+
+    def _count_failure(
+        self, step: Step, now: float, phase: _Phase, tracked: _Tracked, task: TaskView, cause: str
+    ) -> None:
+        report = tracked.report
+        tracked.counted = True
+        report.failure = cause
+        # swarmkit counts the tasks its updater created, one per slot, not the
+        # restarts of a crash-looping slot: count a slot once.
+        if report.slot not in phase.failed_slots:
+            phase.failed_slots.add(report.slot)
+            phase.failures += 1
+        step.events.append(
+            TaskFailed(
+                self.service,
+                self._elapsed(now),
+                tracked.batch,
+                task.id,
+                report.node,
+                task.state.value,
+                report.error,
+                task.exit_code,
+                cause,
+                phase=phase.name,
+            )
+        )
 
     def _announce(
         self, step: Step, now: float, phase: _Phase, index: int, slot: str | None
