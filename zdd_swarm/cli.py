@@ -697,69 +697,10 @@ def update(
     """Update SERVICE and follow the rollout; roll back if it goes bad."""
 
     def action(controller: Controller) -> Any:
-        image = params["image"]
-        update_cfg: UpdateConfig | None = None
-        rollback_cfg: RollbackConfig | None = None
-        if params["compose_file"]:
-            compose_image, update_cfg, rollback_cfg = _load_compose(params["compose_file"], service)
-            image = image or compose_image
-        update_flags = _config_flags("update", params)
-        rollback_flags = _config_flags("rollback", params)
-        kubernetes = _KubernetesFlags(params)
-        # validate the flags now, before anything is sent
-        UpdateConfig(**update_flags)
-        RollbackConfig(**rollback_flags)
-        if update_cfg is not None:
-            update_cfg = update_cfg.replace(**update_flags)
-        if rollback_cfg is not None:
-            rollback_cfg = rollback_cfg.replace(**rollback_flags)
-
-        def merge_flags(spec: dict[str, Any]) -> None:
-            if update_cfg is None and update_flags:
-                spec["UpdateConfig"] = (
-                    UpdateConfig.from_api(spec.get("UpdateConfig")).replace(**update_flags).to_api()
-                )
-            if rollback_cfg is None and rollback_flags:
-                spec["RollbackConfig"] = (
-                    RollbackConfig.from_api(spec.get("RollbackConfig"))
-                    .replace(**rollback_flags)
-                    .to_api()
-                )
-            if kubernetes:
-                kubernetes(spec)
-
-        change = ServiceChange(
-            image=image,
-            pin_digest=params["pin_digest"],
-            env_add=params["env_add"],
-            env_rm=params["env_rm"],
-            labels_add=params["label_add"],
-            labels_rm=params["label_rm"],
-            force=params["force"],
-            update_config=update_cfg,
-            rollback_config=rollback_cfg,
-            patch=merge_flags if (update_flags or rollback_flags or kubernetes) else None,
-        )
+        change, kubernetes = _update_change(service, params)
         # Only the flag changes what *we* do on failure (default: roll back); a
         # compose file's failure_action is Swarm's own, in the spec.
         options = _options(params, params["update_failure_action"])
-        if not (
-            image
-            or change.env_add
-            or change.env_rm
-            or change.labels_add
-            or change.labels_rm
-            or change.force
-            or update_flags
-            or rollback_flags
-            or update_cfg
-            or kubernetes
-        ):
-            raise ConfigError(
-                "update",
-                service,
-                "at least one change (--image, --env-add, --label-add, --force, --update-*, ...)",
-            )
         canary = _canary_spec(params, service)
         if canary is not None:
             _run_canary(controller, service, change, canary, as_json)
@@ -776,6 +717,60 @@ def update(
         return result
 
     _run(obj, as_json, log_format, verbose, action, service, params)
+
+
+def _update_change(
+    service: str, params: Mapping[str, Any]
+) -> tuple[ServiceChange, _KubernetesFlags]:
+    """The change `update` asks for: flags over a compose file's service
+    over the current spec. Refused before anything is sent if it is none."""
+    image = params["image"]
+    update_cfg: UpdateConfig | None = None
+    rollback_cfg: RollbackConfig | None = None
+    if params["compose_file"]:
+        compose_image, update_cfg, rollback_cfg = _load_compose(params["compose_file"], service)
+        image = image or compose_image
+    update_flags = _config_flags("update", params)
+    rollback_flags = _config_flags("rollback", params)
+    kubernetes = _KubernetesFlags(params)
+    # validate the flags now, before anything is sent
+    UpdateConfig(**update_flags)
+    RollbackConfig(**rollback_flags)
+    if update_cfg is not None:
+        update_cfg = update_cfg.replace(**update_flags)
+    if rollback_cfg is not None:
+        rollback_cfg = rollback_cfg.replace(**rollback_flags)
+
+    def merge_flags(spec: dict[str, Any]) -> None:
+        if update_cfg is None and update_flags:
+            current = UpdateConfig.from_api(spec.get("UpdateConfig"))
+            spec["UpdateConfig"] = current.replace(**update_flags).to_api()
+        if rollback_cfg is None and rollback_flags:
+            previous = RollbackConfig.from_api(spec.get("RollbackConfig"))
+            spec["RollbackConfig"] = previous.replace(**rollback_flags).to_api()
+        if kubernetes:
+            kubernetes(spec)
+
+    change = ServiceChange(
+        image=image,
+        pin_digest=params["pin_digest"],
+        env_add=params["env_add"],
+        env_rm=params["env_rm"],
+        labels_add=params["label_add"],
+        labels_rm=params["label_rm"],
+        force=params["force"],
+        update_config=update_cfg,
+        rollback_config=rollback_cfg,
+        patch=merge_flags if (update_flags or rollback_flags or kubernetes) else None,
+    )
+    flags = (change.env_add, change.env_rm, change.labels_add, change.labels_rm, change.force)
+    if not (image or any(flags) or update_flags or rollback_flags or update_cfg or kubernetes):
+        raise ConfigError(
+            "update",
+            service,
+            "at least one change (--image, --env-add, --label-add, --force, --update-*, ...)",
+        )
+    return change, kubernetes
 
 
 _NOT_WITH_CANARY = (
