@@ -712,6 +712,41 @@ class Tracker:
     ) -> Action | None:
         phase = self.phase
         s = self.settings
+        crossed = self._crossed(now, phase, state, message)
+        if crossed is not None:
+            if self.crossed is None or self.crossed.code != crossed.code:
+                self.crossed = crossed
+                step.events.append(
+                    ThresholdCrossed(
+                        self.service,
+                        self._elapsed(now),
+                        crossed.code,
+                        crossed.message,
+                        phase.failures,
+                        phase.total,
+                        self.update_config.max_failure_ratio,
+                        s.failure_action.value,
+                    )
+                )
+            if s.failure_action is FailureAction.ROLLBACK:
+                return None if self.rollback_requested else RequestRollback(crossed)
+            if state is UpdateState.PAUSED and crossed.code != "engine_paused":
+                crossed = Reason(
+                    "engine_paused", f"the engine paused the update: {message} ({crossed.message})"
+                )
+            if s.failure_action is FailureAction.PAUSE or crossed.code == "engine_paused":
+                return Finish(Outcome.PAUSED, crossed)
+            if crossed.code == "timeout":
+                return Finish(Outcome.FAILED, crossed)
+            # continue: report only, keep watching
+        return self._decide_end(now, phase, state, tasks)
+
+    def _crossed(
+        self, now: float, phase: _Phase, state: UpdateState | None, message: str
+    ) -> Reason | None:
+        """The first threshold the update has crossed, if any, in the order
+        they are judged."""
+        s = self.settings
         crossed: Reason | None = None
         ratio = phase.failures / max(phase.total, 1)
         gate = self._gates_failed(phase)
@@ -754,33 +789,7 @@ class Tracker:
                 f"no new task reached RUNNING for {s.progress_deadline.total_seconds():g}s "
                 f"beyond the engine's own delay and monitor waits ({phase.engine_waits:g}s)",
             )
-        if crossed is not None:
-            if self.crossed is None or self.crossed.code != crossed.code:
-                self.crossed = crossed
-                step.events.append(
-                    ThresholdCrossed(
-                        self.service,
-                        self._elapsed(now),
-                        crossed.code,
-                        crossed.message,
-                        phase.failures,
-                        phase.total,
-                        self.update_config.max_failure_ratio,
-                        s.failure_action.value,
-                    )
-                )
-            if s.failure_action is FailureAction.ROLLBACK:
-                return None if self.rollback_requested else RequestRollback(crossed)
-            if state is UpdateState.PAUSED and crossed.code != "engine_paused":
-                crossed = Reason(
-                    "engine_paused", f"the engine paused the update: {message} ({crossed.message})"
-                )
-            if s.failure_action is FailureAction.PAUSE or crossed.code == "engine_paused":
-                return Finish(Outcome.PAUSED, crossed)
-            if crossed.code == "timeout":
-                return Finish(Outcome.FAILED, crossed)
-            # continue: report only, keep watching
-        return self._decide_end(now, phase, state, tasks)
+        return crossed
 
     def _decide_end(
         self, now: float, phase: _Phase, state: UpdateState | None, tasks: Sequence[TaskView]
