@@ -720,34 +720,11 @@ def watch_stack(
         ServiceReport(str(name), ServiceAction(str(action)), int(wave), outcome="completed")
         for name, action, wave in state.get("started") or []
     ]
-    remaining = [str(n) for n in state.get("remaining") or []]
     for kind, name in state.get("objects") or []:
         for obj in the_engine.list_objects(str(kind), {LABEL_NAMESPACE: stack}):
             if obj.name == name:
                 deploy.created_objects.append((str(kind), obj.id, obj.name))
-    failed: ServiceReport | None = None
-    if state.get("phase") == "putting_back":
-        name, why = state.get("failed") or [stack, "the deploy failed"]
-        failed = next((r for r in reports if r.service == name), None)
-        failed = failed or ServiceReport(str(name), ServiceAction.UPDATE, 0)
-        failed.reason = str(why)
-        for report in reports:
-            report.outcome = "unknown"
-    elif reports:
-        # the services of the last wave begun rolled together: each settled
-        rolling = [r for r in reports if r.wave == reports[-1].wave]
-        settled = [deploy._settle(r) for r in rolling]
-        failed = next((r for r, ok in zip(rolling, settled, strict=True) if not ok), None)
-        last = reports[-1]
-        if failed is None and remaining:
-            failed = last
-            failed.reason = (
-                f"the deploy stopped before {', '.join(remaining)} rolled; "
-                "everything it changed is put back"
-            )
-    elif remaining:
-        failed = ServiceReport(stack, ServiceAction.UPDATE, 0)
-        failed.reason = "the deploy stopped before any service rolled"
+    failed = _failed_in_flight(deploy, state, reports)
     if failed is None:
         deploy.record.clear()
         return StackResult(
@@ -759,6 +736,40 @@ def watch_stack(
         )
     deploy.record.put({**state, "phase": "putting_back", "failed": [failed.service, failed.reason]})
     return deploy._finish_put_back(reports, failed, reports, start)
+
+
+def _failed_in_flight(
+    deploy: _Deploy, state: Mapping[str, Any], reports: list[ServiceReport]
+) -> ServiceReport | None:
+    """What failed of a deploy whose process died, after the services of its
+    last wave begun (which rolled together) have each settled; None if it
+    landed."""
+    stack = deploy.stack.name
+    remaining = [str(n) for n in state.get("remaining") or []]
+    if state.get("phase") == "putting_back":
+        name, why = state.get("failed") or [stack, "the deploy failed"]
+        failed = next((r for r in reports if r.service == name), None)
+        failed = failed or ServiceReport(str(name), ServiceAction.UPDATE, 0)
+        failed.reason = str(why)
+        for report in reports:
+            report.outcome = "unknown"
+        return failed
+    if reports:
+        rolling = [r for r in reports if r.wave == reports[-1].wave]
+        settled = [deploy._settle(r) for r in rolling]
+        failed = next((r for r, ok in zip(rolling, settled, strict=True) if not ok), None)
+        if failed is None and remaining:
+            failed = reports[-1]
+            failed.reason = (
+                f"the deploy stopped before {', '.join(remaining)} rolled; "
+                "everything it changed is put back"
+            )
+        return failed
+    if remaining:
+        failed = ServiceReport(stack, ServiceAction.UPDATE, 0)
+        failed.reason = "the deploy stopped before any service rolled"
+        return failed
+    return None
 
 
 def _setup(
