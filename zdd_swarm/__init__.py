@@ -18,7 +18,7 @@ pass.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 from . import events
 from .bluegreen import BlueGreenOptions, BlueGreenResult, Router
@@ -44,6 +44,9 @@ from .gates import CallableGate, Gate, HttpGate, TcpGate
 from .result import BatchReport, GateReport, Outcome, Reason, RolloutResult, TaskReport
 from .spec import ServiceChange
 from .stack import StackOutcome, StackResult
+
+if TYPE_CHECKING:
+    from .canary import CanaryResult, CanarySpec
 
 __version__ = "0.1.0"
 
@@ -110,6 +113,39 @@ def _controller(
     return Controller(DockerEngine(host), hooks=hooks, options=options)
 
 
+@overload
+def update(
+    service: str,
+    *,
+    image: str | None = ...,
+    host: str | None = ...,
+    update_config: UpdateConfig | None = ...,
+    rollback_config: RollbackConfig | None = ...,
+    change: ServiceChange | None = ...,
+    hooks: Sequence[Hook] = ...,
+    options: RolloutOptions | None = ...,
+    steps: None = ...,
+    analyses: None = ...,
+    **option_kwargs: Any,
+) -> RolloutResult: ...
+
+
+@overload
+def update(
+    service: str,
+    *,
+    image: str | None = ...,
+    host: str | None = ...,
+    update_config: UpdateConfig | None = ...,
+    rollback_config: RollbackConfig | None = ...,
+    change: ServiceChange | None = ...,
+    hooks: Sequence[Hook] = ...,
+    options: None = ...,
+    steps: Sequence[Any] | CanarySpec,
+    analyses: Mapping[str, Any] | None = ...,
+) -> CanaryResult: ...
+
+
 def update(
     service: str,
     *,
@@ -120,8 +156,10 @@ def update(
     change: ServiceChange | None = None,
     hooks: Sequence[Hook] = (),
     options: RolloutOptions | None = None,
+    steps: Sequence[Any] | CanarySpec | None = None,
+    analyses: Mapping[str, Any] | None = None,
     **option_kwargs: Any,
-) -> RolloutResult:
+) -> RolloutResult | CanaryResult:
     """Update ``service`` and follow the rollout to its outcome.
 
     ``change`` gives full control (env, labels, command, force, patch);
@@ -129,6 +167,11 @@ def update(
     common case. ``option_kwargs`` are ``RolloutOptions`` fields
     (``task_deadline="60s"``, ``gates=[HttpGate(...)]``, ...). ``host``
     defaults to ``DOCKER_HOST``.
+
+    With ``steps`` the update is a canary (docs/progressive-delivery.md):
+    steps as in a canary file (``["10%", "analysis=errors", "pause=2m",
+    "100%"]`` or Argo's ``{"setWeight": 10}`` forms) and the ``analyses``
+    they name, or a ``CanarySpec``; it returns a ``CanaryResult``.
     """
     if change is None:
         change = ServiceChange(
@@ -140,7 +183,32 @@ def update(
             "change plus shortcuts",
             "either change= or image/update_config/rollback_config",
         )
+    if steps is not None:
+        extra = {"hooks": hooks, "options": options, **option_kwargs}
+        refused = sorted(k for k, v in extra.items() if v)
+        if refused:  # as `zdd-swarm update --step` refuses them
+            raise ConfigError(refused[0], extra[refused[0]], "not with a canary (steps=) yet")
+        return _canary(service, change, host, steps, analyses)
     return _controller(host, hooks, options, option_kwargs).update(service, change)
+
+
+def _canary(
+    service: str,
+    change: ServiceChange,
+    host: str | None,
+    steps: Sequence[Any] | CanarySpec,
+    analyses: Mapping[str, Any] | None,
+) -> CanaryResult:
+    from .canary import Canary, CanarySpec
+    from .canary.spec import canary_from_data
+
+    if isinstance(steps, CanarySpec):
+        if analyses is not None:
+            raise ConfigError("analyses", sorted(analyses), "in the CanarySpec given as steps")
+        spec = steps
+    else:
+        spec = canary_from_data({"steps": list(steps), "analyses": analyses or {}}, "steps")
+    return Canary(DockerEngine(host), spec).run(service, change)
 
 
 def watch(

@@ -72,6 +72,20 @@ def test_a_good_release_is_held_at_each_step_then_completes(
     assert after["UpdateStatus"]["State"] == "completed"
 
 
+def test_steps_on_the_top_level_update_run_a_canary(
+    lab: Any, docker_client: Any, service_name: str
+) -> None:
+    import zdd_swarm
+
+    create_service(docker_client, lab, service_name, "v1", replicas=2, update_config=CONFIG)
+    result = zdd_swarm.update(
+        service_name, image=lab.image("v2"), host=lab.docker_host, steps=["50%", "100%"]
+    )
+    assert result.outcome is CanaryOutcome.COMPLETED, result.reason
+    assert [r.step for r in result.steps] == ["50%", "100%"]
+    assert tags(docker_client, service_name) == ["v2", "v2"]
+
+
 def test_a_failed_analysis_puts_every_task_back_on_the_original_spec(
     lab: Any, docker_client: Any, service_name: str, engine: DockerEngine
 ) -> None:

@@ -158,3 +158,32 @@ def test_bad_canary_files(tmp_path: Path) -> None:
     path.write_text("stages: []\n")
     with pytest.raises(ConfigError, match="stages"):
         load_canary_file(path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"task_deadline": "30s"}, "task_deadline"),
+        ({"hooks": [print]}, "hooks"),
+        ({"analyses": {"errors": []}}, "analyses"),
+    ],
+)
+def test_update_with_steps_refuses_what_a_canary_does_not_take(
+    kwargs: dict[str, Any], named: str
+) -> None:
+    import zdd_swarm
+
+    steps: Any = ["50%", "100%"]
+    if named == "analyses":
+        steps = CanarySpec((SetWeight(percent=100),))
+    with pytest.raises(ConfigError) as caught:
+        zdd_swarm.update("web", image="app:2", host="unix:///nonexistent", steps=steps, **kwargs)
+    assert caught.value.field == named
+
+
+def test_update_with_steps_refuses_a_bad_step_before_reaching_the_engine() -> None:
+    import zdd_swarm
+
+    with pytest.raises(StepError) as caught:
+        zdd_swarm.update("web", image="app:2", host="unix:///nonexistent", steps=["10%", "150%"])
+    assert "150%" in str(caught.value)
