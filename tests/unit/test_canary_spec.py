@@ -187,3 +187,9 @@ def test_update_with_steps_refuses_a_bad_step_before_reaching_the_engine() -> No
     with pytest.raises(StepError) as caught:
         zdd_swarm.update("web", image="app:2", host="unix:///nonexistent", steps=["10%", "150%"])
     assert "150%" in str(caught.value)
+
+
+def test_a_stack_wave_beside_the_steps_is_not_the_canarys() -> None:
+    assert canary_from_compose({"x-zdd-swarm": {"wave": 2}}) is None
+    spec = canary_from_compose({"x-zdd-swarm": {"wave": 2, "steps": ["50%", "100%"]}})
+    assert spec is not None and spec.steps == (SetWeight(percent=50), SetWeight(percent=100))

@@ -719,3 +719,103 @@ def test_a_failure_in_a_wave_puts_back_the_service_that_landed_beside_it(
     }
     assert result.reason.startswith("shop_api failed: ")
     assert specs(engine) == before
+
+
+# -- canaries (x-zdd-swarm steps) ---------------------------------------------------
+
+API_CANARY = "services:\n  api:\n    x-zdd-swarm:\n      steps: ['50%', '100%']\n"
+
+
+def deploy_with_canary(engine: FakeEngine, clock: FakeClock, folder: Path, **images: str) -> Any:
+    (folder / "canary.yml").write_text(API_CANARY)
+    return deploy_stack(
+        [folder / "compose.yml", folder / "canary.yml"],
+        "shop",
+        engine=engine,
+        controller=Controller(engine, clock=clock),
+        options=RolloutOptions(task_deadline="30s"),
+        environment={**IMAGES, **images},
+    )
+
+
+def test_a_service_with_steps_goes_out_as_a_canary(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock
+) -> None:
+    deploy_with_canary(engine, clock, stack_dir)
+    before = specs(engine)["shop_api"]
+    result = deploy_with_canary(engine, clock, stack_dir, API_IMAGE="app/api:2")
+    assert result.outcome is StackOutcome.COMPLETED, result.summary()
+    api = next(r for r in result.services if r.service == "shop_api")
+    assert api.outcome == "completed" and api.reason.startswith("canary completed")
+    sent = [image for name, _kind, image in engine.updates if name == engine._find("shop_api").id]
+    assert sent == ["app/api:2", "app/api:2"]  # 50 %, held by Swarm; then 100 %
+    after = specs(engine)["shop_api"]
+    assert after["UpdateConfig"] == before["UpdateConfig"]
+    assert after["TaskTemplate"]["ContainerSpec"]["Image"] == "app/api:2"
+
+
+def test_the_plan_names_the_canary_steps(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock
+) -> None:
+    deploy_with_canary(engine, clock, stack_dir)
+    plan = plan_stack(
+        [stack_dir / "compose.yml", stack_dir / "canary.yml"],
+        "shop",
+        engine=engine,
+        environment={**IMAGES, "API_IMAGE": "app/api:2"},
+    )
+    api = next(line for line in plan.lines() if "shop_api" in line)
+    assert "as a canary: 50%, 100%" in api, plan.lines()
+
+
+def test_a_canary_that_fails_puts_the_whole_stack_back(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock
+) -> None:
+    deploy_with_canary(engine, clock, stack_dir)
+    before = specs(engine)
+    engine.behave("app/api:9", ImageBehaviour(fail_after=1.0))
+    result = deploy_with_canary(
+        engine, clock, stack_dir, API_IMAGE="app/api:9", WORKER_IMAGE="app/worker:2"
+    )
+    assert result.outcome is StackOutcome.ROLLED_BACK, result.summary()
+    outcomes = {r.service: r.outcome for r in result.services}
+    assert outcomes["shop_api"] == "rolled_back" and outcomes["shop_worker"] == "put_back"
+    assert specs(engine) == before
+
+
+def test_a_canary_that_landed_is_put_back_to_its_spec_before_the_deploy(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock
+) -> None:
+    # after a canary the previous spec is its last step's (the new release):
+    # the put-back sends the spec from before the deploy instead
+    deploy_with_canary(engine, clock, stack_dir)
+    before = specs(engine)
+    engine.behave("app/web:9", ImageBehaviour(fail_after=1.0))
+    result = deploy_with_canary(
+        engine, clock, stack_dir, API_IMAGE="app/api:2", WEB_IMAGE="app/web:9"
+    )
+    assert result.outcome is StackOutcome.ROLLED_BACK, result.summary()
+    outcomes = {r.service: r.outcome for r in result.services}
+    assert outcomes == {
+        "shop_api": "put_back",
+        "shop_worker": "unchanged",
+        "shop_web": "rolled_back",
+    }
+    assert specs(engine) == before
+
+
+def test_bad_steps_are_refused_before_anything_changes(
+    stack_dir: Path, engine: FakeEngine, clock: FakeClock
+) -> None:
+    deploy_with_canary(engine, clock, stack_dir)
+    before = specs(engine)
+    (stack_dir / "canary.yml").write_text(API_CANARY.replace("'50%'", "'150%'"))
+    with pytest.raises(InputError, match="x-zdd-swarm"):
+        deploy_stack(
+            [stack_dir / "compose.yml", stack_dir / "canary.yml"],
+            "shop",
+            engine=engine,
+            controller=Controller(engine, clock=clock),
+            environment={**IMAGES, "API_IMAGE": "app/api:2"},
+        )
+    assert specs(engine) == before

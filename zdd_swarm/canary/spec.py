@@ -166,14 +166,19 @@ def canary_from_data(data: object, where: str = "canary") -> CanarySpec:
     return CanarySpec(steps, analyses, {"steps": list(data.get("steps") or ()), "analyses": raw})
 
 
-def canary_from_compose(service: Mapping[str, Any]) -> CanarySpec | None:
-    """The canary of a compose service entry's ``x-zdd-swarm`` extension, or
-    None when it has none. The compose specification allows ``x-`` fields
+def canary_from_compose(service: Mapping[str, Any], where: str = EXTENSION) -> CanarySpec | None:
+    """The canary of a compose service entry's ``x-zdd-swarm`` extension
+    (its ``steps`` and ``analyses``; a stack's ``wave`` is not the canary's),
+    or None when it has none. The compose specification allows ``x-`` fields
     in a service, and ``docker stack deploy`` ignores them."""
     extension = service.get(EXTENSION)
     if extension is None:
         return None
-    return canary_from_data(extension, EXTENSION)
+    if isinstance(extension, Mapping):
+        extension = {k: v for k, v in extension.items() if k != "wave"}
+        if not extension:
+            return None
+    return canary_from_data(extension, where)
 
 
 def load_canary_file(path: str | Path) -> CanarySpec:

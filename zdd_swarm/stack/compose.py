@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from ..canary.spec import CanarySpec, canary_from_compose
 from ..config import RollbackConfig, UpdateConfig, parse_duration, to_nanoseconds
 from ..errors import ConfigError, InputError
 
@@ -94,7 +95,7 @@ SUPPORTED: dict[str, frozenset[str]] = {
     "config": frozenset({"file", "external", "name", "labels"}),
     "service_network": frozenset({"aliases"}),
     "file_reference": frozenset({"source", "target", "uid", "gid", "mode"}),
-    "x-zdd-swarm": frozenset({"wave"}),
+    "x-zdd-swarm": frozenset({"wave", "steps", "analyses"}),
 }
 
 # Docker's service names: the engine's ``names.go`` pattern; the CLI's
@@ -152,6 +153,8 @@ class StackSpec:
     objects: Sequence[ObjectSpec]
     waves: Sequence[Sequence[str]]
     """compose service names, wave by wave"""
+    canaries: Mapping[str, CanarySpec] = field(default_factory=dict)
+    """compose service name -> its canary (``x-zdd-swarm`` steps and analyses)"""
 
     def scoped(self, key: str) -> str:
         return f"{self.name}_{key}"
@@ -467,7 +470,13 @@ def _convert(data: Mapping[str, Any], stack: str) -> StackSpec:
                 options={"Driver": "overlay"},
             )
         )
-    return StackSpec(stack, specs, objects, _waves(services))
+    canaries = {
+        name: canary_from_compose(entry or {}, f"services.{name}.x-zdd-swarm")
+        for name, entry in services.items()
+    }
+    return StackSpec(
+        stack, specs, objects, _waves(services), {k: c for k, c in canaries.items() if c}
+    )
 
 
 def _objects(data: Mapping[str, Any], stack: str) -> list[ObjectSpec]:

@@ -21,6 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from .._logging import get_logger
+from ..canary import (
+    Canary,
+    CanaryOutcome,
+    CanaryResult,
+    QueryContext,
+    canary_status,
+    check_metrics,
+    watch_canary,
+)
+from ..canary.steps import step_text, validate_steps
 from ..config import (
     TASK_START_ALLOWANCE,
     RollbackConfig,
@@ -36,11 +46,20 @@ from ..errors import (
     InputError,
     NotAManager,
     ServiceNotFound,
+    UnsupportedServiceMode,
     UpdateInProgress,
     ZddError,
 )
 from ..events import Hook
-from ..model import ResolvedImage, ServiceView, TaskState, UpdateState, replicas_of
+from ..model import (
+    ResolvedImage,
+    ServiceView,
+    TaskState,
+    UpdateState,
+    image_of,
+    replicas_of,
+    task_template_key,
+)
 from ..result import Outcome, RolloutResult
 from ..spec import ServiceChange, diff_service_specs, pin_image
 from .compose import LABEL_IMAGE, LABEL_NAMESPACE, ObjectSpec, StackSpec, load_stack
@@ -119,6 +138,8 @@ class ServiceReport:
     result: RolloutResult | None = None
     estimated_seconds: float = 0.0
     """the expected duration of its rollout (as ``zdd-swarm update --dry-run``)"""
+    steps: list[str] = field(default_factory=list)
+    """its canary's steps, when it goes out as one (``x-zdd-swarm``)"""
 
 
 def _expected(spec: Mapping[str, Any]) -> float:
@@ -144,6 +165,8 @@ class StackPlan:
                 if report.wave != index:
                     continue
                 detail = f" ({', '.join(report.changed)})" if report.changed else ""
+                if report.steps:
+                    detail += f" as a canary: {', '.join(report.steps)}"
                 took = f", ~{report.estimated_seconds:.0f}s" if report.estimated_seconds else ""
                 out.append(f"    {report.action.value} {report.service}{detail}{took}")
         pruned = [r.service for r in self.services if r.action is ServiceAction.PRUNE]
@@ -187,6 +210,7 @@ class StackResult:
                     "action": r.action.value,
                     "wave": r.wave,
                     "changed": list(r.changed),
+                    "steps": list(r.steps),
                     "outcome": r.outcome,
                     "reason": r.reason,
                     "code": r.result.code if r.result else None,
@@ -246,6 +270,8 @@ class _Deploy:
         self.ids: dict[tuple[str, str], str] = {}
         self.created_objects: list[tuple[str, str, str]] = []  # kind, id, name
         self.record = _Record(stack.name, engine)
+        #: service name -> its canary (x-zdd-swarm steps)
+        self.canaries = {stack.services[k]["Name"]: c for k, c in stack.canaries.items()}
 
     # -- planning ---------------------------------------------------------------
 
@@ -292,6 +318,9 @@ class _Deploy:
                     )
                 action = ServiceAction.UPDATE if changed else ServiceAction.UNCHANGED
                 report = ServiceReport(name, action, index, changed)
+                if changed and self._as_canary(name, desired, current):
+                    self._check_canary(name, desired, current)
+                    report.steps = [step_text(s) for s in self.canaries[name].steps]
                 if changed:
                     report.estimated_seconds = _expected(desired)
                 reports.append(report)
@@ -483,12 +512,48 @@ class _Deploy:
             ok, why = self._wait_running(name, desired)
             report.outcome, report.reason = ("completed" if ok else "failed"), why
             return ok
-        result = self.controller.update(
-            name, ServiceChange(patch=lambda _spec: copy.deepcopy(desired)), self.options
-        )
+        change = ServiceChange(patch=lambda _spec: copy.deepcopy(desired))
+        current = self.current[name]
+        if self._as_canary(name, desired, current):
+            return self._roll_canary(report, change)
+        result = self.controller.update(name, change, self.options)
         report.result = result
         report.outcome, report.reason = result.outcome.value, result.reason.message
         return result.outcome is Outcome.COMPLETED
+
+    def _as_canary(self, name: str, desired: Mapping[str, Any], current: ServiceView) -> bool:
+        """A service with steps goes out as a canary when its tasks change (a
+        change of labels or update settings alone replaces no task)."""
+        template = desired.get("TaskTemplate") or {}
+        return name in self.canaries and task_template_key(template) != current.task_key
+
+    def _check_canary(self, name: str, desired: Mapping[str, Any], current: ServiceView) -> None:
+        """What ``Canary.run`` checks before it sends anything, for every
+        service of the stack before the deploy changes anything."""
+        canary = self.canaries[name]
+        replicas = replicas_of(desired)
+        if replicas is None:
+            raise UnsupportedServiceMode(f"service {name!r}: a canary needs replicas")
+        validate_steps(canary.steps, canary.analyses, replicas)
+        context = QueryContext(name, current.image, image_of(desired))
+        check_metrics([m for ms in canary.analyses.values() for m in ms], context)
+
+    def _roll_canary(self, report: ServiceReport, change: ServiceChange) -> bool:
+        """The service's canary, held by Swarm's updater at each step
+        (zdd_swarm/canary/driver.py); aborted, every task is back on the
+        spec it had before the deploy."""
+        canary = Canary(self.engine, self.canaries[report.service], clock=self.controller.clock)
+        return self._canary_report(report, canary.run(report.service, change))
+
+    @staticmethod
+    def _canary_report(report: ServiceReport, result: CanaryResult) -> bool:
+        report.outcome = {
+            CanaryOutcome.COMPLETED: "completed",
+            CanaryOutcome.ABORTED: Outcome.ROLLED_BACK.value,
+            CanaryOutcome.ABORT_FAILED: Outcome.ROLLBACK_FAILED.value,
+        }.get(result.outcome, "failed")
+        report.reason = f"canary {result.outcome.value}: {result.reason}"
+        return result.outcome is CanaryOutcome.COMPLETED
 
     def _settle(self, report: ServiceReport) -> bool:
         """The outcome of the service that was rolling when the deploying
@@ -503,6 +568,10 @@ class _Deploy:
             ok, why = self._wait_running(name, view.spec)
             report.outcome, report.reason = ("completed" if ok else "failed"), why
             return ok
+        if canary_status(self.engine, name) is not None:
+            # its steps and analyses are in the canary's own record
+            canary = watch_canary(self.engine, name, clock=self.controller.clock)
+            return self._canary_report(report, canary)
         if view.state in (UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED):
             result = self.controller.watch(name, self.options)
             report.result = result
@@ -595,7 +664,14 @@ class _Deploy:
 
     def _roll_back(self, name: str) -> RolloutResult | None:
         """Roll ``name`` back to its previous spec and watch it; a rollback
-        already under way is watched, one already done is left (None)."""
+        already under way is watched, one already done is left (None). A
+        service that went out as a canary gets the spec it had before the
+        deploy back explicitly: after a canary its previous spec is the last
+        step's, with the new release (zdd_swarm/canary/driver.py)."""
+        if name in self.canaries and name in self.current:
+            original = copy.deepcopy(dict(self.current[name].spec))
+            change = ServiceChange(patch=lambda _spec: original)
+            return self.controller.update(name, change, self.options)
         view = self.engine.inspect_service(name)
         if view.state is UpdateState.ROLLBACK_COMPLETED:
             return None
