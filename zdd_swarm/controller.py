@@ -109,6 +109,7 @@ _NODE_REFRESH = 10.0
 
 #: The engine's states in which a drained node may be the cause.
 _PAUSES = (UpdateState.PAUSED, UpdateState.ROLLBACK_PAUSED)
+_ENDS = (*_PAUSES, UpdateState.COMPLETED, UpdateState.ROLLBACK_COMPLETED)
 
 
 class _TaskCadence:
@@ -136,13 +137,18 @@ class _TaskCadence:
     #: this many polls (in case an event is lost).
     EVENT_POLLS = 5
 
-    def __init__(self, poll: float, events: ServiceEvents | None = None) -> None:
+    def __init__(
+        self, poll: float, events: ServiceEvents | None = None, *, fresh: bool = False
+    ) -> None:
         self.poll = poll
         self.interval = poll
         self.last_listed = -math.inf
         self.tasks_seen: object = None
         self.service_seen: object = None
-        self.service_skipped = True
+        #: the first poll inspects the service, unless the watch starts from
+        #: a view just inspected (``fresh``: the one our update returned) and
+        #: the event stream tells what changes after it
+        self.service_skipped = not (fresh and events is not None)
         self.events = events
         self.since_inspected = 0
 
@@ -160,9 +166,13 @@ class _TaskCadence:
         on the next poll."""
         self.service_skipped = True
 
-    def tasks_due(self, now: float, service: ServiceView) -> bool:
+    def tasks_due(self, now: float, service: ServiceView, *, rolling_back: bool = False) -> bool:
         seen = (service.version, service.update_status)
         changed, self.service_seen = seen != self.service_seen, seen
+        if changed and rolling_back and self.events is not None and self.events.alive:
+            # the engine carries the rollback out; only its end is news
+            status = service.update_status
+            changed = status is None or status.state in _ENDS
         # a little slack: a poll that wakes early still lists
         return changed or now - self.last_listed >= self.interval - self.poll / 10
 
@@ -218,8 +228,6 @@ class _Seen:
     cadence: _TaskCadence
     tasks: list[TaskView] = field(default_factory=list)
     nodes: _Nodes = field(default_factory=_Nodes)
-    #: whether the last look inspected the service (else it is older)
-    inspected: bool = False
     outage_since: float | None = None
 
 
@@ -723,7 +731,8 @@ class Controller:
     ) -> RolloutResult:
         started_at = self.clock.now()
         poll = opts.poll_interval.total_seconds()
-        seen = _Seen(target, _TaskCadence(poll, events))
+        # an update starts from the view inspected right after it was sent
+        seen = _Seen(target, _TaskCadence(poll, events, fresh=phase == "update"))
         gates = _GateClock(poll)
         while True:
             now = self.clock.monotonic()
@@ -765,10 +774,9 @@ class Controller:
     def _look(self, service_id: str, seen: _Seen, now: float, rolling_back: bool) -> None:
         """One observation: the service, its tasks and the nodes, each when due."""
         cadence = seen.cadence
-        seen.inspected = cadence.service_due()
-        if seen.inspected:
+        if cadence.service_due():
             seen.service = self.engine.inspect_service(service_id)
-        if cadence.tasks_due(now, seen.service):
+        if cadence.tasks_due(now, seen.service, rolling_back=rolling_back):
             seen.tasks = self.engine.list_tasks(service_id)
             cadence.listed(now, seen.tasks, rolling_back=rolling_back)
         if seen.nodes.due(now, seen.service, seen.tasks):
@@ -794,7 +802,7 @@ class Controller:
     ) -> None:
         """Ask for the rollback at the version we hold, which the engine
         checks; if it moved since, look again once and decide on what is new."""
-        if not self._request_rollback(tracker, action, seen.service) and not seen.inspected:
+        if not self._request_rollback(tracker, action, seen.service):
             seen.service = self.engine.inspect_service(service_id)
             self._request_rollback(tracker, action, seen.service)
         seen.cadence.service_changed()  # what we hold predates our rollback

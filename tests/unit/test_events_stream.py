@@ -121,3 +121,23 @@ def test_with_events_a_service_change_lists_the_tasks_at_once() -> None:
     cadence.listed(0.0, [_task("a")], rolling_back=False)
     assert not cadence.tasks_due(1.0, _view(1))
     assert cadence.tasks_due(1.0, _view(2, "paused"))
+
+
+def test_with_events_a_watch_from_a_fresh_view_does_not_inspect_it_again() -> None:
+    cadence = _TaskCadence(1.0, Alive(), fresh=True)  # type: ignore[arg-type]
+    assert cadence.service_due() is False
+    assert _TaskCadence(1.0, fresh=True).service_due() is True  # no stream: polling alone
+
+
+def test_with_events_a_rollback_lists_the_tasks_at_its_end_not_at_each_change() -> None:
+    cadence = _TaskCadence(1.0, Alive())  # type: ignore[arg-type]
+    assert cadence.tasks_due(0.0, _view(1, _status("rollback_started")), rolling_back=True)
+    cadence.listed(0.0, [_task("a")], rolling_back=True)
+    assert not cadence.tasks_due(1.0, _view(2, _status("rollback_started")), rolling_back=True)
+    assert cadence.tasks_due(1.0, _view(3, _status("rollback_completed")), rolling_back=True)
+
+
+def _status(state: str) -> Any:
+    from zdd_swarm.model import UpdateState
+
+    return SimpleNamespace(state=UpdateState(state))
