@@ -37,9 +37,15 @@ def stack_dir(tmp_path: Path) -> Path:
     return target
 
 
-def deploy(engine: FakeEngine, clock: FakeClock, folder: Path, **images: str) -> Any:
+def deploy(
+    engine: FakeEngine,
+    clock: FakeClock,
+    folder: Path,
+    files: tuple[str, ...] = ("compose.yml",),
+    **images: str,
+) -> Any:
     return deploy_stack(
-        [folder / "compose.yml"],
+        [folder / f for f in files],
         "shop",
         engine=engine,
         controller=Controller(engine, clock=clock),
@@ -728,14 +734,7 @@ API_CANARY = "services:\n  api:\n    x-zdd-swarm:\n      steps: ['50%', '100%']\
 
 def deploy_with_canary(engine: FakeEngine, clock: FakeClock, folder: Path, **images: str) -> Any:
     (folder / "canary.yml").write_text(API_CANARY)
-    return deploy_stack(
-        [folder / "compose.yml", folder / "canary.yml"],
-        "shop",
-        engine=engine,
-        controller=Controller(engine, clock=clock),
-        options=RolloutOptions(task_deadline="30s"),
-        environment={**IMAGES, **images},
-    )
+    return deploy(engine, clock, folder, ("compose.yml", "canary.yml"), **images)
 
 
 def test_a_service_with_steps_goes_out_as_a_canary(
@@ -811,11 +810,5 @@ def test_bad_steps_are_refused_before_anything_changes(
     before = specs(engine)
     (stack_dir / "canary.yml").write_text(API_CANARY.replace("'50%'", "'150%'"))
     with pytest.raises(InputError, match="x-zdd-swarm"):
-        deploy_stack(
-            [stack_dir / "compose.yml", stack_dir / "canary.yml"],
-            "shop",
-            engine=engine,
-            controller=Controller(engine, clock=clock),
-            environment={**IMAGES, "API_IMAGE": "app/api:2"},
-        )
+        deploy(engine, clock, stack_dir, ("compose.yml", "canary.yml"), API_IMAGE="app/api:2")
     assert specs(engine) == before
