@@ -315,6 +315,32 @@ def test_web_good_and_api_crashing_puts_both_back(make_stack: Any) -> None:
     assert stack.specs() == before
 
 
+WEB_CANARY_FIRST = """
+services:
+  web:
+    x-zdd-swarm: {wave: 0, steps: [50%, 100%]}
+  api:
+    x-zdd-swarm: {wave: 1}
+"""
+
+
+def test_a_canary_that_landed_is_put_back_when_a_later_wave_fails(make_stack: Any) -> None:
+    """web goes out as a canary (Swarm held at one task of two, then
+    released), lands; api crashes: web gets its spec from before the deploy
+    back (after a canary, the engine's previous spec is the last step's)."""
+    stack = make_stack()
+    (stack.folder / "order.yml").write_text(WEB_CANARY_FIRST)
+    assert stack.deploy("compose.yml", "order.yml").exit_code == 0
+    before = stack.specs()
+    result = stack.deploy("compose.yml", "order.yml", WEB_IMAGE="v2", API_IMAGE="crash")
+    assert result.outcome is StackOutcome.ROLLED_BACK, result.summary()
+    reports = {r.service: r for r in result.services}
+    web, api = reports[f"{stack.name}_web"], reports[f"{stack.name}_api"]
+    assert web.steps == ["50%", "100%"] and web.outcome == "put_back", web
+    assert api.outcome == "rolled_back"
+    assert stack.specs() == before
+
+
 def test_a_new_service_that_never_gets_healthy_is_removed_and_the_rest_put_back(
     make_stack: Any,
 ) -> None:
