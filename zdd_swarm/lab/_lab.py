@@ -310,10 +310,6 @@ class Lab:
         with self._locked(), self._errors("starting Prometheus"):
             return self._prometheus().ensure()
 
-    def prometheus_url(self) -> str:
-        """Where the lab's Prometheus answers, once ``prometheus()`` started it."""
-        return self._prometheus().url
-
     @property
     def network(self) -> str:
         """The attachable overlay network up() creates."""

@@ -89,8 +89,9 @@ class LabPrometheus:
         the current one, wait until it is ready; its URL."""
         tag = next(iter(self.builder.tags))
         self.builder.ensure()
-        digests = self.builder.current() or {}
-        image = f"{self.builder.reference(tag)}@{digests.get(tag, '')}".rstrip("@")
+        # pinned by digest: a rebuilt image makes a new spec
+        digest = (self.builder.current() or {}).get(tag)
+        image = self.builder.reference(tag) + (f"@{digest}" if digest else "")
         data = config_text()
         config_name = f"{SERVICE}-{hashlib.sha256(data).hexdigest()[:12]}"
         client = self.client_factory()
