@@ -48,6 +48,17 @@ def lab() -> Iterator[Lab]:
 
 
 @pytest.fixture(scope="session")
+def prometheus(lab: Lab) -> str:
+    """The lab's Prometheus, started if it does not run: the URL of its HTTP
+    API from the host. It scrapes the tasks of services labelled
+    ``prometheus.scrape=true``, labelling each series with ``service``."""
+    try:
+        return lab.prometheus()
+    except LabError as exc:
+        pytest.fail(f"the lab's Prometheus could not be started: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
 def docker_client(lab: Lab) -> Iterator[Any]:
     """A docker SDK client of the lab's manager."""
     client = docker.DockerClient(base_url=lab.docker_host)

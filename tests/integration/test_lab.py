@@ -261,6 +261,35 @@ def test_sick_turns_unhealthy_and_slow_starts_late(lab: Lab, container: Callable
     assert health(slow) == "starting"
 
 
+def address(c: Any) -> str:
+    c.reload()
+    return str(next(iter(c.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"])
+
+
+def test_flaky_stays_healthy_while_failing_a_share_and_metrics_count_it(
+    lab: Lab, container: Callable[..., Any]
+) -> None:
+    flaky = container(lab.image("flaky"), environment={"APP_ERROR_PERCENT": "50"})
+    client = container(lab.image("v1"))
+    wait_until("flaky to be healthy", lambda: health(flaky) == "healthy", 10, 0.2)
+    url = f"http://{address(flaky)}:8080"
+    loop = f"for i in $(seq 100); do wget -q -O- {url}/ 2>/dev/null || echo failed; done"
+    out = client.exec_run(["sh", "-c", loop]).output.decode().split()
+    failed = out.count("failed")
+    assert out.count("flaky") == 100 - failed and 20 <= failed <= 80, out
+    # written at most once a second, on a request: the first read only flushes
+    time.sleep(1.2)
+    client.exec_run(["wget", "-q", "-O", "/dev/null", f"{url}/metrics"])
+    metrics = client.exec_run(["wget", "-q", "-O-", f"{url}/metrics"]).output.decode()
+    assert f'app_requests_total{{tag="flaky",code="500"}} {failed}\n' in metrics, metrics
+    assert f'app_requests_total{{tag="flaky",code="200"}} {100 - failed}\n' in metrics, metrics
+    assert f'app_request_errors_total{{tag="flaky"}} {failed}\n' in metrics, metrics
+    # healthchecks and scrapes are not counted; v1 counts too, from zero
+    own = client.exec_run(["wget", "-q", "-O-", "http://127.0.0.1:8080/metrics"]).output
+    assert 'app_requests_total{tag="v1",code="200"} 0\n' in own.decode()
+    assert health(flaky) == "healthy"
+
+
 def test_crash_image_fails_with_nonzero_exit(
     lab: Lab, docker_client: Any, service_name: str
 ) -> None:

@@ -42,3 +42,17 @@ def test_a_library_not_found_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_ldd(monkeypatch, "\tlibfoo.so.1 => not found\n")
     with pytest.raises(LabError, match=r"haproxy needs libfoo\.so\.1"):
         _router_files._libraries(Path("/c/usr/sbin/haproxy"), Path("/c"))
+
+
+def test_the_prometheus_image_gets_debians_binary_and_its_libraries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[tuple[Path, tuple[str, ...], tuple[str, ...]]] = []
+
+    def rootfs(cache: Path, packages: tuple[str, ...], binaries: tuple[str, ...]) -> Any:
+        seen.append((cache, packages, binaries))
+        return {}
+
+    monkeypatch.setattr(_router_files, "rootfs_files", rootfs)
+    _router_files.prometheus_rootfs()
+    assert seen == [(_router_files.PROMETHEUS_CACHE, ("prometheus",), ("usr/bin/prometheus",))]

@@ -14,11 +14,14 @@ from .errors import LabError
 
 EPILOG = """\
 commands:
-  up [--nodes N] [--engine E]
+  up [--nodes N] [--engine E] [--with prometheus]
                    bring the lab up (idempotent; repairs what is broken);
                    E: 28.5 (default), 26.1, 20.10 or a folder with dockerd,
                    for every node, or one per node: 28.5,20.10,26.1 (node 1
-                   is the manager); default $ZDD_LAB_ENGINE, else 28.5
+                   is the manager); default $ZDD_LAB_ENGINE, else 28.5;
+                   --with prometheus also starts the lab's Prometheus (it
+                   scrapes services labelled prometheus.scrape=true) and
+                   prints the URL of its HTTP API
   down [--purge]   remove daemons, namespaces, bridge, iptables rules, mounts;
                    --purge also deletes the registry storage and image stamp
   status           what is up; exit 0 if the lab is fully up, 1 if not
@@ -61,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
             "engine of every node, or one per node "
             f"(default: $ZDD_LAB_ENGINE, else {DEFAULT_ENGINE})"
         ),
+    )
+    up.add_argument(
+        "--with",
+        dest="extras",
+        action="append",
+        choices=["prometheus"],
+        default=[],
+        help="also start the lab's Prometheus and print its URL",
     )
     down = sub.add_parser("down", help="take the lab down", parents=[common])
     down.add_argument(
@@ -117,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"lab already up ({info.seconds:.1f}s check): {len(info.nodes)} nodes, "
                     f"DOCKER_HOST={info.docker_host}"
                 )
+            if "prometheus" in args.extras:
+                print(f"prometheus: {lab.prometheus()}")
         elif args.command == "down":
             lab.down(purge=args.purge)
         elif args.command == "status":

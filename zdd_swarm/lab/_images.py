@@ -48,6 +48,7 @@ TAGS: Mapping[str, str] = {
     "unhealthy": "healthcheck",
     "sick": "healthcheck",
     "abrupt": "healthcheck",
+    "flaky": "healthcheck",
     "slow": "slow-start",
     "slow-nohc": "no-healthcheck",
     "nohc": "no-healthcheck",

@@ -37,6 +37,7 @@ from ._images import (
     RegistryClient,
     RouterImageBuilder,
 )
+from ._prometheus import LabPrometheus, PrometheusImageBuilder
 from ._router_files import rootfs_files
 from .errors import LabError
 
@@ -301,6 +302,13 @@ class Lab:
     @property
     def images(self) -> dict[str, str]:
         return {tag: self.image(tag) for tag in TAGS}
+
+    def prometheus(self) -> str:
+        """Start the lab's Prometheus (building its image) unless it runs;
+        the URL of its HTTP API from the host (the manager's address, port
+        9090). It scrapes the services labelled ``prometheus.scrape=true``."""
+        with self._locked(), self._errors("starting Prometheus"):
+            return self._prometheus().ensure()
 
     @property
     def network(self) -> str:
@@ -1352,6 +1360,18 @@ class Lab:
             BUSYBOX,
             lambda: self.client(1, timeout=300),
             self._progress,
+        )
+
+    def _prometheus(self) -> LabPrometheus:
+        builder = PrometheusImageBuilder(
+            self._registry_client(),
+            self.state_dir / "prometheus-image.json",
+            BUSYBOX,
+            lambda: self.client(1, timeout=300),
+            self._progress,
+        )
+        return LabPrometheus(
+            self.client, builder, self._socket(1), self.node_address(1), NETWORK, self._progress
         )
 
     def _router_builder(self) -> RouterImageBuilder:

@@ -1,4 +1,5 @@
-"""The routers' binaries from Debian's packages, for the router images.
+"""The routers' (and the lab Prometheus') binaries from Debian's packages,
+for the lab's images.
 
 ``apt-get download`` fetches Debian's ``nginx`` and ``haproxy`` (and the
 libraries of HAProxy a machine rarely has) into a cache folder with the
@@ -18,9 +19,10 @@ from pathlib import Path
 
 from .errors import LabError
 
-__all__ = ["PACKAGES", "rootfs_files"]
+__all__ = ["PACKAGES", "PROMETHEUS_CACHE", "prometheus_rootfs", "rootfs_files"]
 
 CACHE = Path("/var/cache/zdd-lab/routers")
+PROMETHEUS_CACHE = Path("/var/cache/zdd-lab/prometheus")
 #: packages unpacked for the images (never installed)
 PACKAGES = ("nginx", "haproxy", "liblua5.3-0", "libopentracing-c-wrapper0", "libopentracing1")
 BINARIES = ("usr/sbin/nginx", "usr/sbin/haproxy")
@@ -34,13 +36,15 @@ def _apt(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _fetch(cache: Path) -> Path:
+def _fetch(
+    cache: Path, packages: tuple[str, ...] = PACKAGES, binaries: tuple[str, ...] = BINARIES
+) -> Path:
     """The unpacked packages (fetched and unpacked once)."""
     root = cache / "root"
-    if all((root / b).is_file() for b in BINARIES):
+    if all((root / b).is_file() for b in binaries):
         return root
     cache.mkdir(parents=True, exist_ok=True)
-    download = ["apt-get", "download", "-q", *PACKAGES]
+    download = ["apt-get", "download", "-q", *packages]
     proc = _apt(download, cache)
     if proc.returncode != 0:  # no package lists yet: a fresh machine
         _apt(["apt-get", "update", "-q"], cache)
@@ -78,12 +82,19 @@ def _libraries(binary: Path, root: Path) -> list[tuple[str, Path]]:
     return found
 
 
-def rootfs_files(cache: Path = CACHE) -> dict[str, tuple[bytes, int]]:
+def rootfs_files(
+    cache: Path = CACHE, packages: tuple[str, ...] = PACKAGES, binaries: tuple[str, ...] = BINARIES
+) -> dict[str, tuple[bytes, int]]:
     """``rootfs/<path>`` -> (content, mode): the binaries and their libraries."""
-    root = _fetch(cache)
+    root = _fetch(cache, packages, binaries)
     files: dict[str, tuple[bytes, int]] = {}
-    for binary in BINARIES:
+    for binary in binaries:
         files[f"rootfs/{binary}"] = ((root / binary).read_bytes(), 0o755)
         for target, path in _libraries(root / binary, root):
             files[f"rootfs/{target}"] = (path.resolve().read_bytes(), 0o755)
     return files
+
+
+def prometheus_rootfs() -> dict[str, tuple[bytes, int]]:
+    """The files of the lab Prometheus' image: Debian's ``prometheus``."""
+    return rootfs_files(PROMETHEUS_CACHE, ("prometheus",), ("usr/bin/prometheus",))

@@ -12,6 +12,11 @@
 #                   dockerexec: unhealthy container"); after a graceful exit 0
 #                   it would record it as complete, with no error
 #   crash           exit 1 about 1 s after start
+#   flaky           serve and stay healthy, but answer APP_ERROR_PERCENT (20) %
+#                   of `GET /` with HTTP 500 (a CGI, index.cgi); drain as v1
+#
+# Every tag counts its requests on /metrics (Prometheus text format, labelled
+# with the tag): metrics.awk reads httpd's log from a fifo.
 #
 # PID 1 ignores signals it has no handler for, hence the trap.
 
@@ -39,7 +44,15 @@ on_term() {
 trap on_term TERM INT
 
 mkdir -p /www /tmp
-printf '%s\n' "$tag" > /www/index.html
+if [ "$mode" = flaky ]; then
+    # no index.html: busybox httpd then runs /cgi-bin/index.cgi for `/`
+    mkdir -p /www/cgi-bin
+    cp /index.cgi /www/cgi-bin/index.cgi
+    chmod 755 /www/cgi-bin/index.cgi
+    echo ok > /www/healthz
+else
+    printf '%s\n' "$tag" > /www/index.html
+fi
 date +%s > /tmp/started
 
 case $mode in
@@ -53,7 +66,10 @@ case $mode in
         wait $! ;;
 esac
 
-httpd -f -p "$port" -h /www &
+rm -f /tmp/httpd.log
+mkfifo /tmp/httpd.log
+awk -v tag="$tag" -f /metrics.awk < /tmp/httpd.log &
+httpd -f -vv -p "$port" -h /www 2> /tmp/httpd.log &
 child=$!
 log "serving on :$port"
 while :; do
