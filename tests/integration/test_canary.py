@@ -5,9 +5,12 @@ spec restored on abort (see zdd_swarm/canary/driver.py)."""
 from __future__ import annotations
 
 import contextlib
+import http.server
+import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -212,5 +215,76 @@ def test_watch_finishes_a_canary_whose_process_was_killed(
         assert watcher.wait(timeout=90) == 0
     finally:
         watcher.kill()
+    assert tags(docker_client, service_name) == ["v2"] * 4
+    assert canary_status(engine, service_name) is None
+
+
+@pytest.fixture
+def error_ratio() -> Iterator[str]:
+    """A JSON endpoint on the host answering ``{"ratio": 0.0}``: an analysis
+    of it passes."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"ratio": 0.0}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/ratio"
+    server.shutdown()
+
+
+def test_watch_finishes_a_canary_killed_during_its_analysis(
+    lab: Any,
+    docker_client: Any,
+    service_name: str,
+    engine: DockerEngine,
+    records: None,
+    error_ratio: str,
+    tmp_path: Any,
+) -> None:
+    create_service(docker_client, lab, service_name, "v1", replicas=4, update_config=CONFIG)
+    analysis = {"web": {"url": error_ratio, "json_path": "$.ratio"}, "interval": "2s"}
+    canary_file = tmp_path / "canary.yml"
+    canary_file.write_text(
+        json.dumps(
+            {
+                "steps": ["25%", "analysis=errors", "100%"],
+                "analyses": {
+                    "errors": {**analysis, "count": 8, "success_condition": "result < 0.05"}
+                },
+            }
+        )
+    )
+    first = subprocess.Popen(
+        zdd(
+            lab,
+            "update",
+            service_name,
+            "--image",
+            lab.image("v2"),
+            "--steps-file",
+            str(canary_file),
+        )
+    )
+    deadline = time.monotonic() + 60
+    while not ((record := canary_status(engine, service_name)) and record.step == 1):
+        assert time.monotonic() < deadline, "the canary never reached its analysis"
+        time.sleep(0.3)
+    time.sleep(3)  # an analysis under way: a measurement or two taken
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    assert tags(docker_client, service_name) == ["v1", "v1", "v1", "v2"]
+    watcher = subprocess.run(
+        zdd(lab, "canary", "watch", service_name, "--stale-after", "3"), timeout=120
+    )
+    assert watcher.returncode == 0
     assert tags(docker_client, service_name) == ["v2"] * 4
     assert canary_status(engine, service_name) is None
