@@ -35,8 +35,8 @@ REPLICAS = 10
 CONFIG = UpdateConfig(parallelism=2, order="start-first", delay="1s", monitor="2s")
 #: the new release's share of 5xx, over the last 10 s of its tasks' counters
 ERROR_RATIO = """
-sum(rate(app_request_errors_total{service="{service}",tag="TAG"}[10s]))
-/ sum(rate(app_requests_total{service="{service}",tag="TAG"}[10s]))
+sum(rate(app_request_errors_total{service="{service}",tag="{new_tag}"}[10s]))
+/ sum(rate(app_requests_total{service="{service}",tag="{new_tag}"}[10s]))
 """
 #: load per release: long enough for the whole canary of v2; the same for
 #: the canary and the rolling update of flaky, so that their shares compare
@@ -58,12 +58,12 @@ class Run:
         return self.traffic.failed / self.traffic.sent if self.traffic.sent else 1.0
 
 
-def error_ratio(prometheus: str, tag: str) -> Metric:
+def error_ratio(prometheus: str) -> Metric:
     """The new release's error ratio: below 5 % passes, 5 % or more fails
     at once; no traffic yet (NaN) is inconclusive, once."""
     return Metric(
         "error-ratio",
-        PrometheusProvider(prometheus, ERROR_RATIO.replace("TAG", tag).strip()),
+        PrometheusProvider(prometheus, ERROR_RATIO.strip()),
         success_condition="result[0] < 0.05",
         failure_condition="result[0] >= 0.05",
         initial_delay="3s",
@@ -109,7 +109,7 @@ def tags(docker_client: Any, name: str) -> list[str]:
 def canary_under_load(
     lab: Any, docker_client: Any, prometheus: str, name: str, tag: str, steps: list[str]
 ) -> Run:
-    spec = CanarySpec(parse_steps(steps, {"errors"}), {"errors": (error_ratio(prometheus, tag),)})
+    spec = CanarySpec(parse_steps(steps, {"errors"}), {"errors": (error_ratio(prometheus),)})
     canary = Canary(DockerEngine(lab.docker_host), spec, poll_interval=0.5, step_timeout=90)
     with load(docker_client, lab, name, seconds=LOAD_SECONDS[tag]) as traffic:
         time.sleep(4)

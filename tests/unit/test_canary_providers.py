@@ -182,3 +182,18 @@ def test_json_paths(path: str, parts: tuple[Any, ...]) -> None:
 def test_bad_json_paths(path: str) -> None:
     with pytest.raises(ConfigError, match="json_path"):
         WebProvider("http://127.0.0.1:8080/", path)
+
+
+@pytest.mark.parametrize(
+    ("image", "tag"),
+    [
+        ("registry:5000/web:2", "2"),
+        ("registry:5000/web", ""),
+        ("web:2.1@sha256:" + "0" * 64, "2.1"),
+        ("", ""),
+    ],
+)
+def test_queries_may_name_the_images_tags(image: str, tag: str) -> None:
+    provider = PrometheusProvider("http://prometheus:9090", 'up{version="{new_tag}"}')
+    context = QueryContext("web", "registry:5000/web:1", image)
+    assert provider.render(context) == f'up{{version="{tag}"}}'

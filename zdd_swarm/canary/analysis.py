@@ -93,14 +93,31 @@ class Phase(enum.StrEnum):
 
 @dataclass(frozen=True)
 class QueryContext:
-    """What a query may name: ``{service}``, ``{old_image}``, ``{new_image}``."""
+    """What a query may name: ``{service}``, ``{old_image}``, ``{new_image}``,
+    and the images' tags ``{old_tag}``, ``{new_tag}`` (what an app commonly
+    puts in a ``version`` label of its own metrics)."""
 
     service: str
     old_image: str = ""
     new_image: str = ""
 
     def values(self) -> dict[str, str]:
-        return {"service": self.service, "old_image": self.old_image, "new_image": self.new_image}
+        return {
+            "service": self.service,
+            "old_image": self.old_image,
+            "new_image": self.new_image,
+            "old_tag": image_tag(self.old_image),
+            "new_tag": image_tag(self.new_image),
+        }
+
+
+def image_tag(image: str) -> str:
+    """The tag of an image reference (``registry:5000/web:2@sha256:...`` ->
+    ``2``), empty without one: a ``:`` after the last ``/`` (a registry's
+    port comes before it), before any digest."""
+    name = image.partition("@")[0]
+    last = name.rpartition("/")[2]
+    return last.rpartition(":")[2] if ":" in last else ""
 
 
 class MeasurementFailed(Exception):

@@ -4,8 +4,8 @@ The one place ``requests`` is used for analysis: its errors and the
 providers' refusals become ``MeasurementFailed`` here (a measurement
 error, never a pass), and ``MetricQueryError`` when ``check_metrics`` asks
 before the rollout starts. Queries and URLs are templated with
-``{service}``, ``{old_image}`` and ``{new_image}``; nothing else in them is
-touched, so PromQL's own braces stay as written.
+``{service}``, ``{old_image}``, ``{new_image}``, ``{old_tag}`` and
+``{new_tag}``; nothing else in them is touched, so PromQL's own braces stay as written.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .analysis import MeasurementFailed, QueryContext
 __all__ = ["PrometheusProvider", "WebProvider", "parse_json_path"]
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_KNOWN = ("service", "old_image", "new_image")
+_KNOWN = ("service", "old_image", "new_image", "old_tag", "new_tag")
 _PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]|\[['\"]([^'\"]+)['\"]\]")
 
 
@@ -107,7 +107,7 @@ class PrometheusProvider:
             raise ConfigError("prometheus.timeout", self.timeout, "a number of seconds > 0")
 
     def render(self, context: QueryContext) -> str:
-        """The query with ``{service}``, ``{old_image}``, ``{new_image}`` filled in."""
+        """The query with the context's placeholders filled in."""
         return _fill(self.query, context.values(), _promql_string)
 
     def measure(self, context: QueryContext) -> Any:
