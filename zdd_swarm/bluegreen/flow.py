@@ -48,6 +48,7 @@ from .model import (
     BlueGreenCode,
     BlueGreenOutcome,
     BlueGreenResult,
+    CheckCount,
     Colour,
     colour_spec,
     ours,
@@ -135,7 +136,7 @@ class _Run:
     pair: Pair
     target: Colour
     image: str | None
-    checks: bool = True
+    with_checks: bool = True
     held: str = ""
     """our lock on the pair (empty once given back)"""
     start: float = 0.0
@@ -143,7 +144,10 @@ class _Run:
     steps: list[str] = field(default_factory=list)
     switched_at: float | None = None
     switch_s: float | None = None
+    switch_back_s: float | None = None
     rollout: RolloutResult | None = None
+    checks: dict[str, CheckCount] = field(default_factory=dict)
+    """stage -> the samples of its checks, and how many failed"""
 
 
 class BlueGreen:
@@ -206,7 +210,7 @@ class BlueGreen:
                 raise InputError(
                     f"{standby.name} holds {failed}, a release that failed: nothing to roll back to"
                 )
-            run = _Run(pair, state.active.other, None, checks=False, held=held)
+            run = _Run(pair, state.active.other, None, with_checks=False, held=held)
             return self._drive(run, Stage.SCALE_UP)
 
     def status(self, app: str) -> Pair:
@@ -268,6 +272,7 @@ class BlueGreen:
             stage = advance(stage, ok, auto_promote=self.options.auto_promote)
         assert run.result is not None
         run.result.active = run.pair.state.active
+        run.result.switch_back_s = run.switch_back_s
         if run.result.outcome is BlueGreenOutcome.SWITCH_BACK_FAILED:
             run.result.active = self.router.active() or run.target
         run.result.duration_s = round(self.clock.monotonic() - run.start, 3)
@@ -286,6 +291,7 @@ class BlueGreen:
 
     def _emit(self, run: _Run, stage: Stage, ok: bool) -> None:
         detail = run.result.reason.message if run.result and not ok else ""
+        counted = run.checks.get(stage.value, CheckCount())
         event = BlueGreenStage(
             run.pair.app,
             round(self.clock.monotonic() - run.start, 3),
@@ -293,6 +299,8 @@ class BlueGreen:
             run.target.value,
             ok,
             detail,
+            samples=counted.samples,
+            failed=counted.failed,
         )
         log.info(event.name, app=run.pair.app, **event.fields())
         for hook in self.controller.hooks:
@@ -313,7 +321,9 @@ class BlueGreen:
             image=run.image or "",
             duration_s=round(self.clock.monotonic() - run.start, 3),
             switch_s=run.switch_s,
+            switch_back_s=run.switch_back_s,
             rollout=run.rollout,
+            checks=run.checks,
             steps=run.steps,
         )
         return run.result
@@ -404,9 +414,9 @@ class BlueGreen:
         return False
 
     def _preview(self, run: _Run) -> bool:
-        if not run.checks:
+        if not run.with_checks:
             return True
-        ok, detail = self._sample(self.options.preview_checks, self.options.preview_window)
+        ok, detail = self._checked(run, Stage.PREVIEW, self.options.preview_checks)
         if not ok:
             self._end(
                 run,
@@ -451,9 +461,9 @@ class BlueGreen:
         return False
 
     def _post_switch(self, run: _Run) -> bool:
-        if not run.checks:
+        if not run.with_checks:
             return True
-        ok, detail = self._sample(self.options.post_switch_checks, self.options.post_switch_window)
+        ok, detail = self._checked(run, Stage.POST_SWITCH, self.options.post_switch_checks)
         if not ok:
             self._end(
                 run,
@@ -464,7 +474,7 @@ class BlueGreen:
         return ok
 
     def _scale_down_delay(self, run: _Run) -> bool:
-        code = BlueGreenCode.SWITCHED if run.checks else BlueGreenCode.ROLLED_BACK
+        code = BlueGreenCode.SWITCHED if run.with_checks else BlueGreenCode.ROLLED_BACK
         self._end(
             run,
             BlueGreenOutcome.SWITCHED,
@@ -497,12 +507,14 @@ class BlueGreen:
 
     def _switch_back(self, run: _Run) -> bool:
         back = run.target.other
+        called = self.clock.monotonic()
         self.router.switch(back)
         state = run.pair.state.next(active=back, preview=None, scale_down_at=None)
         run.pair = write_state(self.engine, run.pair, state)
         if not self._wait(lambda: self.router.switched(back), self.options.switch_timeout):
             self._fail_switch_back(run, f"the router did not show the switch back to {back.value}")
             return False
+        run.switch_back_s = round(self.clock.monotonic() - called, 3)
         return True
 
     def _scale_down(self, run: _Run, colour: Colour, *, failed: bool) -> bool:
@@ -559,15 +571,34 @@ class BlueGreen:
                 return False
             self.clock.sleep(poll)
 
-    def _sample(self, gates: Sequence[Gate], window: timedelta) -> tuple[bool, str]:
-        """Sample ``gates`` every poll through ``window``; each passes if its
-        share of good samples reaches its ``min_success_ratio`` (one bad
-        sample fails a gate that needs them all, at once)."""
+    def _checked(self, run: _Run, stage: Stage, gates: Sequence[Gate]) -> tuple[bool, str]:
+        """Sample the checks of ``stage`` through its window; their samples and
+        failures are counted in the run (the result and the stage's event say them)."""
+        if not gates:
+            return True, "no checks"
+        window = self.options.preview_window
+        if stage is Stage.POST_SWITCH:
+            window = self.options.post_switch_window
+        tally = {g.name: _Tally() for g in gates}
+        ok, detail = self._sample(gates, window, tally)
+        counted = CheckCount(
+            sum(t.samples for t in tally.values()), sum(t.samples - t.good for t in tally.values())
+        )
+        run.checks[stage.value] = counted
+        if not ok and counted.failed:
+            detail += f" ({counted.failed} of {counted.samples} check requests failed)"
+        return ok, detail
+
+    def _sample(
+        self, gates: Sequence[Gate], window: timedelta, tally: dict[str, _Tally]
+    ) -> tuple[bool, str]:
+        """Sample ``gates`` every poll through ``window``, counting in ``tally``;
+        each passes if its share of good samples reaches its ``min_success_ratio``
+        (one bad sample fails a gate that needs them all, at once)."""
         if not gates:
             return True, "no checks"
         poll = self.rollout.poll_interval.total_seconds()
         end = self.clock.monotonic() + window.total_seconds()
-        tally = {g.name: _Tally() for g in gates}
         while True:
             for gate in gates:
                 sample = gate.sample()

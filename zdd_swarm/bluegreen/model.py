@@ -28,6 +28,7 @@ __all__ = [
     "BlueGreenCode",
     "BlueGreenOutcome",
     "BlueGreenResult",
+    "CheckCount",
     "Colour",
     "PairState",
     "colour_spec",
@@ -194,6 +195,18 @@ def ours(labels: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in labels.items() if k.startswith(LABEL_PREFIX)}
 
 
+@dataclass(frozen=True)
+class CheckCount:
+    """The samples the checks of one stage took (each one request or probe),
+    and how many of them failed."""
+
+    samples: int = 0
+    failed: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"samples": self.samples, "failed": self.failed}
+
+
 @dataclass
 class BlueGreenResult:
     """The end of a blue-green operation: what happened, why, on which colours."""
@@ -210,10 +223,14 @@ class BlueGreenResult:
     duration_s: float = 0.0
     switch_s: float | None = None
     """Seconds from the switch call until the router showed the switch (None: no switch)."""
+    switch_back_s: float | None = None
+    """Seconds from the switch-back call until the router showed it (None: no switch back)."""
     rollout: RolloutResult | None = None
     """How the target colour scaled up (the rolling-update watch of its tasks and gates)."""
     steps: list[str] = field(default_factory=list)
     """The stages gone through, in order."""
+    checks: dict[str, CheckCount] = field(default_factory=dict)
+    """Per stage (``preview``, ``post_switch``): the samples its checks took, and failed."""
 
     @property
     def exit_code(self) -> int:
@@ -241,6 +258,8 @@ class BlueGreenResult:
             "image": self.image,
             "duration_s": self.duration_s,
             "switch_s": self.switch_s,
+            "switch_back_s": self.switch_back_s,
+            "checks": {stage: count.to_dict() for stage, count in self.checks.items()},
             "steps": list(self.steps),
             "rollout": self.rollout.to_dict() if self.rollout else None,
         }
