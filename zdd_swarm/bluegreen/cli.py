@@ -59,6 +59,18 @@ def parse_router(
 
 def _router_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option(
+        "--router-answer",
+        metavar="body|header:NAME",
+        help="Where an answer through --router-url names who answered (body): the colour, "
+        "its image or the image's tag.",
+    )(fn)
+    fn = click.option(
+        "--router-url",
+        metavar="URL",
+        help="The router's public address: a switch is done only once requests through it "
+        "reach the new colour (within --switch-timeout), else it switches back.",
+    )(fn)
+    fn = click.option(
         "--router-service", help="The router's own Swarm service (checked to exist)."
     )(fn)
     return click.option(
@@ -76,7 +88,8 @@ def _blue_green(controller: Controller, app: str, params: dict[str, Any]) -> Blu
         params["router_spec"], app, controller.engine, params.get("router_service"), controller
     )
     kwargs: dict[str, Any] = {}
-    for name in ("preview_window", "post_switch_window", "switch_timeout", "scale_down_delay"):
+    names = ("preview_window", "post_switch_window", "switch_timeout", "scale_down_delay")
+    for name in (*names, "router_url", "router_answer"):
         if params.get(name) is not None:
             kwargs[name] = params[name]
     preview = [_parse_gate(g) for g in params.get("preview_http") or ()]

@@ -53,6 +53,7 @@ from .model import (
     colour_spec,
     ours,
 )
+from .probe import Fetch, RouterProbe, identities, urllib_fetch
 from .router import Router
 from .store import Pair, acquire, read_pair, release, write_state
 
@@ -118,6 +119,15 @@ class BlueGreenOptions:
     """How long the router may take to show the switch."""
     scale_down_delay: timedelta = timedelta(seconds=30)
     """How long the old colour stays up after the switch (an instant way back)."""
+    router_url: str | None = None
+    """The router's public address. Before anything changes, requests through it must
+    reach the active colour (else bad input); after a switch (and a switch back), the
+    new colour, within ``switch_timeout``, before the switch counts as done."""
+    router_answer: str = "body"
+    """Where an answer through ``router_url`` says who answered: ``body`` or
+    ``header:NAME``; it names a colour by its name, its image or the image's tag."""
+    router_fetch: Fetch = field(default=urllib_fetch, compare=False)
+    """How a request to ``router_url`` is sent (by default ``urllib``)."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -127,6 +137,14 @@ class BlueGreenOptions:
         set_(self, "post_switch_checks", as_gates(self.post_switch_checks, "post_switch_checks"))
         if not isinstance(self.auto_promote, bool):
             raise ConfigError("auto_promote", self.auto_promote, "true or false")
+        _ = self.router_probe  # a bad router_url or router_answer fails here
+
+    @property
+    def router_probe(self) -> RouterProbe | None:
+        """The probe of ``router_url`` (None: no address given)."""
+        if self.router_url is None:
+            return None
+        return RouterProbe(self.router_url, self.router_answer, fetch=self.router_fetch)
 
 
 @dataclass
@@ -148,6 +166,8 @@ class _Run:
     rollout: RolloutResult | None = None
     checks: dict[str, CheckCount] = field(default_factory=dict)
     """stage -> the samples of its checks, and how many failed"""
+    probed: str = ""
+    """what the last look through the router's address said (empty: none)"""
 
 
 class BlueGreen:
@@ -232,6 +252,15 @@ class BlueGreen:
                 f"{app}: the router sends traffic to {routed.value if routed else 'no one colour'}"
                 f", the pair's state says {pair.state.active.value}: fix the router first"
             )
+        probe = self.options.router_probe
+        if probe is not None:
+            ok, detail = probe.reaches(self._identities(pair, pair.state.active))
+            if not ok:
+                raise InputError(
+                    f"{app}: requests through the router's address do not reach the active "
+                    f"colour {pair.state.active.value} ({detail}): check --router-url and "
+                    "--router-answer"
+                )
         return pair
 
     @contextlib.contextmanager
@@ -446,8 +475,8 @@ class BlueGreen:
         return True
 
     def _verify(self, run: _Run) -> bool:
-        ok = self._wait(lambda: self.router.switched(run.target), self.options.switch_timeout)
-        if ok:
+        shown = self._shown(run, run.target)
+        if self._wait(shown, self.options.switch_timeout):
             assert run.switched_at is not None
             run.switch_s = round(self.clock.monotonic() - run.switched_at, 3)
             return True
@@ -456,7 +485,7 @@ class BlueGreen:
             BlueGreenOutcome.SWITCHED_BACK,
             BlueGreenCode.SWITCH_NOT_EFFECTIVE,
             f"the router did not show the switch to {run.target.value} within "
-            f"{self.options.switch_timeout.total_seconds():g}s",
+            f"{self.options.switch_timeout.total_seconds():g}s{run.probed}",
         )
         return False
 
@@ -511,8 +540,10 @@ class BlueGreen:
         self.router.switch(back)
         state = run.pair.state.next(active=back, preview=None, scale_down_at=None)
         run.pair = write_state(self.engine, run.pair, state)
-        if not self._wait(lambda: self.router.switched(back), self.options.switch_timeout):
-            self._fail_switch_back(run, f"the router did not show the switch back to {back.value}")
+        if not self._wait(self._shown(run, back), self.options.switch_timeout):
+            self._fail_switch_back(
+                run, f"the router did not show the switch back to {back.value}{run.probed}"
+            )
             return False
         run.switch_back_s = round(self.clock.monotonic() - called, 3)
         return True
@@ -527,6 +558,28 @@ class BlueGreen:
         return True
 
     # -- helpers ------------------------------------------------------------------------
+
+    def _identities(self, pair: Pair, colour: Colour) -> frozenset[str]:
+        view = self.engine.inspect_service(colour.service(pair.app))
+        return identities(colour, view.image)
+
+    def _shown(self, run: _Run, to: Colour) -> Callable[[], bool]:
+        """Whether the router shows the switch to ``to``: by its own account and,
+        with a ``router_url``, through its address (what it said is kept in ``run.probed``)."""
+        probe = self.options.router_probe
+        names = self._identities(run.pair, to) if probe is not None else frozenset()
+        run.probed = ""
+
+        def shown() -> bool:
+            if not self.router.switched(to):
+                return False
+            if probe is None:
+                return True
+            ok, detail = probe.reaches(names)
+            run.probed = f"; through its address: {detail}"
+            return ok
+
+        return shown
 
     def _set_replicas(self, service: str, replicas: int, labels: dict[str, str]) -> None:
         """Scale a colour (the task template is unchanged: no task restarts)."""
