@@ -32,7 +32,7 @@ from zdd_swarm.bluegreen.proxy import (
 )
 
 from .load import LoadResult, load
-from .support import SECOND, controller, create_service, wait_running
+from .support import SECOND, controller, create_service, overlay_fetch, wait_running
 
 pytestmark = pytest.mark.integration
 
@@ -268,21 +268,29 @@ def test_a_post_switch_failure_behind_nginx_switches_back_under_load(
     lab: Any, docker_client: Any, app: str, engine: Any, failing_endpoint: str
 ) -> None:
     """The post-switch check fails: switched back at once, with the failed check requests
-    counted in the result and the events; the clients' figures go to docs/benchmarks.md."""
+    counted in the result and the events; the switch and the switch back are probed
+    through the router's address. The clients' figures go to docs/benchmarks.md."""
     router = create_pair_and_router(docker_client, lab, app, ProxyKind.NGINX)
     marks: dict[str, float] = {}
     seen: list[Any] = []
     ctrl = controller(engine, hooks=[_marks_of(marks), seen.append])
     check = HttpGate(failing_endpoint, min_success_ratio=0.5, name="errors")
-    options = BlueGreenOptions(
-        preview_window="1s", post_switch_checks=[check], post_switch_window="2s"
-    )
-    bg = BlueGreen(
-        ProxyRouter(engine, app, router, ProxyKind.NGINX, controller=ctrl), ctrl, options
-    )
-    with load(docker_client, lab, router, seconds=35, rate=160, bodies=True) as traffic:
+    with (
+        overlay_fetch(docker_client, lab) as fetch,
+        load(docker_client, lab, router, seconds=35, rate=160, bodies=True) as traffic,
+    ):
+        # the switch and the switch back count once requests through the router's
+        # address (here: its name on the overlay) get the new release's body (its tag)
+        options = BlueGreenOptions(
+            preview_window="1s",
+            post_switch_checks=[check],
+            post_switch_window="2s",
+            router_url=f"http://{router}:8080/",
+            router_fetch=fetch,
+        )
+        proxy = ProxyRouter(engine, app, router, ProxyKind.NGINX, controller=ctrl)
         time.sleep(2)
-        result = bg.deploy(app, lab.image("v2"))
+        result = BlueGreen(proxy, ctrl, options).deploy(app, lab.image("v2"))
     assert result.outcome is BlueGreenOutcome.SWITCHED_BACK and result.exit_code == 1
     assert result.code == "post_switch_check_failed" and result.active is Colour.BLUE
     counted = result.checks["post_switch"]
