@@ -6,7 +6,8 @@ kept up for an instant way back.
 Swarm services ``<app>-blue`` / ``<app>-green`` whose state is kept in their
 labels (``model.py``, ``store.py``), through a ``Router`` (``router.py``;
 nginx and HAProxy in ``proxy.py``), whose public address may be probed
-(``probe.py``).
+(``probe.py``); ``follow`` watches an operation from another process
+(``watch.py``).
 See docs/blue-green.md.
 """
 
@@ -19,6 +20,7 @@ from .probe import RouterProbe
 from .proxy import ProxyKind, ProxyRouter
 from .router import CallableRouter, LabelRouter, Router
 from .store import Pair
+from .watch import follow
 
 __all__ = [
     "BlueGreen",
@@ -37,4 +39,5 @@ __all__ = [
     "Router",
     "RouterProbe",
     "Stage",
+    "follow",
 ]

@@ -1,7 +1,7 @@
-"""``zdd-swarm bluegreen deploy|promote|rollback|status``: a thin shell over
-``BlueGreen``, with the exit codes of the rest of the CLI (0 switched or
-awaiting promotion, 1 not switched or switched back, 2 bad input, 4 the
-switch back failed, 5 engine errors)."""
+"""``zdd-swarm bluegreen deploy|promote|rollback|status|watch``: a thin shell
+over ``BlueGreen``, with the exit codes of the rest of the CLI (0 switched or
+awaiting promotion, 1 not switched or switched back, 2 bad input, 3 still in
+flight when a watch stopped, 4 the switch back failed, 5 engine errors)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from ..cli import (
     cli,
     output_options,
 )
+from ..config import parse_duration
 from ..controller import Controller
 from ..errors import ConfigError
 from .flow import BlueGreen, BlueGreenOptions
@@ -28,6 +29,7 @@ from .model import Colour
 from .proxy import ProxyKind, ProxyRouter
 from .router import LabelRouter, Router
 from .store import Pair
+from .watch import follow, last_result
 
 __all__ = ["bluegreen"]
 
@@ -217,6 +219,30 @@ def status(
     _run(obj, as_json, log_format, verbose, action, app)
 
 
+@bluegreen.command("watch")
+@click.argument("app")
+@click.option("--timeout", help="Stop watching after this long (exit 3; default: no limit).")
+@output_options
+@click.pass_obj
+def watch(
+    obj: _Obj, /, app: str, timeout: str | None, as_json: bool, log_format: str, verbose: int
+) -> None:
+    """Follow the blue-green operation in flight on APP (from any process)
+    until it ends, through a promotion it awaits; its result and exit code."""
+
+    def action(controller: Controller) -> Any:
+        limit = parse_duration(timeout, "--timeout") if timeout else None  # bad: exit 2
+
+        def say(line: str) -> None:
+            if not as_json:
+                click.echo(f"{app}: {line}", err=True)
+
+        engine: Any = controller.engine  # a StackEngine (DockerEngine, FakeEngine)
+        return follow(engine, app, clock=controller.clock, timeout=limit, on_change=say)
+
+    _run(obj, as_json, log_format, verbose, action, app)
+
+
 def _status_payload(pair: Pair, routed: Colour | None) -> dict[str, Any]:
     state = pair.state
     return {
@@ -226,6 +252,7 @@ def _status_payload(pair: Pair, routed: Colour | None) -> dict[str, Any]:
         "preview": state.preview.value if state.preview else None,
         "scale_down_at": state.scale_down_at.isoformat() if state.scale_down_at else None,
         "lock": pair.lock,
+        "last": last.to_dict() if (last := last_result(pair)) else None,
         "services": {
             colour.value: {"name": view.name, "image": view.image, "replicas": view.replicas}
             for colour, view in pair.services.items()

@@ -34,6 +34,7 @@ from ..errors import (
     ConfigError,
     InputError,
     NotAManager,
+    ServiceNotFound,
     UpdateInProgress,
     VersionConflict,
     ZddError,
@@ -45,6 +46,7 @@ from ..result import Outcome, Reason, RolloutResult
 from ..spec import ServiceChange, validate_image_reference
 from .model import (
     LABEL_FAILED,
+    LABEL_LAST,
     BlueGreenCode,
     BlueGreenOutcome,
     BlueGreenResult,
@@ -55,7 +57,7 @@ from .model import (
 )
 from .probe import Fetch, RouterProbe, identities, urllib_fetch
 from .router import Router
-from .store import Pair, acquire, read_pair, release, write_state
+from .store import Pair, acquire, read_pair, relabel, release, write_state
 
 __all__ = ["BlueGreen", "BlueGreenOptions", "Stage", "advance"]
 
@@ -217,12 +219,13 @@ class BlueGreen:
             if state.preview is not None:
                 run = _Run(pair, state.preview, None, held=held, start=self.clock.monotonic())
                 self._scale_down(run, state.preview, failed=False)
-                return self._end(
+                discarded = self._end(
                     run,
                     BlueGreenOutcome.NOT_SWITCHED,
                     BlueGreenCode.PREVIEW_DISCARDED,
                     f"the preview on {state.preview.value} was discarded",
                 )
+                return self._record(discarded)
             standby = pair.service(state.active.other)
             assert standby is not None
             failed = (standby.spec.get("Labels") or {}).get(LABEL_FAILED)
@@ -305,7 +308,20 @@ class BlueGreen:
         if run.result.outcome is BlueGreenOutcome.SWITCH_BACK_FAILED:
             run.result.active = self.router.active() or run.target
         run.result.duration_s = round(self.clock.monotonic() - run.start, 3)
+        self._record(run.result)
         return run.result
+
+    def _record(self, result: BlueGreenResult) -> BlueGreenResult:
+        """Keep the result with the pair (``last``) for ``watch`` and ``status`` in
+        other processes; written while the operation still holds the lock."""
+        for colour in Colour:
+            try:
+                relabel(self.engine, colour.service(result.app), {LABEL_LAST: result.to_record()})
+            except ServiceNotFound:
+                continue
+            except ZddError as exc:
+                log.warning("result_not_recorded", app=result.app, error=str(exc))
+        return result
 
     def _stage_error(self, run: _Run, stage: Stage, exc: ZddError) -> None:
         """An error of the engine or the router at ``stage``."""
