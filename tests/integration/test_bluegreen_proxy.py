@@ -6,6 +6,9 @@ through the router only, and record which release answered."""
 from __future__ import annotations
 
 import contextlib
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -118,8 +121,6 @@ def test_requests_through_the_router_reach_the_new_colour_and_come_back_on_rollb
 def test_the_cli_refuses_a_router_it_did_not_make_and_switches_through_nginx(
     lab: Any, docker_client: Any, app: str
 ) -> None:
-    import json
-
     from click.testing import CliRunner
 
     from zdd_swarm.cli import cli
@@ -234,8 +235,6 @@ def test_a_bad_release_behind_haproxy_never_gets_a_production_request(
 ) -> None:
     """Healthy tasks, but the preview check fails: through the CLI (exit 1), the router is
     never switched, no client ever gets the new release, the idle colour is scaled back."""
-    import json
-
     from click.testing import CliRunner
 
     from zdd_swarm.cli import cli
@@ -273,7 +272,14 @@ def test_a_post_switch_failure_behind_nginx_switches_back_under_load(
     router = create_pair_and_router(docker_client, lab, app, ProxyKind.NGINX)
     marks: dict[str, float] = {}
     seen: list[Any] = []
-    ctrl = controller(engine, hooks=[_marks_of(marks), seen.append])
+    watcher: list[subprocess.Popen[str]] = []
+
+    def watch_from_another_process(event: Any) -> None:
+        if isinstance(event, BlueGreenStage) and event.stage == "ensure_idle":
+            argv = ["-H", lab.docker_host, "bluegreen", "watch", app, "--json"]
+            watcher.append(_zdd_swarm(*argv, "--timeout", "2m"))
+
+    ctrl = controller(engine, hooks=[_marks_of(marks), seen.append, watch_from_another_process])
     check = HttpGate(failing_endpoint, min_success_ratio=0.5, name="errors")
     with (
         overlay_fetch(docker_client, lab) as fetch,
@@ -311,3 +317,13 @@ def test_a_post_switch_failure_behind_nginx_switches_back_under_load(
     )
     green = docker_client.api.inspect_service(Colour.GREEN.service(app))["Spec"]
     assert green["Mode"]["Replicated"]["Replicas"] == 0
+    # the watch in another process followed it to the same end, with its exit code
+    out, _ = watcher[0].communicate(timeout=60)
+    assert watcher[0].returncode == 1, out
+    assert json.loads(out)["code"] == "post_switch_check_failed"
+
+
+def _zdd_swarm(*args: str) -> subprocess.Popen[str]:
+    """``zdd-swarm ARGS`` in a process of its own (this package, this interpreter)."""
+    argv = [sys.executable, "-m", "zdd_swarm", *args]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
