@@ -247,9 +247,12 @@ def test_a_bad_release_behind_haproxy_never_gets_a_production_request(
     with load(docker_client, lab, router, seconds=20, rate=120, bodies=True) as traffic:
         time.sleep(2)
         done = CliRunner().invoke(cli, args)
-    print(f"\nhaproxy, bad release: {traffic}")
     assert done.exit_code == 1, done.output
     data = json.loads(done.stdout)
+    print(
+        f"\nhaproxy, bad release: {traffic}; exit 1 after {data['duration_s']}s, "
+        f"{data['checks']}; first errors: {traffic.errors}"
+    )
     assert (data["outcome"], data["code"]) == ("not_switched", "preview_check_failed")
     assert data["active"] == "blue" and data["checks"]["preview"]["failed"] >= 1
     assert "switch" not in data["steps"] and data["steps"][-1] == "scale_down_idle"
@@ -311,7 +314,8 @@ def test_a_post_switch_failure_behind_nginx_switches_back_under_load(
     assert traffic.settled("v1") is not None, traffic.bodies
     back = settled_between(traffic, "v1", marks["post_switch!"], time.time())
     print(
-        f"\nnginx, post-switch failure: {traffic}; switch {result.switch_s}s, switch back "
+        f"\nnginx, post-switch failure: {traffic}; check requests {counted}; "
+        f"switch {result.switch_s}s, switch back "
         f"{result.switch_back_s}s (zdd_swarm), every client on v1 "
         f"{back - marks['post_switch!']:.1f}s after the check failed (whole seconds)"
     )
