@@ -123,6 +123,8 @@ class ProgressDisplay:
             self._bar(f"{s} {phase}", event.total)
         elif isinstance(event, events.BlueGreenStage):
             verdict = "done" if event.ok else f"FAILED: {event.detail}"
+            if event.samples and event.ok:
+                verdict += f" ({event.samples} check samples, {event.failed} failed)"
             self._line(f"{t} {s}: {event.stage} ({event.colour}) {verdict}")
         elif isinstance(event, events.BatchStarted):
             self._line(f"{t} {s}: {event.phase} batch {event.batch + 1} started")

@@ -166,3 +166,7 @@ class BlueGreenStage(Event):
     """the colour the operation releases (or switches) to"""
     ok: bool
     detail: str = ""
+    samples: int = 0
+    """checks sampled in this stage (preview, post_switch): one request or probe each"""
+    failed: int = 0
+    """of them, how many failed"""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from docker.types import (
@@ -124,3 +125,49 @@ def controller(engine: DockerEngine, hooks: Sequence[Any] = (), **options: Any) 
     """A controller of the lab's engine; a task not RUNNING in 30 s fails."""
     options.setdefault("task_deadline", "30s")
     return Controller(engine, hooks=hooks, options=RolloutOptions(**options))
+
+
+_OVERLAY_GET = """
+host=$1; port=$2; path=$3; ips=; named=; take=
+for w in $(nslookup "$host" 2>/dev/null); do
+  case "$w" in
+    Name:) named=1 ;;
+    Address*) [ -n "$named" ] && take=1 ;;
+    [0-9]*.*.*.*) [ -n "$take" ] && ips="$ips ${w%%:*}"; take= ;;
+  esac
+done
+set -- $ips
+[ $# -gt 0 ] || { echo "no address for $host" >&2; exit 1; }
+shift $(( RANDOM % $# ))
+exec timeout 3 wget -S -q -O - "http://$1:$port$path"  # (wget -T crashes static busybox)
+"""
+
+
+@contextlib.contextmanager
+def overlay_fetch(client: Any, lab: Any) -> Iterator[Callable[[str, float], Any]]:
+    """A ``zdd_swarm.bluegreen.probe.Fetch`` that sends each request from a
+    container on the lab's overlay (the routers' addresses are reachable only
+    there): the name in the URL is resolved by Swarm's DNS, one address taken
+    at random, as the load clients do."""
+    container = client.containers.run(
+        lab.image("v1"), entrypoint=["sleep", "900"], network=lab.network, detach=True
+    )
+
+    def fetch(url: str, timeout: float) -> tuple[dict[str, str], str]:
+        parts = urllib.parse.urlsplit(url)
+        argv = [parts.hostname or "", str(parts.port or 80), parts.path or "/"]
+        code, (out, err) = container.exec_run(["sh", "-c", _OVERLAY_GET, "sh", *argv], demux=True)
+        text = (err or b"").decode(errors="replace")
+        if code != 0:
+            raise OSError(text.strip() or f"wget exit {code}")
+        headers = dict(
+            (k.strip(), v.strip())
+            for k, _, v in (ln.partition(":") for ln in text.splitlines())
+            if v and not k.strip().startswith("HTTP/")
+        )
+        return headers, (out or b"").decode(errors="replace")
+
+    try:
+        yield fetch
+    finally:
+        container.remove(force=True)

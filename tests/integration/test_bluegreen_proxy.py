@@ -6,6 +6,9 @@ through the router only, and record which release answered."""
 from __future__ import annotations
 
 import contextlib
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,8 +17,14 @@ import pytest
 from docker.errors import NotFound
 from docker.types import ConfigReference, EndpointSpec, RestartPolicy, ServiceMode
 
-from zdd_swarm import ServiceChange, UpdateConfig
-from zdd_swarm.bluegreen import BlueGreen, BlueGreenOptions, BlueGreenOutcome, Colour
+from zdd_swarm import HttpGate, ServiceChange, UpdateConfig
+from zdd_swarm.bluegreen import (
+    BlueGreen,
+    BlueGreenOptions,
+    BlueGreenOutcome,
+    BlueGreenStage,
+    Colour,
+)
 from zdd_swarm.bluegreen.proxy import (
     LABEL_ROUTER,
     LABEL_ROUTER_APP,
@@ -26,7 +35,7 @@ from zdd_swarm.bluegreen.proxy import (
 )
 
 from .load import LoadResult, load
-from .support import SECOND, controller, create_service, wait_running
+from .support import SECOND, controller, create_service, overlay_fetch, wait_running
 
 pytestmark = pytest.mark.integration
 
@@ -112,8 +121,6 @@ def test_requests_through_the_router_reach_the_new_colour_and_come_back_on_rollb
 def test_the_cli_refuses_a_router_it_did_not_make_and_switches_through_nginx(
     lab: Any, docker_client: Any, app: str
 ) -> None:
-    import json
-
     from click.testing import CliRunner
 
     from zdd_swarm.cli import cli
@@ -208,3 +215,119 @@ def test_switch_and_switch_back_under_load_fail_no_request(
     calls = {"switch": "switch_call", "back": "back_call", "rolling": "rolling_call"}
     observed = {k: round(v - figures[calls[k]], 1) for k, v in seen.items()}
     print(f"{kind.value}: every client got only the new release (whole seconds) {observed}")
+
+
+def _marks_of(marks: dict[str, float]) -> Any:
+    """A hook noting the wall time at which each stage of a blue-green operation ended
+    (``<stage>`` when it succeeded, ``<stage>!`` when it failed)."""
+
+    def hook(event: Any) -> None:
+        if isinstance(event, BlueGreenStage):
+            marks.setdefault(event.stage + ("" if event.ok else "!"), time.time())
+
+    return hook
+
+
+@pytest.mark.load
+@pytest.mark.serial
+def test_a_bad_release_behind_haproxy_never_gets_a_production_request(
+    lab: Any, docker_client: Any, app: str, failing_endpoint: str
+) -> None:
+    """Healthy tasks, but the preview check fails: through the CLI (exit 1), the router is
+    never switched, no client ever gets the new release, the idle colour is scaled back."""
+    from click.testing import CliRunner
+
+    from zdd_swarm.cli import cli
+
+    router = create_pair_and_router(docker_client, lab, app, ProxyKind.HAPROXY)
+    version = docker_client.api.inspect_service(router)["Version"]["Index"]
+    args = ["-H", lab.docker_host, "bluegreen", "deploy", app, "--image", lab.image("v2")]
+    args += ["--router", f"haproxy:{router}", "--preview-http", failing_endpoint]
+    args += ["--preview-window", "2s", "--task-deadline", "30s", "--json"]
+    with load(docker_client, lab, router, seconds=20, rate=120, bodies=True) as traffic:
+        time.sleep(2)
+        done = CliRunner().invoke(cli, args)
+    assert done.exit_code == 1, done.output
+    data = json.loads(done.stdout)
+    print(
+        f"\nhaproxy, bad release: {traffic}; exit 1 after {data['duration_s']}s, "
+        f"{data['checks']}; first errors: {traffic.errors}"
+    )
+    assert (data["outcome"], data["code"]) == ("not_switched", "preview_check_failed")
+    assert data["active"] == "blue" and data["checks"]["preview"]["failed"] >= 1
+    assert "switch" not in data["steps"] and data["steps"][-1] == "scale_down_idle"
+    assert traffic.failed == 0, f"{traffic}: {traffic.errors}"
+    answered = {b for changes in traffic.bodies for _, b in changes}
+    assert answered == {"v1"}, traffic.bodies
+    assert docker_client.api.inspect_service(router)["Version"]["Index"] == version
+    green = docker_client.api.inspect_service(Colour.GREEN.service(app))["Spec"]
+    assert green["Mode"]["Replicated"]["Replicas"] == 0
+
+
+@pytest.mark.load
+@pytest.mark.serial
+def test_a_post_switch_failure_behind_nginx_switches_back_under_load(
+    lab: Any, docker_client: Any, app: str, engine: Any, failing_endpoint: str
+) -> None:
+    """The post-switch check fails: switched back at once, with the failed check requests
+    counted in the result and the events; the switch and the switch back are probed
+    through the router's address. The clients' figures go to docs/benchmarks.md."""
+    router = create_pair_and_router(docker_client, lab, app, ProxyKind.NGINX)
+    marks: dict[str, float] = {}
+    seen: list[Any] = []
+    watcher: list[subprocess.Popen[str]] = []
+
+    def watch_from_another_process(event: Any) -> None:
+        if isinstance(event, BlueGreenStage) and event.stage == "ensure_idle":
+            argv = ["-H", lab.docker_host, "bluegreen", "watch", app, "--json"]
+            watcher.append(_zdd_swarm(*argv, "--timeout", "2m"))
+
+    ctrl = controller(engine, hooks=[_marks_of(marks), seen.append, watch_from_another_process])
+    check = HttpGate(failing_endpoint, min_success_ratio=0.5, name="errors")
+    with (
+        overlay_fetch(docker_client, lab) as fetch,
+        load(docker_client, lab, router, seconds=35, rate=160, bodies=True) as traffic,
+    ):
+        # the switch and the switch back count once requests through the router's
+        # address (here: its name on the overlay) get the new release's body (its tag)
+        options = BlueGreenOptions(
+            preview_window="1s",
+            post_switch_checks=[check],
+            post_switch_window="2s",
+            router_url=f"http://{router}:8080/",
+            router_fetch=fetch,
+        )
+        proxy = ProxyRouter(engine, app, router, ProxyKind.NGINX, controller=ctrl)
+        time.sleep(2)
+        result = BlueGreen(proxy, ctrl, options).deploy(app, lab.image("v2"))
+    assert result.outcome is BlueGreenOutcome.SWITCHED_BACK and result.exit_code == 1
+    assert result.code == "post_switch_check_failed" and result.active is Colour.BLUE
+    counted = result.checks["post_switch"]
+    assert counted.samples >= 2 and counted.failed == counted.samples, counted
+    assert f"{counted.failed} of {counted.samples} check requests failed" in result.reason.message
+    (failed,) = [e for e in seen if isinstance(e, BlueGreenStage) and e.stage == "post_switch"]
+    assert (failed.ok, failed.samples, failed.failed) == (False, counted.samples, counted.failed)
+    assert result.switch_back_s is not None
+    assert traffic.failed == 0, f"{traffic}: {traffic.errors}"
+    # v2 answered only after the switch call, and every client ended on v1 again
+    assert changes_between(traffic, "v2", 0, marks["preview"] - 1) == []
+    assert traffic.settled("v1") is not None, traffic.bodies
+    back = settled_between(traffic, "v1", marks["post_switch!"], time.time())
+    print(
+        f"\nnginx, post-switch failure: {traffic}; check requests {counted}; "
+        f"switch {result.switch_s}s, switch back "
+        f"{result.switch_back_s}s (zdd_swarm), every client on v1 "
+        f"{back - marks['post_switch!']:.1f}s after the check failed (whole seconds)"
+    )
+    green = docker_client.api.inspect_service(Colour.GREEN.service(app))["Spec"]
+    assert green["Mode"]["Replicated"]["Replicas"] == 0
+    # the watch in another process followed it to the same end, with its exit code
+    out, _ = watcher[0].communicate(timeout=60)
+    assert watcher[0].returncode == 1, out
+    assert json.loads(out)["code"] == "post_switch_check_failed"
+
+
+def _zdd_swarm(*args: str) -> subprocess.Popen[str]:
+    """``zdd-swarm ARGS`` in a process of its own (this package, this interpreter)."""
+    argv = [sys.executable, "-m", "zdd_swarm", *args]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

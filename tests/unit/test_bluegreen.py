@@ -19,7 +19,13 @@ from zdd_swarm.bluegreen import (
     Stage,
 )
 from zdd_swarm.bluegreen.flow import advance
-from zdd_swarm.bluegreen.model import LABEL_ACTIVE, LABEL_FAILED, LABEL_LOCK, colour_spec
+from zdd_swarm.bluegreen.model import (
+    LABEL_ACTIVE,
+    LABEL_FAILED,
+    LABEL_LOCK,
+    CheckCount,
+    colour_spec,
+)
 from zdd_swarm.gates import CallableGate
 from zdd_swarm.testing import FakeClock, FakeEngine, ImageBehaviour
 
@@ -177,6 +183,24 @@ def test_a_post_switch_failure_switches_back_at_once(engine: FakeEngine, clock: 
     assert engine.inspect_service("web-blue").replicas == 3
     assert engine.inspect_service("web-green").replicas == 0
     assert result.steps[-2:] == ["switch_back", "scale_down_idle"]
+    assert result.switch_back_s is not None
+
+
+def test_the_failed_check_requests_are_counted_in_the_result_and_the_events(
+    engine: FakeEngine, clock: FakeClock
+) -> None:
+    answers = iter([True, True, False])
+    gate = CallableGate(lambda: next(answers), name="errors")
+    seen: list[Any] = []
+    bg, _ = setup(engine, clock, post_switch_checks=[gate], post_switch_window="1m")
+    bg.controller.hooks.append(seen.append)
+    result = bg.deploy("web", "app:2")
+    assert result.code == "post_switch_check_failed"
+    assert result.checks["post_switch"] == CheckCount(samples=3, failed=1)
+    assert "1 of 3 check requests failed" in result.reason.message
+    assert result.to_dict()["checks"] == {"post_switch": {"samples": 3, "failed": 1}}
+    (event,) = [e for e in seen if e.name == "blue_green_stage" and e.stage == "post_switch"]
+    assert (event.ok, event.samples, event.failed) == (False, 3, 1)
 
 
 def test_rollback_switches_back_to_the_standby(engine: FakeEngine, clock: FakeClock) -> None:

@@ -5,7 +5,9 @@ kept up for an instant way back.
 ``BlueGreen`` runs the flow (``flow.py``, a state machine) over a pair of
 Swarm services ``<app>-blue`` / ``<app>-green`` whose state is kept in their
 labels (``model.py``, ``store.py``), through a ``Router`` (``router.py``;
-nginx and HAProxy in ``proxy.py``).
+nginx and HAProxy in ``proxy.py``), whose public address may be probed
+(``probe.py``); ``follow`` watches an operation from another process
+(``watch.py``).
 See docs/blue-green.md.
 """
 
@@ -14,9 +16,11 @@ from __future__ import annotations
 from ..events import BlueGreenStage
 from .flow import BlueGreen, BlueGreenOptions, Stage
 from .model import BlueGreenCode, BlueGreenOutcome, BlueGreenResult, Colour, PairState
+from .probe import RouterProbe
 from .proxy import ProxyKind, ProxyRouter
 from .router import CallableRouter, LabelRouter, Router
 from .store import Pair
+from .watch import follow
 
 __all__ = [
     "BlueGreen",
@@ -33,5 +37,7 @@ __all__ = [
     "ProxyKind",
     "ProxyRouter",
     "Router",
+    "RouterProbe",
     "Stage",
+    "follow",
 ]

@@ -1,7 +1,7 @@
-"""``zdd-swarm bluegreen deploy|promote|rollback|status``: a thin shell over
-``BlueGreen``, with the exit codes of the rest of the CLI (0 switched or
-awaiting promotion, 1 not switched or switched back, 2 bad input, 4 the
-switch back failed, 5 engine errors)."""
+"""``zdd-swarm bluegreen deploy|promote|rollback|status|watch``: a thin shell
+over ``BlueGreen``, with the exit codes of the rest of the CLI (0 switched or
+awaiting promotion, 1 not switched or switched back, 2 bad input, 3 still in
+flight when a watch stopped, 4 the switch back failed, 5 engine errors)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from ..cli import (
     cli,
     output_options,
 )
+from ..config import parse_duration
 from ..controller import Controller
 from ..errors import ConfigError
 from .flow import BlueGreen, BlueGreenOptions
@@ -28,6 +29,7 @@ from .model import Colour
 from .proxy import ProxyKind, ProxyRouter
 from .router import LabelRouter, Router
 from .store import Pair
+from .watch import follow, last_result
 
 __all__ = ["bluegreen"]
 
@@ -59,6 +61,18 @@ def parse_router(
 
 def _router_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option(
+        "--router-answer",
+        metavar="body|header:NAME",
+        help="Where an answer through --router-url names who answered (body): the colour, "
+        "its image or the image's tag.",
+    )(fn)
+    fn = click.option(
+        "--router-url",
+        metavar="URL",
+        help="The router's public address: a switch is done only once requests through it "
+        "reach the new colour (within --switch-timeout), else it switches back.",
+    )(fn)
+    fn = click.option(
         "--router-service", help="The router's own Swarm service (checked to exist)."
     )(fn)
     return click.option(
@@ -76,7 +90,8 @@ def _blue_green(controller: Controller, app: str, params: dict[str, Any]) -> Blu
         params["router_spec"], app, controller.engine, params.get("router_service"), controller
     )
     kwargs: dict[str, Any] = {}
-    for name in ("preview_window", "post_switch_window", "switch_timeout", "scale_down_delay"):
+    names = ("preview_window", "post_switch_window", "switch_timeout", "scale_down_delay")
+    for name in (*names, "router_url", "router_answer"):
         if params.get(name) is not None:
             kwargs[name] = params[name]
     preview = [_parse_gate(g) for g in params.get("preview_http") or ()]
@@ -204,6 +219,30 @@ def status(
     _run(obj, as_json, log_format, verbose, action, app)
 
 
+@bluegreen.command("watch")
+@click.argument("app")
+@click.option("--timeout", help="Stop watching after this long (exit 3; default: no limit).")
+@output_options
+@click.pass_obj
+def watch(
+    obj: _Obj, /, app: str, timeout: str | None, as_json: bool, log_format: str, verbose: int
+) -> None:
+    """Follow the blue-green operation in flight on APP (from any process)
+    until it ends, through a promotion it awaits; its result and exit code."""
+
+    def action(controller: Controller) -> Any:
+        limit = parse_duration(timeout, "--timeout") if timeout else None  # bad: exit 2
+
+        def say(line: str) -> None:
+            if not as_json:
+                click.echo(f"{app}: {line}", err=True)
+
+        engine: Any = controller.engine  # a StackEngine (DockerEngine, FakeEngine)
+        return follow(engine, app, clock=controller.clock, timeout=limit, on_change=say)
+
+    _run(obj, as_json, log_format, verbose, action, app)
+
+
 def _status_payload(pair: Pair, routed: Colour | None) -> dict[str, Any]:
     state = pair.state
     return {
@@ -213,6 +252,7 @@ def _status_payload(pair: Pair, routed: Colour | None) -> dict[str, Any]:
         "preview": state.preview.value if state.preview else None,
         "scale_down_at": state.scale_down_at.isoformat() if state.scale_down_at else None,
         "lock": pair.lock,
+        "last": last.to_dict() if (last := last_result(pair)) else None,
         "services": {
             colour.value: {"name": view.name, "image": view.image, "replicas": view.replicas}
             for colour, view in pair.services.items()

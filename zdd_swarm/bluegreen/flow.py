@@ -34,6 +34,7 @@ from ..errors import (
     ConfigError,
     InputError,
     NotAManager,
+    ServiceNotFound,
     UpdateInProgress,
     VersionConflict,
     ZddError,
@@ -45,15 +46,18 @@ from ..result import Outcome, Reason, RolloutResult
 from ..spec import ServiceChange, validate_image_reference
 from .model import (
     LABEL_FAILED,
+    LABEL_LAST,
     BlueGreenCode,
     BlueGreenOutcome,
     BlueGreenResult,
+    CheckCount,
     Colour,
     colour_spec,
     ours,
 )
+from .probe import Fetch, RouterProbe, identities, urllib_fetch
 from .router import Router
-from .store import Pair, acquire, read_pair, release, write_state
+from .store import Pair, acquire, read_pair, relabel, release, write_state
 
 __all__ = ["BlueGreen", "BlueGreenOptions", "Stage", "advance"]
 
@@ -117,6 +121,15 @@ class BlueGreenOptions:
     """How long the router may take to show the switch."""
     scale_down_delay: timedelta = timedelta(seconds=30)
     """How long the old colour stays up after the switch (an instant way back)."""
+    router_url: str | None = None
+    """The router's public address. Before anything changes, requests through it must
+    reach the active colour (else bad input); after a switch (and a switch back), the
+    new colour, within ``switch_timeout``, before the switch counts as done."""
+    router_answer: str = "body"
+    """Where an answer through ``router_url`` says who answered: ``body`` or
+    ``header:NAME``; it names a colour by its name, its image or the image's tag."""
+    router_fetch: Fetch = field(default=urllib_fetch, compare=False)
+    """How a request to ``router_url`` is sent (by default ``urllib``)."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -126,6 +139,14 @@ class BlueGreenOptions:
         set_(self, "post_switch_checks", as_gates(self.post_switch_checks, "post_switch_checks"))
         if not isinstance(self.auto_promote, bool):
             raise ConfigError("auto_promote", self.auto_promote, "true or false")
+        _ = self.router_probe  # a bad router_url or router_answer fails here
+
+    @property
+    def router_probe(self) -> RouterProbe | None:
+        """The probe of ``router_url`` (None: no address given)."""
+        if self.router_url is None:
+            return None
+        return RouterProbe(self.router_url, self.router_answer, fetch=self.router_fetch)
 
 
 @dataclass
@@ -135,7 +156,7 @@ class _Run:
     pair: Pair
     target: Colour
     image: str | None
-    checks: bool = True
+    with_checks: bool = True
     held: str = ""
     """our lock on the pair (empty once given back)"""
     start: float = 0.0
@@ -143,7 +164,12 @@ class _Run:
     steps: list[str] = field(default_factory=list)
     switched_at: float | None = None
     switch_s: float | None = None
+    switch_back_s: float | None = None
     rollout: RolloutResult | None = None
+    checks: dict[str, CheckCount] = field(default_factory=dict)
+    """stage -> the samples of its checks, and how many failed"""
+    probed: str = ""
+    """what the last look through the router's address said (empty: none)"""
 
 
 class BlueGreen:
@@ -193,12 +219,13 @@ class BlueGreen:
             if state.preview is not None:
                 run = _Run(pair, state.preview, None, held=held, start=self.clock.monotonic())
                 self._scale_down(run, state.preview, failed=False)
-                return self._end(
+                discarded = self._end(
                     run,
                     BlueGreenOutcome.NOT_SWITCHED,
                     BlueGreenCode.PREVIEW_DISCARDED,
                     f"the preview on {state.preview.value} was discarded",
                 )
+                return self._record(discarded)
             standby = pair.service(state.active.other)
             assert standby is not None
             failed = (standby.spec.get("Labels") or {}).get(LABEL_FAILED)
@@ -206,7 +233,7 @@ class BlueGreen:
                 raise InputError(
                     f"{standby.name} holds {failed}, a release that failed: nothing to roll back to"
                 )
-            run = _Run(pair, state.active.other, None, checks=False, held=held)
+            run = _Run(pair, state.active.other, None, with_checks=False, held=held)
             return self._drive(run, Stage.SCALE_UP)
 
     def status(self, app: str) -> Pair:
@@ -228,6 +255,15 @@ class BlueGreen:
                 f"{app}: the router sends traffic to {routed.value if routed else 'no one colour'}"
                 f", the pair's state says {pair.state.active.value}: fix the router first"
             )
+        probe = self.options.router_probe
+        if probe is not None:
+            ok, detail = probe.reaches(self._identities(pair, pair.state.active))
+            if not ok:
+                raise InputError(
+                    f"{app}: requests through the router's address do not reach the active "
+                    f"colour {pair.state.active.value} ({detail}): check --router-url and "
+                    "--router-answer"
+                )
         return pair
 
     @contextlib.contextmanager
@@ -268,10 +304,24 @@ class BlueGreen:
             stage = advance(stage, ok, auto_promote=self.options.auto_promote)
         assert run.result is not None
         run.result.active = run.pair.state.active
+        run.result.switch_back_s = run.switch_back_s
         if run.result.outcome is BlueGreenOutcome.SWITCH_BACK_FAILED:
             run.result.active = self.router.active() or run.target
         run.result.duration_s = round(self.clock.monotonic() - run.start, 3)
+        self._record(run.result)
         return run.result
+
+    def _record(self, result: BlueGreenResult) -> BlueGreenResult:
+        """Keep the result with the pair (``last``) for ``watch`` and ``status`` in
+        other processes; written while the operation still holds the lock."""
+        for colour in Colour:
+            try:
+                relabel(self.engine, colour.service(result.app), {LABEL_LAST: result.to_record()})
+            except ServiceNotFound:
+                continue
+            except ZddError as exc:
+                log.warning("result_not_recorded", app=result.app, error=str(exc))
+        return result
 
     def _stage_error(self, run: _Run, stage: Stage, exc: ZddError) -> None:
         """An error of the engine or the router at ``stage``."""
@@ -286,6 +336,7 @@ class BlueGreen:
 
     def _emit(self, run: _Run, stage: Stage, ok: bool) -> None:
         detail = run.result.reason.message if run.result and not ok else ""
+        counted = run.checks.get(stage.value, CheckCount())
         event = BlueGreenStage(
             run.pair.app,
             round(self.clock.monotonic() - run.start, 3),
@@ -293,6 +344,8 @@ class BlueGreen:
             run.target.value,
             ok,
             detail,
+            samples=counted.samples,
+            failed=counted.failed,
         )
         log.info(event.name, app=run.pair.app, **event.fields())
         for hook in self.controller.hooks:
@@ -313,7 +366,9 @@ class BlueGreen:
             image=run.image or "",
             duration_s=round(self.clock.monotonic() - run.start, 3),
             switch_s=run.switch_s,
+            switch_back_s=run.switch_back_s,
             rollout=run.rollout,
+            checks=run.checks,
             steps=run.steps,
         )
         return run.result
@@ -404,9 +459,9 @@ class BlueGreen:
         return False
 
     def _preview(self, run: _Run) -> bool:
-        if not run.checks:
+        if not run.with_checks:
             return True
-        ok, detail = self._sample(self.options.preview_checks, self.options.preview_window)
+        ok, detail = self._checked(run, Stage.PREVIEW, self.options.preview_checks)
         if not ok:
             self._end(
                 run,
@@ -436,8 +491,8 @@ class BlueGreen:
         return True
 
     def _verify(self, run: _Run) -> bool:
-        ok = self._wait(lambda: self.router.switched(run.target), self.options.switch_timeout)
-        if ok:
+        shown = self._shown(run, run.target)
+        if self._wait(shown, self.options.switch_timeout):
             assert run.switched_at is not None
             run.switch_s = round(self.clock.monotonic() - run.switched_at, 3)
             return True
@@ -446,14 +501,14 @@ class BlueGreen:
             BlueGreenOutcome.SWITCHED_BACK,
             BlueGreenCode.SWITCH_NOT_EFFECTIVE,
             f"the router did not show the switch to {run.target.value} within "
-            f"{self.options.switch_timeout.total_seconds():g}s",
+            f"{self.options.switch_timeout.total_seconds():g}s{run.probed}",
         )
         return False
 
     def _post_switch(self, run: _Run) -> bool:
-        if not run.checks:
+        if not run.with_checks:
             return True
-        ok, detail = self._sample(self.options.post_switch_checks, self.options.post_switch_window)
+        ok, detail = self._checked(run, Stage.POST_SWITCH, self.options.post_switch_checks)
         if not ok:
             self._end(
                 run,
@@ -464,7 +519,7 @@ class BlueGreen:
         return ok
 
     def _scale_down_delay(self, run: _Run) -> bool:
-        code = BlueGreenCode.SWITCHED if run.checks else BlueGreenCode.ROLLED_BACK
+        code = BlueGreenCode.SWITCHED if run.with_checks else BlueGreenCode.ROLLED_BACK
         self._end(
             run,
             BlueGreenOutcome.SWITCHED,
@@ -497,12 +552,16 @@ class BlueGreen:
 
     def _switch_back(self, run: _Run) -> bool:
         back = run.target.other
+        called = self.clock.monotonic()
         self.router.switch(back)
         state = run.pair.state.next(active=back, preview=None, scale_down_at=None)
         run.pair = write_state(self.engine, run.pair, state)
-        if not self._wait(lambda: self.router.switched(back), self.options.switch_timeout):
-            self._fail_switch_back(run, f"the router did not show the switch back to {back.value}")
+        if not self._wait(self._shown(run, back), self.options.switch_timeout):
+            self._fail_switch_back(
+                run, f"the router did not show the switch back to {back.value}{run.probed}"
+            )
             return False
+        run.switch_back_s = round(self.clock.monotonic() - called, 3)
         return True
 
     def _scale_down(self, run: _Run, colour: Colour, *, failed: bool) -> bool:
@@ -515,6 +574,28 @@ class BlueGreen:
         return True
 
     # -- helpers ------------------------------------------------------------------------
+
+    def _identities(self, pair: Pair, colour: Colour) -> frozenset[str]:
+        view = self.engine.inspect_service(colour.service(pair.app))
+        return identities(colour, view.image)
+
+    def _shown(self, run: _Run, to: Colour) -> Callable[[], bool]:
+        """Whether the router shows the switch to ``to``: by its own account and,
+        with a ``router_url``, through its address (what it said is kept in ``run.probed``)."""
+        probe = self.options.router_probe
+        names = self._identities(run.pair, to) if probe is not None else frozenset()
+        run.probed = ""
+
+        def shown() -> bool:
+            if not self.router.switched(to):
+                return False
+            if probe is None:
+                return True
+            ok, detail = probe.reaches(names)
+            run.probed = f"; through its address: {detail}"
+            return ok
+
+        return shown
 
     def _set_replicas(self, service: str, replicas: int, labels: dict[str, str]) -> None:
         """Scale a colour (the task template is unchanged: no task restarts)."""
@@ -559,15 +640,34 @@ class BlueGreen:
                 return False
             self.clock.sleep(poll)
 
-    def _sample(self, gates: Sequence[Gate], window: timedelta) -> tuple[bool, str]:
-        """Sample ``gates`` every poll through ``window``; each passes if its
-        share of good samples reaches its ``min_success_ratio`` (one bad
-        sample fails a gate that needs them all, at once)."""
+    def _checked(self, run: _Run, stage: Stage, gates: Sequence[Gate]) -> tuple[bool, str]:
+        """Sample the checks of ``stage`` through its window; their samples and
+        failures are counted in the run (the result and the stage's event say them)."""
+        if not gates:
+            return True, "no checks"
+        window = self.options.preview_window
+        if stage is Stage.POST_SWITCH:
+            window = self.options.post_switch_window
+        tally = {g.name: _Tally() for g in gates}
+        ok, detail = self._sample(gates, window, tally)
+        counted = CheckCount(
+            sum(t.samples for t in tally.values()), sum(t.samples - t.good for t in tally.values())
+        )
+        run.checks[stage.value] = counted
+        if not ok and counted.failed:
+            detail += f" ({counted.failed} of {counted.samples} check requests failed)"
+        return ok, detail
+
+    def _sample(
+        self, gates: Sequence[Gate], window: timedelta, tally: dict[str, _Tally]
+    ) -> tuple[bool, str]:
+        """Sample ``gates`` every poll through ``window``, counting in ``tally``;
+        each passes if its share of good samples reaches its ``min_success_ratio``
+        (one bad sample fails a gate that needs them all, at once)."""
         if not gates:
             return True, "no checks"
         poll = self.rollout.poll_interval.total_seconds()
         end = self.clock.monotonic() + window.total_seconds()
-        tally = {g.name: _Tally() for g in gates}
         while True:
             for gate in gates:
                 sample = gate.sample()

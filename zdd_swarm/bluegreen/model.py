@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -28,6 +29,7 @@ __all__ = [
     "BlueGreenCode",
     "BlueGreenOutcome",
     "BlueGreenResult",
+    "CheckCount",
     "Colour",
     "PairState",
     "colour_spec",
@@ -45,6 +47,10 @@ LABEL_LOCK = LABEL_PREFIX + "lock"
 LABEL_FAILED = LABEL_PREFIX + "failed"
 """On a colour: the image of a release that failed on it (``rollback`` will
 not switch to that image)."""
+
+LABEL_LAST = LABEL_PREFIX + "last"
+"""On both colours: the result of the last operation, as JSON (``BlueGreenResult.to_record``);
+written before the operation gives its lock back, so a watcher that sees no lock reads it."""
 
 #: Labels that say another strategy of ours manages a service.
 OTHER_STRATEGIES = ("zdd-swarm.",)
@@ -78,6 +84,8 @@ class BlueGreenOutcome(enum.StrEnum):
     colour scaled back to 0."""
     SWITCH_BACK_FAILED = "switch_back_failed"
     """The switch back failed: a person is needed."""
+    IN_FLIGHT = "in_flight"
+    """A watch stopped with the operation still in flight (or its process gone)."""
 
     @property
     def exit_code(self) -> int:
@@ -90,6 +98,7 @@ _EXIT_CODES = {
     BlueGreenOutcome.NOT_SWITCHED: 1,
     BlueGreenOutcome.SWITCHED_BACK: 1,
     BlueGreenOutcome.SWITCH_BACK_FAILED: 4,
+    BlueGreenOutcome.IN_FLIGHT: 3,
 }
 
 
@@ -105,6 +114,8 @@ class BlueGreenCode(enum.StrEnum):
     SWITCH_NOT_EFFECTIVE = "switch_not_effective"
     POST_SWITCH_CHECK_FAILED = "post_switch_check_failed"
     SWITCH_BACK_FAILED = "switch_back_failed"
+    WATCH_TIMEOUT = "watch_timeout"
+    SCALE_DOWN_OVERDUE = "scale_down_overdue"
 
 
 @dataclass(frozen=True)
@@ -194,6 +205,18 @@ def ours(labels: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in labels.items() if k.startswith(LABEL_PREFIX)}
 
 
+@dataclass(frozen=True)
+class CheckCount:
+    """The samples the checks of one stage took (each one request or probe),
+    and how many of them failed."""
+
+    samples: int = 0
+    failed: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"samples": self.samples, "failed": self.failed}
+
+
 @dataclass
 class BlueGreenResult:
     """The end of a blue-green operation: what happened, why, on which colours."""
@@ -210,10 +233,14 @@ class BlueGreenResult:
     duration_s: float = 0.0
     switch_s: float | None = None
     """Seconds from the switch call until the router showed the switch (None: no switch)."""
+    switch_back_s: float | None = None
+    """Seconds from the switch-back call until the router showed it (None: no switch back)."""
     rollout: RolloutResult | None = None
     """How the target colour scaled up (the rolling-update watch of its tasks and gates)."""
     steps: list[str] = field(default_factory=list)
     """The stages gone through, in order."""
+    checks: dict[str, CheckCount] = field(default_factory=dict)
+    """Per stage (``preview``, ``post_switch``): the samples its checks took, and failed."""
 
     @property
     def exit_code(self) -> int:
@@ -241,6 +268,33 @@ class BlueGreenResult:
             "image": self.image,
             "duration_s": self.duration_s,
             "switch_s": self.switch_s,
+            "switch_back_s": self.switch_back_s,
+            "checks": {stage: count.to_dict() for stage, count in self.checks.items()},
             "steps": list(self.steps),
             "rollout": self.rollout.to_dict() if self.rollout else None,
         }
+
+    def to_record(self) -> str:
+        """The result as the ``last`` label holds it (JSON, without the rollout's detail)."""
+        return json.dumps({**self.to_dict(), "rollout": None}, separators=(",", ":"))
+
+    @classmethod
+    def from_record(cls, text: str) -> BlueGreenResult | None:
+        """The result a ``last`` label holds (None: none, or not readable)."""
+        try:
+            data = json.loads(text)
+            return cls(
+                data["app"],
+                BlueGreenOutcome(data["outcome"]),
+                Reason(data["code"], data["reason"]),
+                Colour(data["active"]),
+                Colour(data["target"]),
+                image=data.get("image") or "",
+                duration_s=float(data.get("duration_s") or 0.0),
+                switch_s=data.get("switch_s"),
+                switch_back_s=data.get("switch_back_s"),
+                steps=list(data.get("steps") or []),
+                checks={k: CheckCount(**v) for k, v in (data.get("checks") or {}).items()},
+            )
+        except (ValueError, TypeError, KeyError):
+            return None

@@ -1,0 +1,125 @@
+"""Following a blue-green operation from another process.
+
+Everything a watcher needs is in the pair's labels (``model.py``): the lock
+while an operation switches the pair, a colour awaiting promotion, when the
+old colour scales down, and the result of the last operation (``last``,
+written before the lock is given back). A watch reads them every poll and
+ends when nothing is in flight any more, with the last operation's result
+and exit code; it changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from ..clock import Clock, SystemClock
+from ..config import DurationLike, parse_duration
+from ..engine import StackEngine
+from ..errors import InputError
+from ..result import Reason
+from .model import LABEL_LAST, BlueGreenCode, BlueGreenOutcome, BlueGreenResult
+from .store import Pair, read_pair
+
+__all__ = ["OVERDUE_AFTER", "follow", "in_flight", "last_result"]
+
+OVERDUE_AFTER = timedelta(seconds=60)
+"""A scale-down this late, with no operation holding the pair, is taken as
+one whose process died."""
+
+
+def in_flight(pair: Pair) -> str | None:
+    """What is in flight on the pair, in words (None: nothing)."""
+    state = pair.state
+    if pair.lock:
+        operation = pair.lock.split(" ", 2)[2:] or ["an operation"]
+        return f"{operation[0]} in flight (active {state.active.value})"
+    if state.preview is not None:
+        return f"{state.preview.service(pair.app)} awaits promotion (active {state.active.value})"
+    if state.scale_down_at is not None:
+        old = state.active.other.service(pair.app)
+        return f"switched to {state.active.value}; {old} scales down at {state.scale_down_at:%T}"
+    return None
+
+
+def last_result(pair: Pair) -> BlueGreenResult | None:
+    """The result of the pair's last operation, as recorded (newest copy)."""
+    found = []
+    for view in pair.services.values():
+        text = (view.spec.get("Labels") or {}).get(LABEL_LAST) if view else None
+        result = BlueGreenResult.from_record(text) if text else None
+        if result is not None:
+            found.append((view.version if view else 0, result))
+    return max(found, key=lambda f: f[0])[1] if found else None
+
+
+def follow(
+    engine: StackEngine,
+    app: str,
+    *,
+    clock: Clock | None = None,
+    timeout: DurationLike | None = None,
+    poll: DurationLike = timedelta(seconds=1),
+    on_change: Callable[[str], None] = lambda _line: None,
+) -> BlueGreenResult:
+    """Follow ``app`` until no operation is in flight; the last operation's result.
+
+    ``on_change`` gets a line each time what is in flight changes. A colour
+    awaiting promotion is in flight until it is promoted or discarded. Ends
+    with outcome ``in_flight`` (exit 3) when ``timeout`` passes first, or
+    when the old colour's scale-down is overdue with no operation holding
+    the pair (its process died). ``InputError`` when nothing was ever done."""
+    clock = clock or SystemClock()
+    limit = parse_duration(timeout, "timeout") if timeout is not None else None
+    every = parse_duration(poll, "poll").total_seconds()
+    start = clock.monotonic()
+    said = ""
+    while True:
+        pair = read_pair(engine, app)
+        doing = in_flight(pair)
+        if doing is not None and doing != said:
+            on_change(doing)
+        said = doing or said
+        if doing is None:
+            return _finished(pair)
+        overdue = _overdue(pair, clock)
+        if overdue:
+            return _stopped(pair, BlueGreenCode.SCALE_DOWN_OVERDUE, overdue, clock, start)
+        if limit is not None and clock.monotonic() - start >= limit.total_seconds():
+            why = f"still in flight after {limit.total_seconds():g}s: {doing}"
+            return _stopped(pair, BlueGreenCode.WATCH_TIMEOUT, why, clock, start)
+        clock.sleep(every)
+
+
+def _finished(pair: Pair) -> BlueGreenResult:
+    result = last_result(pair)
+    if result is None:
+        raise InputError(
+            f"{pair.app}: no blue-green operation in flight or recorded: nothing to watch"
+        )
+    return result
+
+
+def _overdue(pair: Pair, clock: Clock) -> str:
+    due = pair.state.scale_down_at
+    if pair.lock or due is None or clock.now() - due < OVERDUE_AFTER:
+        return ""
+    old = pair.state.active.other.service(pair.app)
+    return (
+        f"{old} was due to scale down at {due:%T} and no operation holds the pair: the "
+        f"process that switched it is gone; scale {old} to 0 (docker service scale {old}=0)"
+    )
+
+
+def _stopped(
+    pair: Pair, code: BlueGreenCode, why: str, clock: Clock, start: float
+) -> BlueGreenResult:
+    state = pair.state
+    return BlueGreenResult(
+        pair.app,
+        BlueGreenOutcome.IN_FLIGHT,
+        Reason(code.value, why),
+        state.active,
+        state.preview or state.active,
+        duration_s=round(clock.monotonic() - start, 3),
+    )
