@@ -833,13 +833,14 @@ def _exit_canary(result: CanaryResult, as_json: bool) -> None:
         )
     else:
         with _stdout():
-            click.echo(f"{result.service}: canary {result.outcome.value}: {result.reason}")
+            outcome = result.outcome.value.replace("_", " ")
+            click.echo(f"{result.service}: canary {outcome}: {result.reason}")
             for step in steps:
                 click.echo(f"  step {step['index']} {step['step']}: {step['detail']}")
     codes = {
         CanaryOutcome.COMPLETED: EXIT_OK,
-        CanaryOutcome.ABORTED: EXIT_ROLLED_BACK,
-        CanaryOutcome.ABORT_FAILED: EXIT_ROLLBACK_FAILED,
+        CanaryOutcome.ROLLED_BACK: EXIT_ROLLED_BACK,
+        CanaryOutcome.ROLLBACK_FAILED: EXIT_ROLLBACK_FAILED,
         CanaryOutcome.HANDED_OVER: EXIT_HALTED,
     }
     sys.exit(codes[result.outcome])

@@ -107,7 +107,7 @@ def test_a_failed_analysis_puts_every_task_back_on_the_original_spec(
 
     result = canary.run(service_name, lab.image("v2"))
 
-    assert result.outcome is CanaryOutcome.ABORTED, result.reason
+    assert result.outcome is CanaryOutcome.ROLLED_BACK, result.reason
     assert result.failed_step == 1
     assert "value [0.2]" in result.reason
     assert seen.tags[1].count("v2") == 1  # the analysis ran on the canary

@@ -158,7 +158,7 @@ def test_a_flaky_release_is_stopped_at_10_percent_and_fails_far_fewer_requests_t
         lab, docker_client, prometheus, service_name, "flaky", ["10%", "analysis=errors", "100%"]
     )
 
-    assert canary.outcome == CanaryOutcome.ABORTED, canary.reason
+    assert canary.outcome == CanaryOutcome.ROLLED_BACK, canary.reason
     assert canary.failed_step == 1, canary.reason  # the analysis after 10 %
     # Prometheus saw one task of the flaky release, never more
     assert flaky_tasks_seen(prometheus, service_name) == 1

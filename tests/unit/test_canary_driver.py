@@ -135,7 +135,7 @@ def test_a_failed_analysis_restores_the_original_spec(engine: FakeEngine, clock:
     )
     driver = canary(engine, clock, ["10%", "analysis=errors", "100%"], {"errors": errors})
     result = driver.run("web", "app:2")
-    assert result.outcome is CanaryOutcome.ABORTED
+    assert result.outcome is CanaryOutcome.ROLLED_BACK
     assert result.failed_step == 1
     assert "failed (2) > failure_limit (1)" in result.reason and "[0.3]" in result.reason
     assert images(engine) == ["app:1"] * 10
@@ -146,7 +146,7 @@ def test_a_failed_analysis_restores_the_original_spec(engine: FakeEngine, clock:
 
 def test_a_crashing_canary_task_aborts(engine: FakeEngine, clock: FakeClock) -> None:
     result = canary(engine, clock, ["10%", "pause=1m", "100%"]).run("web", "app:crash")
-    assert result.outcome is CanaryOutcome.ABORTED
+    assert result.outcome is CanaryOutcome.ROLLED_BACK
     assert result.failed_step in (0, 1) and ("paused" in result.reason or "failed" in result.reason)
     assert set(images(engine)) == {"app:1"}
 
@@ -166,7 +166,7 @@ def test_a_canary_task_failing_during_a_passing_analysis_aborts(
     )
     driver = canary(engine, clock, ["10%", "analysis=fine", "100%"], {"fine": fine})
     result = driver.run("web", "app:late")
-    assert result.outcome is CanaryOutcome.ABORTED and result.failed_step == 2
+    assert result.outcome is CanaryOutcome.ROLLED_BACK and result.failed_step == 2
     assert result.steps[1].analysis is not None and result.steps[1].analysis
     assert set(images(engine)) == {"app:1"}
 
@@ -184,7 +184,7 @@ def test_an_interrupted_canary_restores_the_original(engine: FakeEngine, clock: 
     stop = (Metric("stop", Interrupt(), success_condition="result[0] < 1"),)
     driver = canary(engine, clock, ["10%", "analysis=stop", "100%"], {"stop": stop})
     result = driver.run("web", "app:2")
-    assert result.outcome is CanaryOutcome.ABORTED and result.failed_step == 1
+    assert result.outcome is CanaryOutcome.ROLLED_BACK and result.failed_step == 1
     assert "interrupted" in result.reason
     assert set(images(engine)) == {"app:1"}
 

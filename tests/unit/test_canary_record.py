@@ -117,7 +117,7 @@ def test_abort_from_another_process_restores_the_original(
     before = engine.inspect_service("web").spec
     clock.at(60, lambda: abort_canary(engine, "web", clock=clock))
     result = canary(engine, clock, ["30%", "pause", "100%"]).run("web", "app:2")
-    assert result.outcome is CanaryOutcome.ABORTED and result.reason == "aborted on request"
+    assert result.outcome is CanaryOutcome.ROLLED_BACK and result.reason == "aborted on request"
     assert result.failed_step == 1
     assert images(engine) == ["app:1"] * 10
     assert engine.inspect_service("web").spec["UpdateConfig"] == before["UpdateConfig"]
@@ -225,7 +225,7 @@ def test_abort_of_a_dead_controller_restores_here(engine: FakeEngine, clock: Hoo
         canary(engine, clock, ["30%", "pause", "100%"]).run("web", "app:2")
     clock.sleep(31)
     result = abort_canary(engine, "web", clock=clock, poll_interval=0.5)
-    assert result is not None and result.outcome is CanaryOutcome.ABORTED
+    assert result is not None and result.outcome is CanaryOutcome.ROLLED_BACK
     assert images(engine) == ["app:1"] * 10
     assert canary_status(engine, "web") is None
 
@@ -323,7 +323,7 @@ def test_an_abort_stops_a_running_analysis(engine: FakeEngine, clock: HookClock)
     clock.at(90, lambda: abort_canary(engine, "web", clock=clock))
     driver = canary(engine, clock, ["10%", "analysis=slow", "100%"], {"slow": slow})
     result = driver.run("web", "app:2")
-    assert result.outcome is CanaryOutcome.ABORTED and result.failed_step == 1
+    assert result.outcome is CanaryOutcome.ROLLED_BACK and result.failed_step == 1
     assert clock.t < 1000 + 300  # not the analysis' ten minutes
     assert images(engine) == ["app:1"] * 10
 

@@ -451,7 +451,7 @@ def test_a_canary_that_fails_is_aborted_and_exits_1(engine: FakeEngine, clock: F
         "100%",
     )
     assert code == 1, output
-    assert "web: canary aborted" in output
+    assert "web: canary rolled back" in output
     assert engine.updates[-1][2] == "app:1"
 
 

@@ -76,12 +76,14 @@ HOLD = timedelta(days=1)
 
 
 class CanaryOutcome(enum.StrEnum):
+    """A canary's outcome, in the words of a rolling update's (``Outcome``)."""
+
     COMPLETED = "completed"
     """Every step passed; every task runs the new release."""
-    ABORTED = "aborted"
-    """Stopped at a step; every task is back on the original spec."""
-    ABORT_FAILED = "abort_failed"
-    """Stopped at a step, and the original spec did not come back in time."""
+    ROLLED_BACK = "rolled_back"
+    """Aborted at a step; every task is back on the original spec."""
+    ROLLBACK_FAILED = "rollback_failed"
+    """Aborted at a step, and the original spec did not come back in time."""
     HANDED_OVER = "handed_over"
     """Another controller took the canary over; this one let go."""
 
@@ -478,10 +480,10 @@ class Canary:
             self.engine.update_service(current, rollout.original)
         original_key = self.engine.inspect_service(rollout.service).task_key
         deadline = self.clock.monotonic() + self.step_timeout
-        outcome = CanaryOutcome.ABORTED
+        outcome = CanaryOutcome.ROLLED_BACK
         while not self._restored(rollout, original_key):
             if self.clock.monotonic() > deadline:
-                outcome = CanaryOutcome.ABORT_FAILED
+                outcome = CanaryOutcome.ROLLBACK_FAILED
                 break
             if self.clock.monotonic() - rollout.beat_at >= self.heartbeat:
                 self._save(rollout)

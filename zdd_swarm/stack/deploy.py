@@ -549,8 +549,8 @@ class _Deploy:
     def _canary_report(report: ServiceReport, result: CanaryResult) -> bool:
         report.outcome = {
             CanaryOutcome.COMPLETED: "completed",
-            CanaryOutcome.ABORTED: Outcome.ROLLED_BACK.value,
-            CanaryOutcome.ABORT_FAILED: Outcome.ROLLBACK_FAILED.value,
+            CanaryOutcome.ROLLED_BACK: Outcome.ROLLED_BACK.value,
+            CanaryOutcome.ROLLBACK_FAILED: Outcome.ROLLBACK_FAILED.value,
         }.get(result.outcome, "failed")
         report.reason = f"canary {result.outcome.value}: {result.reason}"
         return result.outcome is CanaryOutcome.COMPLETED
