@@ -54,7 +54,7 @@ from .display import PipeConsole, ProgressDisplay, render_result, stdout_to_devn
 from .engine import DockerEngine, Engine
 from .errors import ConfigError, EngineError, InputError, ZddError
 from .events import Event, Hook
-from .gates import Gate, HttpGate, TcpGate
+from .gates import Gate, parse_http_gate, parse_tcp_gate
 from .model import ServiceView, replicas_of
 from .redact import mask_secrets, mask_values
 from .result import RolloutResult
@@ -245,32 +245,11 @@ class _KubernetesFlags:
 
 def _parse_gate(spec: str) -> Gate:
     """``URL[,status=200][,ratio=1.0][,timeout=2]``."""
-    url, *rest = spec.split(",")
-    kwargs: dict[str, Any] = {}
-    for item in rest:
-        key, sep, value = item.partition("=")
-        names = {
-            "status": ("expect_status", int),
-            "ratio": ("min_success_ratio", float),
-            "timeout": ("timeout", float),
-        }
-        if not sep or key not in names:
-            raise ConfigError(
-                "--gate-http", spec, "URL[,status=CODE][,ratio=0..1][,timeout=SECONDS]"
-            )
-        name, kind = names[key]
-        try:
-            kwargs[name] = kind(value)
-        except ValueError:
-            raise ConfigError("--gate-http", spec, f"{key}= needs a number") from None
-    return HttpGate(url, **kwargs)
+    return parse_http_gate(spec)
 
 
 def _parse_tcp_gate(spec: str) -> Gate:
-    host, sep, port = spec.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ConfigError("--gate-tcp", spec, "HOST:PORT")
-    return TcpGate(host, int(port))
+    return parse_tcp_gate(spec)
 
 
 def _compose_service(path: str, service: str) -> Mapping[str, Any]:

@@ -18,7 +18,17 @@ from typing import Protocol, runtime_checkable
 
 from .errors import ConfigError
 
-__all__ = ["CallableGate", "Gate", "GateSample", "HttpGate", "TcpGate", "as_gate", "as_gates"]
+__all__ = [
+    "CallableGate",
+    "Gate",
+    "GateSample",
+    "HttpGate",
+    "TcpGate",
+    "as_gate",
+    "as_gates",
+    "parse_http_gate",
+    "parse_tcp_gate",
+]
 
 
 @dataclass(frozen=True)
@@ -176,3 +186,28 @@ def as_gates(values: object, field: str = "gates") -> tuple[Gate, ...]:
     ):
         raise ConfigError(field, values, "a list of gates, e.g. [HttpGate(url)]")
     return tuple(as_gate(value, f"{field}[{i}]") for i, value in enumerate(values))
+
+
+def parse_http_gate(spec: str, option: str = "--gate-http") -> HttpGate:
+    """``URL[,status=200][,ratio=1.0][,timeout=2]``; errors name ``option``."""
+    url, *rest = spec.split(",")
+    given: dict[str, str] = {}
+    for item in rest:
+        key, sep, value = item.partition("=")
+        if not sep or key not in ("status", "ratio", "timeout"):
+            raise ConfigError(option, spec, "URL[,status=CODE][,ratio=0..1][,timeout=SECONDS]")
+        given[key] = value
+    try:
+        status = int(given.get("status", 200))
+        ratio, timeout = float(given.get("ratio", 1.0)), float(given.get("timeout", 2.0))
+    except ValueError:
+        raise ConfigError(option, spec, "status=, ratio= and timeout= take numbers") from None
+    return HttpGate(url, expect_status=status, min_success_ratio=ratio, timeout=timeout)
+
+
+def parse_tcp_gate(spec: str, option: str = "--gate-tcp") -> TcpGate:
+    """``HOST:PORT``; errors name ``option``."""
+    host, sep, port = spec.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(option, spec, "HOST:PORT")
+    return TcpGate(host, int(port))

@@ -269,3 +269,22 @@ def test_a_run_needs_metrics_with_distinct_names() -> None:
 
 def test_interval_is_a_duration() -> None:
     assert errors([], interval=90, count=1).interval == timedelta(seconds=90)
+
+
+@pytest.mark.parametrize(("passes", "phase"), [(True, "successful"), (False, "failed")])
+def test_a_gate_metric_passes_or_fails_with_its_samples(passes: bool, phase: str) -> None:
+    from zdd_swarm.canary.providers import GateProvider
+    from zdd_swarm.testing import FakeClock
+
+    samples: list[bool] = []
+
+    def check() -> bool:
+        samples.append(passes)
+        return passes
+
+    metric = Metric(
+        "health", GateProvider(check), failure_condition="result == 0", interval="1s", count=3
+    )
+    result = run_analysis([metric], QueryContext("web"), FakeClock())
+    assert result.phase.value == phase
+    assert len(samples) == (3 if passes else 1)

@@ -193,3 +193,37 @@ def test_a_stack_wave_beside_the_steps_is_not_the_canarys() -> None:
     assert canary_from_compose({"x-zdd-swarm": {"wave": 2}}) is None
     spec = canary_from_compose({"x-zdd-swarm": {"wave": 2, "steps": ["50%", "100%"]}})
     assert spec is not None and spec.steps == (SetWeight(percent=50), SetWeight(percent=100))
+
+
+def test_a_gate_is_a_metric_whose_failed_samples_fail_it() -> None:
+    from zdd_swarm.canary.providers import GateProvider
+    from zdd_swarm.gates import HttpGate, TcpGate
+
+    spec = canary_from_data(
+        {
+            "steps": ["50%", "analysis=health", "100%"],
+            "analyses": {
+                "health": {"gate": {"http": "http://web:8080/health,status=204"}},
+                "port": {"gate": {"tcp": "web:8080"}, "interval": "1s", "count": 3},
+            },
+        }
+    )
+    health, port = spec.analyses["health"][0], spec.analyses["port"][0]
+    assert health.provider == GateProvider(HttpGate("http://web:8080/health", expect_status=204))
+    assert port.provider == GateProvider(TcpGate("web", 8080))
+    assert health.failure_condition is not None and health.success_condition is None
+
+
+@pytest.mark.parametrize(
+    ("gate", "named"),
+    [
+        ({"http": "ftp://web"}, "analyses.health[0].gate.http"),
+        ({"http": "http://web,status=abc"}, "analyses.health[0].gate.http"),
+        ({"tcp": "web"}, "analyses.health[0].gate.tcp"),
+        ({"udp": "web:53"}, "analyses.health[0].gate"),
+    ],
+)
+def test_a_bad_gate_is_refused_by_name(gate: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        canary_from_data({"steps": ["100%"], "analyses": {"health": {"gate": gate}}})
+    assert caught.value.field.endswith(named), caught.value.field

@@ -22,7 +22,7 @@ from .analysis import (
 )
 from .control import abort_canary, canary_status, promote_canary, watch_canary
 from .driver import Canary, CanaryOutcome, CanaryResult
-from .providers import PrometheusProvider, WebProvider
+from .providers import GateProvider, PrometheusProvider, WebProvider
 from .record import CanaryPhase, CanaryRecord
 from .spec import CanarySpec, canary_from_compose, load_canary_file
 from .steps import Analysis, Pause, SetWeight, Step, parse_steps, steps_from_data, tasks_for_share
@@ -36,6 +36,7 @@ __all__ = [
     "CanaryRecord",
     "CanaryResult",
     "CanarySpec",
+    "GateProvider",
     "Metric",
     "Pause",
     "Phase",

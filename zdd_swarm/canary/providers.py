@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import requests
 
 from ..errors import ConfigError
+from ..gates import Gate, as_gate
 from .analysis import MeasurementFailed, QueryContext
 
-__all__ = ["PrometheusProvider", "WebProvider", "parse_json_path"]
+__all__ = ["GateProvider", "PrometheusProvider", "WebProvider", "parse_json_path"]
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _KNOWN = ("service", "old_image", "new_image", "old_tag", "new_tag")
@@ -212,3 +213,26 @@ class WebProvider:
             else:
                 raise MeasurementFailed(f"{url}: no {self.json_path} in the answer")
         return value
+
+
+@dataclass(frozen=True)
+class GateProvider:
+    """One of the rolling update's gates (``HttpGate``, ``TcpGate``,
+    ``CallableGate``, a callable returning a bool) as a metric: each sample
+    is a measurement, 1 when it passes and 0 when it does not (the
+    analysis' ``count`` and ``failure_limit`` then play the part of the
+    gate's ``min_success_ratio``). A gate that raises is a measurement
+    error."""
+
+    gate: Gate | Callable[[], bool]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gate", as_gate(self.gate, "gate"))
+
+    def measure(self, context: QueryContext) -> Any:
+        gate = as_gate(self.gate, "gate")
+        try:
+            sample = gate.sample()
+        except Exception as exc:
+            raise MeasurementFailed(f"gate {gate.name}: {exc}") from exc
+        return 1 if sample.ok else 0

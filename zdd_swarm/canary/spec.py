@@ -34,8 +34,9 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, StepError
+from ..gates import parse_http_gate, parse_tcp_gate
 from .analysis import Metric, MetricProvider
-from .providers import PrometheusProvider, WebProvider
+from .providers import GateProvider, PrometheusProvider, WebProvider
 from .steps import Step, steps_from_data
 
 __all__ = ["EXTENSION", "CanarySpec", "canary_from_compose", "canary_from_data", "load_canary_file"]
@@ -66,7 +67,7 @@ _METRIC_KEYS = {
     "initial_delay",
     "dry_run",
 }
-_PROVIDERS = ("prometheus", "web")
+_PROVIDERS = ("prometheus", "web", "gate")
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,28 @@ class CanarySpec:
     canary's record keeps it, so that ``watch`` can finish the canary."""
 
 
+def _gate(where: str, settings: Mapping[str, Any]) -> GateProvider:
+    """``gate: {http: "URL[,status=N][,timeout=S]"}`` or ``{tcp: HOST:PORT}``,
+    as ``--gate-http`` and ``--gate-tcp`` take them."""
+    if len(settings) != 1 or not isinstance(next(iter(settings.values())), str):
+        raise ConfigError(f"{where}.gate", dict(settings), "{http: URL} or {tcp: HOST:PORT}")
+    kind, spec = next(iter(settings.items()))
+    if kind not in ("http", "tcp"):
+        raise ConfigError(f"{where}.gate", dict(settings), "{http: URL} or {tcp: HOST:PORT}")
+    option = f"{where}.gate.{kind}"
+    try:
+        gate = parse_http_gate(spec, option) if kind == "http" else parse_tcp_gate(spec, option)
+        return GateProvider(gate)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.gate.{kind}", spec, exc.allowed) from exc
+
+
 def _provider(where: str, kind: str, data: object) -> MetricProvider:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}.{kind}", data, "a mapping of the provider's settings")
     settings = dict(data)
+    if kind == "gate":
+        return _gate(where, settings)
     if kind == "web":
         if "jsonPath" in settings:
             settings["json_path"] = settings.pop("jsonPath")
@@ -107,12 +126,14 @@ def _provider(where: str, kind: str, data: object) -> MetricProvider:
 
 def _metric(where: str, data: object, default_name: str | None) -> Metric:
     if not isinstance(data, Mapping):
-        raise ConfigError(where, data, "a metric: a mapping with prometheus: or web:")
+        raise ConfigError(where, data, "a metric: a mapping with prometheus:, web: or gate:")
     settings = {_ALIASES.get(str(k), str(k)): v for k, v in data.items()}
     kinds = [k for k in _PROVIDERS if k in settings]
     if len(kinds) != 1:
-        raise ConfigError(where, sorted(settings), "exactly one provider: prometheus or web")
+        raise ConfigError(where, sorted(settings), "exactly one provider: prometheus, web or gate")
     provider = _provider(where, kinds[0], settings.pop(kinds[0]))
+    if kinds[0] == "gate" and "success_condition" not in settings:
+        settings.setdefault("failure_condition", "result == 0")  # a sample that did not pass
     unknown = sorted(set(settings) - _METRIC_KEYS)
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}", settings[unknown[0]], "a metric setting")
