@@ -685,6 +685,11 @@ def lint(
     return warnings
 
 
+#: The update delay with which a canary holds Swarm's updater between two
+#: steps (zdd_swarm/canary/driver.py). A previous spec with a delay this long
+#: is a canary step's: rolling back to it would replace no task.
+CANARY_HOLD = timedelta(days=1)
+
 #: A task's start, as the engine's updater waits for it in each batch (pull,
 #: create, start, first healthcheck): what ``expected_seconds`` allows when it
 #: knows nothing better.

@@ -19,6 +19,7 @@ from ._logging import get_logger
 from .clock import Clock, SystemClock
 from .config import (
     AUTO,
+    CANARY_HOLD,
     RollbackConfig,
     RolloutOptions,
     UpdateConfig,
@@ -49,6 +50,7 @@ from .model import (
     image_of,
     replicas_of,
     spec_key,
+    task_template_key,
 )
 from .result import Outcome, Reason, RolloutResult
 from .spec import ServiceChange, diff_service_specs, diff_specs
@@ -251,6 +253,23 @@ _REMOVED = Finish(
 )
 
 
+def _refuse_a_canary_hold(current: ServiceView) -> None:
+    """After a canary completed, the engine's previous spec is its last
+    step's: the new release, with the update delay that held Swarm's
+    updater (``CANARY_HOLD``). Rolling back to it replaces no task and puts
+    that delay back; refused, with the way back."""
+    previous = current.previous_spec or {}
+    held = UpdateConfig.from_api(previous.get("UpdateConfig")).delay >= CANARY_HOLD
+    same = task_template_key(previous.get("TaskTemplate") or {}) == current.task_key
+    if held and same:
+        raise InputError(
+            f"service {current.name!r}: its previous spec is a canary step's, the same "
+            f"release ({current.image}) held by a long update delay; rolling back to it would "
+            f"replace no task. Update to the release before the canary instead "
+            f"(zdd-swarm update {current.name} --image IMAGE)"
+        )
+
+
 def _paused_refusal(current: ServiceView) -> str:
     """Why the same spec is not sent again to a service whose update the
     engine paused, and what to do instead.
@@ -384,6 +403,7 @@ class Controller:
                 f"({current.state.value}); rolling back again would redeploy "
                 f"{current.previous_image}. Use update to choose an image"
             )
+        _refuse_a_canary_hold(current)
         existing = {t.id for t in self.engine.list_tasks(current.id)}
         start = self.clock.monotonic()
         self.engine.update_service(current, current.spec, rollback=True)

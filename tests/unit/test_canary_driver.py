@@ -206,3 +206,19 @@ def test_bad_input_changes_nothing(engine: FakeEngine, clock: FakeClock) -> None
     with pytest.raises(UnsupportedServiceMode):
         canary(engine, clock, ["100%"]).run("agent", "app:2")
     assert engine.updates == []
+
+
+def test_a_rollback_after_a_completed_canary_is_refused_before_anything_is_sent(
+    engine: FakeEngine, clock: FakeClock
+) -> None:
+    # the engine's previous spec is the last step's: the new release, held
+    from zdd_swarm.controller import Controller
+    from zdd_swarm.errors import InputError
+
+    result = canary(engine, clock, ["50%", "100%"]).run("web", "app:2")
+    assert result.outcome is CanaryOutcome.COMPLETED, result.reason
+    sent = list(engine.updates)
+    with pytest.raises(InputError, match="canary step's"):
+        Controller(engine, clock=clock).rollback("web")
+    assert engine.updates == sent
+    assert images(engine) == ["app:2"] * 10

@@ -49,7 +49,7 @@ from typing import Any
 
 from .._logging import get_logger
 from ..clock import Clock, SystemClock
-from ..config import UpdateConfig
+from ..config import CANARY_HOLD, UpdateConfig
 from ..engine import StackEngine
 from ..errors import ConfigError, UnsupportedServiceMode, UpdateInProgress
 from ..model import TaskState, UpdateState, image_of, replicas_of, task_template_key
@@ -71,7 +71,7 @@ __all__ = ["HOLD", "Canary", "CanaryOutcome", "CanaryResult", "StepReport"]
 
 log = get_logger()
 
-HOLD = timedelta(days=1)
+HOLD = CANARY_HOLD
 """The delay that holds Swarm's updater between two steps."""
 
 
