@@ -42,6 +42,7 @@ from .canary import (
     abort_canary,
     canary_from_compose,
     canary_status,
+    follow_canary,
     load_canary_file,
     parse_steps,
     promote_canary,
@@ -878,16 +879,16 @@ def _print_plan(plan: Any) -> None:
 def watch(
     obj: _Obj, /, service: str, as_json: bool, log_format: str, verbose: int, **params: Any
 ) -> None:
-    """Attach to an update of SERVICE in progress and follow it to its outcome."""
-    _run(
-        obj,
-        as_json,
-        log_format,
-        verbose,
-        lambda c: c.watch(service, _options(params, params["failure_action"])),
-        service,
-        params,
-    )
+    """Attach to an update of SERVICE in progress and follow it to its outcome
+    (a canary in flight: until it ends, taking it over if its controller dies)."""
+
+    def action(controller: Controller) -> Any:
+        engine = _stack_engine(controller)
+        if canary_status(engine, service) is not None:
+            _exit_canary(follow_canary(engine, service, clock=controller.clock), as_json)
+        return controller.watch(service, _options(params, params["failure_action"]))
+
+    _run(obj, as_json, log_format, verbose, action, service, params)
 
 
 @cli.command()
@@ -901,16 +902,15 @@ def watch(
 def rollback(
     obj: _Obj, /, service: str, as_json: bool, log_format: str, verbose: int, **params: Any
 ) -> None:
-    """Roll SERVICE back to its previous spec and watch the rollback."""
-    _run(
-        obj,
-        as_json,
-        log_format,
-        verbose,
-        lambda c: c.rollback(service, _options(params, None)),
-        service,
-        params,
-    )
+    """Roll SERVICE back to its previous spec and watch the rollback (a canary
+    in flight: abort it, every task back on the spec from before it)."""
+
+    def action(controller: Controller) -> Any:
+        if canary_status(_stack_engine(controller), service) is not None:
+            return _abort(controller, service, 30.0, as_json)
+        return controller.rollback(service, _options(params, None))
+
+    _run(obj, as_json, log_format, verbose, action, service, params)
 
 
 @cli.command()
@@ -972,6 +972,9 @@ def _status_payload(controller: Controller, view: ServiceView) -> dict[str, Any]
             "completed_at": status.completed_at,
         },
         "last_rollout": _LAST_OUTCOME.get(status.state.value) if status else None,
+        "canary": _record_payload(view.name, record)
+        if (record := canary_status(_stack_engine(controller), view.name))
+        else None,
         "tasks": per_node,
     }
 
@@ -986,6 +989,8 @@ def _print_status(payload: Mapping[str, Any]) -> None:
         click.echo(f"  last rollout: {payload['last_rollout']} ({status['message']})")
     else:
         click.echo("  last rollout: none")
+    if payload.get("canary"):
+        click.echo(f"  canary: {payload['canary']['status']}")
     configs = {key: payload[key] for key in ("update_config", "rollback_config")}
     # the compose form, as under a service's deploy: key
     for line in yaml.safe_dump(configs, sort_keys=False).splitlines():
@@ -1061,15 +1066,45 @@ def canary_status_cmd(
 def canary_promote(obj: _Obj, service: str, as_json: bool, log_format: str, verbose: int) -> None:
     """End the pause the canary on SERVICE waits in (exit 2 if none)."""
 
-    def action(controller: Controller) -> Any:
-        record = promote_canary(_stack_engine(controller), service, clock=controller.clock)
-        if not as_json:
-            with _stdout():
-                click.echo(f"{service}: promote requested at {record.describe()}")
-            sys.exit(EXIT_OK)
-        return {"service": service, "outcome": "promote_requested", "step": record.step}
+    _run(obj, as_json, log_format, verbose, lambda c: _promote(c, service, as_json), service)
 
-    _run(obj, as_json, log_format, verbose, action, service)
+
+def _promote(controller: Controller, service: str, as_json: bool) -> Any:
+    """End the canary's pause on ``service`` (``canary promote``, ``promote``)."""
+    record = promote_canary(_stack_engine(controller), service, clock=controller.clock)
+    if not as_json:
+        with _stdout():
+            click.echo(f"{service}: promote requested at {record.describe()}")
+        sys.exit(EXIT_OK)
+    return {"service": service, "outcome": "promote_requested", "step": record.step}
+
+
+@cli.command("promote")
+@click.argument("service")
+@output_options
+@click.pass_obj
+def promote(obj: _Obj, service: str, as_json: bool, log_format: str, verbose: int) -> None:
+    """End the pause of the canary on SERVICE (as `canary promote`)."""
+    _run(obj, as_json, log_format, verbose, lambda c: _promote(c, service, as_json), service)
+
+
+@cli.command("abort")
+@click.argument("service")
+@_STALE_AFTER
+@output_options
+@click.pass_obj
+def abort(
+    obj: _Obj, service: str, stale_after: float, as_json: bool, log_format: str, verbose: int
+) -> None:
+    """Abort the canary on SERVICE: every task back on the original spec (as `canary abort`)."""
+    _run(
+        obj,
+        as_json,
+        log_format,
+        verbose,
+        lambda c: _abort(c, service, stale_after, as_json),
+        service,
+    )
 
 
 @canary_group.command("abort")
@@ -1083,18 +1118,27 @@ def canary_abort(
     """Abort the canary on SERVICE: every task back on the original spec. Its
     controller does it; if it is gone, this process does and waits."""
 
-    def action(controller: Controller) -> Any:
-        engine = _stack_engine(controller)
-        result = abort_canary(engine, service, clock=controller.clock, stale_after=stale_after)
-        if result is not None:
-            _exit_canary(result, as_json)
-        if not as_json:
-            with _stdout():
-                click.echo(f"{service}: abort requested; its controller restores the original")
-            sys.exit(EXIT_OK)
-        return {"service": service, "outcome": "abort_requested"}
+    _run(
+        obj,
+        as_json,
+        log_format,
+        verbose,
+        lambda c: _abort(c, service, stale_after, as_json),
+        service,
+    )
 
-    _run(obj, as_json, log_format, verbose, action, service)
+
+def _abort(controller: Controller, service: str, stale_after: float, as_json: bool) -> Any:
+    """Abort the canary on ``service`` (``canary abort``, ``abort``, ``rollback``)."""
+    engine = _stack_engine(controller)
+    result = abort_canary(engine, service, clock=controller.clock, stale_after=stale_after)
+    if result is not None:
+        _exit_canary(result, as_json)
+    if not as_json:
+        with _stdout():
+            click.echo(f"{service}: abort requested; its controller restores the original")
+        sys.exit(EXIT_OK)
+    return {"service": service, "outcome": "abort_requested"}
 
 
 @canary_group.command("watch")

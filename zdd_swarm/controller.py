@@ -253,6 +253,21 @@ _REMOVED = Finish(
 )
 
 
+def _refuse_a_held_canary(current: ServiceView) -> None:
+    """A canary in flight holds Swarm's updater with a long update delay
+    (``CANARY_HOLD``) between its steps: watching that update would wait for
+    the hold, and the engine's rollback would go to the previous step, not to
+    the spec from before the canary. The canary's own commands do both."""
+    held = UpdateConfig.from_api(current.spec.get("UpdateConfig")).delay >= CANARY_HOLD
+    if held and current.state is UpdateState.UPDATING:
+        name = current.name
+        raise UpdateInProgress(
+            f"service {name!r}: a canary holds its update between two steps; follow it with "
+            f"`zdd-swarm canary status {name}` or `zdd-swarm watch {name}`, end it with "
+            f"`zdd-swarm canary promote|abort {name}`"
+        )
+
+
 def _refuse_a_canary_hold(current: ServiceView) -> None:
     """After a canary completed, the engine's previous spec is its last
     step's: the new release, with the update delay that held Swarm's
@@ -335,6 +350,7 @@ class Controller:
         current = self._prepare(service)
         new_spec = change.apply(current.spec, resolved=self._image(change))
         plan = self._plan(current, new_spec, opts)
+        _refuse_a_held_canary(current)
         if current.state in (UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED):
             if spec_key(new_spec) == spec_key(current.spec) and current.previous_spec:
                 log.info("attach", service=current.name, reason="same update already in progress")
@@ -403,6 +419,7 @@ class Controller:
                 f"({current.state.value}); rolling back again would redeploy "
                 f"{current.previous_image}. Use update to choose an image"
             )
+        _refuse_a_held_canary(current)
         _refuse_a_canary_hold(current)
         existing = {t.id for t in self.engine.list_tasks(current.id)}
         start = self.clock.monotonic()
@@ -547,6 +564,7 @@ class Controller:
         raise VersionConflict(f"service {current.name!r}: update out of sequence, 5 times")
 
     def _watch_current(self, current: ServiceView, opts: RolloutOptions) -> RolloutResult:
+        _refuse_a_held_canary(current)
         start = self.clock.monotonic()
         state = current.state
         if state is None or (current.previous_spec is None and not state.rollback):

@@ -164,16 +164,20 @@ def paused(engine: DockerEngine, name: str, timeout: float = 60) -> CanaryRecord
 def test_promote_from_a_second_process_completes_the_canary(
     lab: Any, docker_client: Any, service_name: str, engine: DockerEngine, records: None
 ) -> None:
+    # the top-level commands reach the canary: status shows it, watch
+    # follows it to its end, promote ends its pause
     first, _ = start_paused_canary(lab, docker_client, service_name, engine)
+    watcher = subprocess.Popen(zdd(lab, "watch", service_name), stdout=subprocess.PIPE, text=True)
     try:
-        status = subprocess.run(
-            zdd(lab, "canary", "status", service_name), capture_output=True, text=True
-        )
-        assert "step 2 of 3 (25%), paused for approval" in status.stdout
-        assert subprocess.run(zdd(lab, "canary", "promote", service_name)).returncode == 0
+        status = subprocess.run(zdd(lab, "status", service_name), capture_output=True, text=True)
+        assert "canary: step 2 of 3 (25%), paused for approval" in status.stdout
+        assert subprocess.run(zdd(lab, "promote", service_name)).returncode == 0
         assert first.wait(timeout=90) == 0
+        out, _ = watcher.communicate(timeout=30)
+        assert watcher.returncode == 0 and out.startswith(f"{service_name}: canary completed")
     finally:
         first.kill()
+        watcher.kill()
     assert tags(docker_client, service_name) == ["v2"] * 4
     assert canary_status(engine, service_name) is None
 

@@ -344,3 +344,61 @@ def test_the_record_holds_the_analyses_so_far(engine: FakeEngine, clock: HookClo
     assert result.outcome is CanaryOutcome.COMPLETED
     assert [(a["step"], a["phase"]) for a in seen] == [(1, "successful")]
     assert seen[0]["metrics"][0]["value"] == [0.0]
+
+
+def test_the_top_level_commands_reach_a_canary_in_flight(
+    engine: FakeEngine, clock: HookClock
+) -> None:
+    # status shows it, promote ends its pause; rollback during the next
+    # pause aborts it (the engine's rollback would go to the step before)
+    outputs: list[str] = []
+
+    def from_the_shell(*args: str) -> Callable[[], None]:
+        return lambda: outputs.append(run_cli(engine, clock, *args).output)
+
+    clock.at(30, from_the_shell("status", "web"))
+    clock.at(31, from_the_shell("promote", "web"))
+    clock.at(90, from_the_shell("rollback", "web"))
+    result = canary(engine, clock, ["10%", "pause", "50%", "pause", "100%"]).run("web", "app:2")
+    assert result.outcome is CanaryOutcome.ROLLED_BACK and result.failed_step == 3
+    assert "  canary: step 2 of 5 (10%), paused for approval\n" in outputs[0]
+    assert outputs[1:] == [
+        "web: promote requested at step 2 of 5 (10%), paused for approval\n",
+        "web: abort requested; its controller restores the original\n",
+    ]
+    assert images(engine) == ["app:1"] * 10
+
+
+def test_the_library_will_not_watch_or_roll_back_a_held_canary(
+    engine: FakeEngine, clock: HookClock
+) -> None:
+    from zdd_swarm.controller import Controller
+
+    refused: list[str] = []
+
+    def try_them() -> None:
+        controller = Controller(engine, clock=clock)
+        for attempt in (controller.watch, controller.rollback):
+            with pytest.raises(UpdateInProgress, match="a canary holds its update") as info:
+                attempt("web")
+            refused.append(str(info.value))
+        promote_canary(engine, "web")
+
+    clock.at(30, try_them)
+    result = canary(engine, clock, ["10%", "pause", "100%"]).run("web", "app:2")
+    assert result.outcome is CanaryOutcome.COMPLETED and len(refused) == 2
+
+
+def test_watch_follows_a_canary_and_takes_it_over_when_its_controller_dies(
+    engine: FakeEngine, clock: HookClock
+) -> None:
+    def die() -> None:
+        raise Killed
+
+    clock.at(20, die)
+    with pytest.raises(Killed):
+        canary(engine, clock, ["10%", "pause=2m", "100%"]).run("web", "app:2")
+    watched = run_cli(engine, clock, "watch", "web")
+    assert watched.exit_code == 0, watched.output
+    assert watched.output.startswith("web: canary completed")
+    assert images(engine) == ["app:2"] * 10

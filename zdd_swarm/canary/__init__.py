@@ -20,7 +20,7 @@ from .analysis import (
     check_metrics,
     run_analysis,
 )
-from .control import abort_canary, canary_status, promote_canary, watch_canary
+from .control import abort_canary, canary_status, follow_canary, promote_canary, watch_canary
 from .driver import Canary, CanaryOutcome, CanaryResult
 from .providers import GateProvider, PrometheusProvider, WebProvider
 from .record import CanaryPhase, CanaryRecord
@@ -49,6 +49,7 @@ __all__ = [
     "canary_from_compose",
     "canary_status",
     "check_metrics",
+    "follow_canary",
     "load_canary_file",
     "parse_steps",
     "promote_canary",

@@ -1,6 +1,7 @@
 """Drive a canary in flight from any process: its status, ``promote``,
-``abort`` and ``watch`` (finish it after its controller died). They read
-the record the canary keeps with its service (``record.py``)."""
+``abort``, ``watch`` (finish it after its controller died) and ``follow``
+(wait for it to end, taking it over if its controller dies). They read the
+record the canary keeps with its service (``record.py``)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from typing import Any
 from ..clock import Clock, SystemClock
 from ..engine import StackEngine
 from ..errors import ConfigError, StepError, UpdateInProgress
-from .driver import Canary, CanaryResult
+from .driver import Canary, CanaryOutcome, CanaryResult
 from .record import CanaryPhase, CanaryRecord, CanaryStore, Request
 from .spec import CanarySpec, canary_from_data
 from .steps import Pause, parse_step, parse_steps
 
-__all__ = ["abort_canary", "canary_status", "promote_canary", "watch_canary"]
+__all__ = ["abort_canary", "canary_status", "follow_canary", "promote_canary", "watch_canary"]
 
 
 def canary_status(engine: StackEngine, service: str) -> CanaryRecord | None:
@@ -85,6 +86,48 @@ def watch_canary(
     if spec is None:
         spec = _recorded_spec(record)
     return Canary(engine, spec, clock=clock, **options).resume(service)
+
+
+def follow_canary(
+    engine: StackEngine,
+    service: str,
+    spec: CanarySpec | None = None,
+    *,
+    clock: Clock | None = None,
+    poll: float = 2.0,
+    stale_after: float = 30.0,
+    **options: Any,
+) -> CanaryResult:
+    """Wait for the canary in flight on ``service`` to end, and say how: its
+    controller's record gone, the service runs the new release (completed)
+    or the original (rolled back). If the controller dies on the way (no
+    heartbeat for ``stale_after`` seconds), take the canary over and finish
+    it here (``watch_canary``). ``UpdateInProgress`` if none is in flight."""
+    clock = clock or SystemClock()
+    record = _in_flight(engine, service, clock)
+    while True:
+        if record.stale(clock.now().timestamp(), stale_after):
+            return watch_canary(
+                engine, service, spec, clock=clock, stale_after=stale_after, **options
+            )
+        clock.sleep(poll)
+        now = canary_status(engine, service)
+        if now is None:
+            return _ended(engine, record)
+        record = now
+
+
+def _ended(engine: StackEngine, record: CanaryRecord) -> CanaryResult:
+    """How a canary whose record is gone ended, told by the release the
+    service runs: its controller reported the reason, not to us."""
+    image = engine.inspect_service(record.service).image
+    if image == record.new_image:
+        return CanaryResult(record.service, CanaryOutcome.COMPLETED, "completed", ())
+    if image == record.old_image:
+        why = "its controller put every task back on the original spec"
+        return CanaryResult(record.service, CanaryOutcome.ROLLED_BACK, why, ())
+    why = f"the service now runs {image}, neither release of the canary"
+    return CanaryResult(record.service, CanaryOutcome.HANDED_OVER, why, ())
 
 
 def _recorded_spec(record: CanaryRecord) -> CanarySpec:
