@@ -23,7 +23,7 @@ import logging
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,15 +39,19 @@ from .canary import (
     CanaryRecord,
     CanaryResult,
     CanarySpec,
+    QueryContext,
+    SetWeight,
     abort_canary,
     canary_from_compose,
     canary_status,
+    check_metrics,
     follow_canary,
     load_canary_file,
     parse_steps,
     promote_canary,
     watch_canary,
 )
+from .canary.steps import validate_steps
 from .clock import Clock
 from .config import RollbackConfig, UpdateConfig, configs_from_compose
 from .controller import Controller, RolloutOptions
@@ -682,16 +686,17 @@ def update(
         # compose file's failure_action is Swarm's own, in the spec.
         options = _options(params, params["update_failure_action"])
         canary = _canary_spec(params, service)
-        if canary is not None:
-            _run_canary(controller, service, change, canary, as_json)
         if params["dry_run"]:
             plan = controller.plan(service, change)
             plan.warnings.extend(kubernetes.warnings)
+            steps = _canary_plan(canary, plan) if canary is not None else []
             if as_json:
-                return _plan_payload(plan)
+                return {**_plan_payload(plan), **({"canary_steps": steps} if steps else {})}
             with _stdout():
-                _print_plan(plan)
+                _print_plan(plan, steps)
             sys.exit(EXIT_OK)
+        if canary is not None:
+            _run_canary(controller, service, change, canary, as_json)
         result = controller.update(service, change, options)
         result.warnings.extend(kubernetes.warnings)
         return result
@@ -754,7 +759,6 @@ def _update_change(
 
 
 _NOT_WITH_CANARY = (
-    "dry_run",
     "gate_http",
     "gate_tcp",
     "task_deadline",
@@ -844,7 +848,22 @@ def _plan_payload(plan: Any) -> dict[str, Any]:
     }
 
 
-def _print_plan(plan: Any) -> None:
+def _canary_plan(canary: CanarySpec, plan: Any) -> list[str]:
+    """The canary's steps as they would go on this service, checked as
+    ``Canary.run`` checks them (the replica count, a first measurement of
+    every analysis): ``10% (1 of 10 tasks)``, ``analysis errors``, ..."""
+    validate_steps(canary.steps, canary.analyses, plan.total)
+    context = QueryContext(plan.service, plan.image_before, plan.image_after)
+    check_metrics([m for ms in canary.analyses.values() for m in ms], context)
+    return [
+        f"{step} ({step.task_count(plan.total)} of {plan.total} tasks)"
+        if isinstance(step, SetWeight)
+        else str(step)
+        for step in canary.steps
+    ]
+
+
+def _print_plan(plan: Any, canary_steps: Sequence[str] = ()) -> None:
     if plan.noop:
         click.echo(f"{plan.service}: nothing to change")
     else:
@@ -860,6 +879,8 @@ def _print_plan(plan: Any) -> None:
             f"  estimated duration: about {plan.estimated_seconds:.0f}s"
             f" (a rollback: about {plan.rollback_seconds:.0f}s)"
         )
+    if canary_steps:
+        click.echo(f"  as a canary: {', '.join(canary_steps)}")
     for warning in plan.warnings:
         click.echo(f"  warning: {warning}")
     click.echo("  nothing was changed (--dry-run)")

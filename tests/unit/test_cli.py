@@ -475,13 +475,31 @@ def test_a_steps_file_and_a_compose_extension(
     assert engine.inspect_service("web").image == "app:3"
 
 
+def test_a_dry_run_of_a_canary_names_its_steps_and_sends_nothing(
+    engine: FakeEngine, clock: FakeClock
+) -> None:
+    engine.add_service("api", "app:1", replicas=10)
+    steps = ["--step", "10%", "--step", "pause=1m", "--step", "3", "--step", "100%"]
+    code, _, output = run(engine, clock, "update", "api", "--image", "app:2", *steps, "--dry-run")
+    assert code == 0, output
+    assert (
+        "as a canary: 10% (1 of 10 tasks), pause 60s, 3 tasks (3 of 10 tasks), "
+        "100% (10 of 10 tasks)"
+    ) in output
+    code, data, _ = run(
+        engine, clock, "update", "api", "--image", "app:2", *steps, "--dry-run", "--json"
+    )
+    assert code == 0 and data["canary_steps"][0] == "10% (1 of 10 tasks)"
+    assert engine.updates == []
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [
         (["--step", "10%", "--step", "50%"], "steps[1].set"),
         (["--step", "150%", "--step", "100%"], "steps[0].set"),
         (["--step", "10%", "--step", "analysis=errors", "--step", "100%"], "steps[1].analysis"),
-        (["--step", "100%", "--dry-run"], "--dry-run"),
+        (["--step", "10%", "--step", "5", "--step", "100%", "--dry-run"], "steps[1].set"),
         (["--step", "100%", "--gate-tcp", "db:5432"], "--gate-tcp"),
         (["--step", "100%", "--notify-webhook", "http://127.0.0.1:9/"], "--notify-webhook"),
     ],
