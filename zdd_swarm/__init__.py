@@ -184,11 +184,11 @@ def update(
             "either change= or image/update_config/rollback_config",
         )
     if steps is not None:
-        extra = {"hooks": hooks, "options": options, **option_kwargs}
+        extra = {"options": options, **option_kwargs}
         refused = sorted(k for k, v in extra.items() if v)
         if refused:  # as `zdd-swarm update --step` refuses them
             raise ConfigError(refused[0], extra[refused[0]], "not with a canary (steps=) yet")
-        return _canary(service, change, host, steps, analyses)
+        return _canary(service, change, host, steps, analyses, hooks)
     return _controller(host, hooks, options, option_kwargs).update(service, change)
 
 
@@ -198,6 +198,7 @@ def _canary(
     host: str | None,
     steps: Sequence[Any] | CanarySpec,
     analyses: Mapping[str, Any] | None,
+    hooks: Sequence[Hook],
 ) -> CanaryResult:
     from .canary import Canary, CanarySpec
     from .canary.spec import canary_from_data
@@ -208,7 +209,7 @@ def _canary(
         spec = steps
     else:
         spec = canary_from_data({"steps": list(steps), "analyses": analyses or {}}, "steps")
-    return Canary(DockerEngine(host), spec).run(service, change)
+    return Canary(DockerEngine(host), spec, hooks=hooks).run(service, change)
 
 
 def watch(

@@ -530,6 +530,9 @@ def _act(
         _fail(as_json, service, "engine_error", exc, EXIT_ENGINE)
     except ZddError as exc:  # pragma: no cover - every ZddError is one of the above
         _fail(as_json, service, "error", exc, EXIT_ENGINE)
+    if isinstance(outcome, CanaryResult):
+        platform.publish()
+        _exit_canary(outcome, as_json)
     if isinstance(outcome, StackResult):
         platform.publish()
         if as_json:
@@ -696,7 +699,10 @@ def update(
                 _print_plan(plan, steps)
             sys.exit(EXIT_OK)
         if canary is not None:
-            _run_canary(controller, service, change, canary, as_json)
+            engine = _stack_engine(controller)
+            return Canary(engine, canary, clock=controller.clock, hooks=controller.hooks).run(
+                service, change
+            )
         result = controller.update(service, change, options)
         result.warnings.extend(kubernetes.warnings)
         return result
@@ -765,9 +771,6 @@ _NOT_WITH_CANARY = (
     "progress_deadline",
     "timeout",
     "rollback_timeout",
-    "metrics_textfile",
-    "pushgateway",
-    "notify_webhook",
 )
 
 
@@ -790,14 +793,6 @@ def _canary_spec(params: Mapping[str, Any], service: str) -> CanarySpec | None:
                 flag = "--" + name.replace("_", "-")
                 raise ConfigError(flag, params[name], "not with a canary (--step) yet")
     return base
-
-
-def _run_canary(
-    controller: Controller, service: str, change: ServiceChange, spec: CanarySpec, as_json: bool
-) -> None:
-    """Run the canary and exit: 0 completed, 1 aborted, 4 the abort failed."""
-    engine = _stack_engine(controller)
-    _exit_canary(Canary(engine, spec, clock=controller.clock).run(service, change), as_json)
 
 
 def _exit_canary(result: CanaryResult, as_json: bool) -> None:

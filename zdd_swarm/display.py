@@ -126,6 +126,8 @@ class ProgressDisplay:
             if event.samples and event.ok:
                 verdict += f" ({event.samples} check samples, {event.failed} failed)"
             self._line(f"{t} {s}: {event.stage} ({event.colour}) {verdict}")
+        elif isinstance(event, events.CanaryStep):
+            self._line(f"{t} {s}: canary step {event.index + 1} of {event.total}: {event.step}")
         elif isinstance(event, events.BatchStarted):
             self._line(f"{t} {s}: {event.phase} batch {event.batch + 1} started")
         elif isinstance(event, events.TaskRunning):

@@ -20,6 +20,7 @@ __all__ = [
     "BatchCompleted",
     "BatchStarted",
     "BlueGreenStage",
+    "CanaryStep",
     "EngineUnreachable",
     "Event",
     "GateFailed",
@@ -154,6 +155,16 @@ class RolloutFinished(Event):
             "reason": self.reason,
             "elapsed": self.elapsed,
         }
+
+
+@dataclass(frozen=True)
+class CanaryStep(Event):
+    """A canary begins one of its steps (``index`` 0-based of ``total``):
+    ``25%``, ``pause 2m``, ``analysis errors``."""
+
+    index: int
+    total: int
+    step: str
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ series                                          type       labels
 ``rollout_phase``                               gauge      service, phase
 ``rollout_batch``                               gauge      service
 ``rollout_progress_ratio``                      gauge      service
+``canary_step``                                 gauge      service
+``canary_steps``                                gauge      service
 ``engine_unreachable_total``                    counter    service
 ``gate_failures_total``                         counter    service
 ``rollout_last_finished_timestamp_seconds``     gauge      service, outcome
@@ -92,6 +94,8 @@ REASON_CODES = frozenset(
         "rollback_task_failed",
         "rollback_completed",
         "manual_rollback",
+        "analysis_failed",
+        "canary_aborted",
     }
 )
 """Every reason code a rollout or a rollback can carry (the ``code`` label);
@@ -209,6 +213,20 @@ class PrometheusHook:
             namespace=ns,
             registry=reg,
         )
+        self.canary_step = Gauge(
+            "canary_step",
+            "The step (1-based) a canary in flight is at; 0 when none.",
+            ["service"],
+            namespace=ns,
+            registry=reg,
+        )
+        self.canary_steps = Gauge(
+            "canary_steps",
+            "The number of steps of a canary in flight; 0 when none.",
+            ["service"],
+            namespace=ns,
+            registry=reg,
+        )
         self.engine_unreachable = Counter(
             "engine_unreachable",
             "Observations that found the engine unreachable during a rollout.",
@@ -266,6 +284,9 @@ class PrometheusHook:
                 flight.first_failure = event.elapsed
         elif isinstance(event, events.GateFailed):
             self.gate_failures.labels(service).inc()
+        elif isinstance(event, events.CanaryStep):
+            self.canary_step.labels(service).set(event.index + 1)
+            self.canary_steps.labels(service).set(event.total)
         elif isinstance(event, events.EngineUnreachable):
             self.engine_unreachable.labels(service).inc()
         elif isinstance(event, events.Progress):
@@ -300,8 +321,8 @@ class PrometheusHook:
                 ended = event.result.started_at.timestamp() + event.result.duration_s
                 self.last_finished.labels(service, outcome).set(ended)
             self._set_phase(service, "")
-            self.batch.labels(service).set(0)
-            self.progress.labels(service).set(0)
+            for gauge in (self.batch, self.progress, self.canary_step, self.canary_steps):
+                gauge.labels(service).set(0)
             self._flight.pop(service, None)
 
     def _verdict(self, flight: _InFlight, service: str, code: str, at: float) -> None:

@@ -222,3 +222,31 @@ def test_a_rollback_after_a_completed_canary_is_refused_before_anything_is_sent(
         Controller(engine, clock=clock).rollback("web")
     assert engine.updates == sent
     assert images(engine) == ["app:2"] * 10
+
+
+def test_a_canary_tells_its_hooks_as_a_rolling_update_does(
+    engine: FakeEngine, clock: FakeClock
+) -> None:
+    from zdd_swarm import events
+
+    seen: list[Any] = []
+    bad = (Metric("errors", Script([[0.0], [0.3]]), success_condition="result[0] < 0.05"),)
+    spec = CanarySpec(parse_steps(["10%", "analysis=errors", "100%"], {"errors"}), {"errors": bad})
+    driver = Canary(engine, spec, clock=clock, poll_interval=0.5, hooks=[seen.append])
+    result = driver.run("web", "app:2")
+    assert result.outcome is CanaryOutcome.ROLLED_BACK
+    names = [e.name for e in seen if not isinstance(e, events.Progress)]
+    assert names == [
+        "rollout_started",
+        "canary_step",
+        "canary_step",
+        "threshold_crossed",
+        "rollback_started",
+        "rollout_finished",
+    ]
+    steps = [(e.index, e.total, e.step) for e in seen if isinstance(e, events.CanaryStep)]
+    assert steps == [(0, 3, "10%"), (1, 3, "analysis errors")]
+    finished = seen[-1]
+    assert (finished.outcome, finished.code) == ("rolled_back", "analysis_failed")
+    assert "0.3" in finished.reason
+    assert any(isinstance(e, events.Progress) and e.running == 1 for e in seen)

@@ -164,7 +164,6 @@ def test_bad_canary_files(tmp_path: Path) -> None:
     ("kwargs", "named"),
     [
         ({"task_deadline": "30s"}, "task_deadline"),
-        ({"hooks": [print]}, "hooks"),
         ({"analyses": {"errors": []}}, "analyses"),
     ],
 )

@@ -475,6 +475,21 @@ def test_a_steps_file_and_a_compose_extension(
     assert engine.inspect_service("web").image == "app:3"
 
 
+def test_a_canary_writes_its_metrics_textfile(
+    engine: FakeEngine, clock: FakeClock, tmp_path: Path
+) -> None:
+    textfile = tmp_path / "zdd.prom"
+    steps = ["--step", "50%", "--step", "100%", "--metrics-textfile", str(textfile)]
+    code, _, output = run(engine, clock, "update", "web", "--image", "app:2", *steps)
+    assert code == 0, output
+    text = textfile.read_text()
+    assert (
+        'zdd_swarm_rollouts_total{code="update_completed",outcome="completed",service="web"} 1.0'
+        in text
+    )
+    assert 'zdd_swarm_canary_step{service="web"} 0.0' in text
+
+
 def test_a_dry_run_of_a_canary_names_its_steps_and_sends_nothing(
     engine: FakeEngine, clock: FakeClock
 ) -> None:
@@ -501,7 +516,7 @@ def test_a_dry_run_of_a_canary_names_its_steps_and_sends_nothing(
         (["--step", "10%", "--step", "analysis=errors", "--step", "100%"], "steps[1].analysis"),
         (["--step", "10%", "--step", "5", "--step", "100%", "--dry-run"], "steps[1].set"),
         (["--step", "100%", "--gate-tcp", "db:5432"], "--gate-tcp"),
-        (["--step", "100%", "--notify-webhook", "http://127.0.0.1:9/"], "--notify-webhook"),
+        (["--step", "100%", "--task-deadline", "30s"], "--task-deadline"),
     ],
 )
 def test_a_bad_canary_exits_2_and_sends_nothing(

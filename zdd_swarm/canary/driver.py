@@ -52,6 +52,16 @@ from ..clock import Clock, SystemClock
 from ..config import CANARY_HOLD, UpdateConfig
 from ..engine import StackEngine
 from ..errors import ConfigError, UnsupportedServiceMode, UpdateInProgress
+from ..events import (
+    CanaryStep,
+    Event,
+    Hook,
+    Progress,
+    RollbackStarted,
+    RolloutFinished,
+    RolloutStarted,
+    ThresholdCrossed,
+)
 from ..model import TaskState, UpdateState, image_of, replicas_of, task_template_key
 from ..spec import ServiceChange
 from .analysis import (
@@ -128,6 +138,11 @@ class _Rollout:
     released: int = 0
     new_key: str = ""
     beat_at: float = 0.0
+    started: float = 0.0
+    """when this process began driving it (``elapsed`` of its events)"""
+    running: int = -1
+    """new tasks running when last counted (a ``Progress`` event when it moves)"""
+    version: int = 0
 
 
 class _TickingClock:
@@ -174,8 +189,10 @@ class Canary:
         heartbeat: float = 5.0,
         stale_after: float = 30.0,
         owner: str | None = None,
+        hooks: Sequence[Hook] = (),
     ) -> None:
         self.engine, self.spec = engine, spec
+        self.hooks = list(hooks)
         self.clock = clock or SystemClock()
         self.poll_interval, self.step_timeout = poll_interval, step_timeout
         self.heartbeat, self.stale_after = heartbeat, stale_after
@@ -195,6 +212,7 @@ class Canary:
             raise UpdateInProgress(
                 f"service {rollout.service!r}: a canary is in flight (canary watch or abort)"
             ) from exc
+        self._started(rollout, "update")
         return self._drive(rollout, 0)
 
     def resume(self, service: str, *, abort: str | None = None) -> CanaryResult:
@@ -219,9 +237,10 @@ class Canary:
         store.take_over(record_id, record)
         log.info("canary_resumed", service=service, step=record.step, previous=age)
         rollout = self._attach(store, record)
+        self._started(rollout, "watch")
         if abort is not None or record.phase is CanaryPhase.ABORTING:
             why = _Abort(record.step, abort or record.reason or "aborted")
-            return self._end_aborted(rollout, why, [])
+            return self._finished(rollout, self._end_aborted(rollout, why, []))
         return self._drive(rollout, record.step, waiting=record.phase is CanaryPhase.PAUSED)
 
     # -- before anything is sent ----------------------------------------------
@@ -260,7 +279,9 @@ class Canary:
             spec=_recordable(self.spec),
         )
         store = CanaryStore(self.engine, current.name)
-        return _Rollout(current.name, original, target, replicas, context, store, record)
+        rollout = _Rollout(current.name, original, target, replicas, context, store, record)
+        rollout.version = current.version
+        return rollout
 
     def _attach(self, store: CanaryStore, record: CanaryRecord) -> _Rollout:
         context = QueryContext(record.service, record.old_image, record.new_image)
@@ -277,6 +298,50 @@ class Canary:
         if rollout.released:
             rollout.new_key = self.engine.inspect_service(record.service).task_key
         return rollout
+
+    # -- events --------------------------------------------------------------------
+
+    def _emit(self, rollout: _Rollout, kind: Callable[..., Event], *fields: Any) -> None:
+        """An event to the hooks, as a rolling update's (a hook that raises
+        is logged, never stops the canary)."""
+        elapsed = round(self.clock.monotonic() - rollout.started, 3)
+        event = kind(rollout.service, elapsed, *fields)
+        for hook in self.hooks:
+            try:
+                hook(event)
+            except Exception:
+                log.exception("hook_failed", service=rollout.service, hook=repr(hook))
+
+    def _started(self, rollout: _Rollout, phase: str) -> None:
+        rollout.started = self.clock.monotonic()
+        order = UpdateConfig.from_api(rollout.target.get("UpdateConfig")).order.value
+        context = rollout.context
+        self._emit(
+            rollout,
+            RolloutStarted,
+            phase,
+            context.old_image,
+            context.new_image,
+            rollout.version,
+            rollout.replicas,
+            0,
+            order,
+        )
+
+    def _finished(self, rollout: _Rollout, result: CanaryResult) -> CanaryResult:
+        """``RolloutFinished`` in the words of a rolling update's outcome."""
+        analysed = bool(result.steps) and result.steps[-1].analysis is not None
+        outcome, code = {
+            CanaryOutcome.COMPLETED: ("completed", "update_completed"),
+            CanaryOutcome.ROLLED_BACK: (
+                "rolled_back",
+                "analysis_failed" if analysed else "canary_aborted",
+            ),
+            CanaryOutcome.ROLLBACK_FAILED: ("rollback_failed", "rollback_deadline"),
+            CanaryOutcome.HANDED_OVER: ("superseded", "superseded"),
+        }[result.outcome]
+        self._emit(rollout, RolloutFinished, outcome, code, result.reason)
+        return result
 
     # -- the record ----------------------------------------------------------------
 
@@ -311,11 +376,15 @@ class Canary:
     # -- steps ---------------------------------------------------------------------
 
     def _drive(self, rollout: _Rollout, start: int, waiting: bool = False) -> CanaryResult:
+        return self._finished(rollout, self._steps(rollout, start, waiting))
+
+    def _steps(self, rollout: _Rollout, start: int, waiting: bool) -> CanaryResult:
         reports: list[StepReport] = []
         reason = rollout.record.reason  # why a resumed canary waits for a person
         try:
             for index in range(start, len(self.spec.steps)):
                 step = self.spec.steps[index]
+                self._emit(rollout, CanaryStep, index, len(self.spec.steps), str(step))
                 if waiting and index == start:
                     reports.append(self._wait_for_person(rollout, index, str(step), reason))
                     continue
@@ -432,6 +501,9 @@ class Canary:
                 raise _Abort(index, f"new task {task.id} {task.state.value}: {task.error}")
             if task.state is TaskState.RUNNING and task.desired_state is TaskState.RUNNING:
                 running += 1
+        if running != rollout.running:
+            rollout.running = running
+            self._emit(rollout, Progress, "update", running, rollout.replicas, 0)
         return running
 
     def _watch(self, rollout: _Rollout, index: int, until: float | None) -> bool:
@@ -460,6 +532,10 @@ class Canary:
     def _end_aborted(
         self, rollout: _Rollout, abort: _Abort, reports: Sequence[StepReport]
     ) -> CanaryResult:
+        code = "analysis_failed" if abort.analysis is not None else "canary_aborted"
+        total = rollout.replicas
+        self._emit(rollout, ThresholdCrossed, code, abort.reason, 0, total, 0.0, "rollback")
+        self._emit(rollout, RollbackStarted, "zdd_swarm", abort.reason, "restore")
         try:
             self._save(rollout, phase=CanaryPhase.ABORTING, reason=abort.reason)
             result = self._abort(rollout, abort, reports)

@@ -542,7 +542,9 @@ class _Deploy:
         """The service's canary, held by Swarm's updater at each step
         (zdd_swarm/canary/driver.py); aborted, every task is back on the
         spec it had before the deploy."""
-        canary = Canary(self.engine, self.canaries[report.service], clock=self.controller.clock)
+        controller = self.controller
+        spec = self.canaries[report.service]
+        canary = Canary(self.engine, spec, clock=controller.clock, hooks=controller.hooks)
         return self._canary_report(report, canary.run(report.service, change))
 
     @staticmethod
