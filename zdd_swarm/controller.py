@@ -58,6 +58,7 @@ from .tracker import (
     Finish,
     RequestRollback,
     Tracker,
+    paused_by,
     rollback_initiator,
     rollback_reason,
 )
@@ -112,6 +113,8 @@ _NODE_REFRESH = 10.0
 #: The engine's states in which a drained node may be the cause.
 _PAUSES = (UpdateState.PAUSED, UpdateState.ROLLBACK_PAUSED)
 _ENDS = (*_PAUSES, UpdateState.COMPLETED, UpdateState.ROLLBACK_COMPLETED)
+#: ``updatestate.new`` of an event that says an update or rollback goes on.
+_GOING_ON = (UpdateState.UPDATING.value, UpdateState.ROLLBACK_STARTED.value)
 
 
 class _TaskCadence:
@@ -194,8 +197,9 @@ class _Nodes:
     """The swarm's nodes as a watch needs them: names for the report, which
     are down (a new task on a down node never starts and the engine waits for
     it) and which are drained. Read every ``_NODE_REFRESH`` seconds, when a
-    task is on a node not seen yet, and when the engine pauses (so that a
-    pause can be told to be a drain's doing)."""
+    task is on a node not seen yet, and when the engine pauses on a task
+    that did not fail by itself (so that a pause can be told to be a drain's
+    doing: a drained task is shut down, not failed)."""
 
     def __init__(self) -> None:
         self.names: dict[str, str] = {}
@@ -209,6 +213,9 @@ class _Nodes:
         state = status.state if status is not None else None
         paused = state != self.state_seen and state in _PAUSES
         self.state_seen = state
+        if paused and status is not None:
+            pauser = paused_by(status.message)
+            paused = not any(t.id == pauser and t.failed for t in tasks)
         return (
             now - self.listed_at >= _NODE_REFRESH
             or paused
@@ -749,12 +756,15 @@ class Controller:
             return None  # polling alone
         return events
 
-    def _pause(self, cadence: _TaskCadence, seconds: float) -> None:
-        """Sleep until the next poll; an event of the service ends it early."""
+    def _pause(self, cadence: _TaskCadence, seconds: float, rolling_back: bool) -> None:
+        """Sleep until the next poll; an event of the service ends it early.
+        During a rollback an event that says it goes on (``updatestate.new``
+        still ``rollback_started`` or ``updating``) is not worth a look: only
+        its end is news."""
         events = cadence.events
         if events is None or not events.alive:
             self.clock.sleep(seconds)
-        elif events.wait(seconds):
+        elif events.wait(seconds) and not (rolling_back and events.update_state in _GOING_ON):
             cadence.service_changed()
 
     def _loop(
@@ -807,7 +817,8 @@ class Controller:
                         Reason("rollback_completed", "rolled back to the previous spec"),
                     )
                 return self._finish(tracker, before, seen, action, started_at, warnings)
-            self._pause(seen.cadence, max(0.0, poll - (self.clock.monotonic() - now)))
+            left = max(0.0, poll - (self.clock.monotonic() - now))
+            self._pause(seen.cadence, left, tracker.in_rollback)
 
     def _look(self, service_id: str, seen: _Seen, now: float, rolling_back: bool) -> None:
         """One observation: the service, its tasks and the nodes, each when due."""

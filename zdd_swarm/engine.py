@@ -162,6 +162,8 @@ class ServiceEvents:
         self._closed = False
         #: False once the stream failed or ended (polling alone from then on)
         self.alive = True
+        #: the ``updatestate.new`` of the last event, None if it had none
+        self.update_state: str | None = None
         self._thread = threading.Thread(target=self._read, name="zdd-swarm-events", daemon=True)
         self._thread.start()
 
@@ -171,7 +173,10 @@ class ServiceEvents:
             if self._closed:
                 self._stream.close()
                 return
-            for _event in self._stream:
+            for event in self._stream:
+                actor = event.get("Actor") if isinstance(event, dict) else None
+                attributes = (actor or {}).get("Attributes") or {}
+                self.update_state = attributes.get("updatestate.new")
                 self._arrived.set()
         except Exception as exc:  # the poll carries on without the stream
             if not self._closed:

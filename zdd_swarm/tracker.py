@@ -184,7 +184,7 @@ def rollback_reason(by: str, message: str) -> Reason:
     return Reason("rolled_back_by_other", f"a rollback was requested by another client: {message}")
 
 
-def _paused_by(message: str) -> str | None:
+def paused_by(message: str) -> str | None:
     """The ID of the task an engine pause message names, if it names one."""
     found = _PAUSED_BY_TASK.search(message)
     return found.group(1) if found else None
@@ -669,8 +669,8 @@ class Tracker:
     ) -> str:
         """Swarm counts a new task that ended within monitor as a failure,
         whatever ended it: a drain of its node too."""
-        paused_by = _paused_by(message)
-        task = next((t for t in tasks if t.id == paused_by), None)
+        pauser = paused_by(message)
+        task = next((t for t in tasks if t.id == pauser), None)
         if task is None or task.node_id not in drained_nodes or task.failed:
             return ""
         node = nodes.get(task.node_id, task.node_id[:12])
@@ -690,7 +690,7 @@ class Tracker:
         updater, already started, goes on and ends the status as "update
         completed" (swarmkit ``updater.go``: ``pauseUpdate``, ``completeUpdate``).
         """
-        task_id = _paused_by(message)
+        task_id = paused_by(message)
         if task_id is None or self.rollback_phase is None:
             return False
         return task_id in self.update_phase.tasks or task_id in self.rollback_phase.preexisting

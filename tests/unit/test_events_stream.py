@@ -19,15 +19,18 @@ class Stream:
     def __init__(self) -> None:
         self.ready = threading.Event()
         self.closed = False
+        self.attributes: dict[str, str] = {}
 
-    def push(self) -> None:
+    def push(self, **attributes: str) -> None:
+        self.attributes = attributes
         self.ready.set()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         while not self.closed:
             if self.ready.wait(0.05):
                 self.ready.clear()
-                yield {"Type": "service", "Action": "update"}
+                actor = {"ID": "s1", "Attributes": dict(self.attributes)}
+                yield {"Type": "service", "Action": "update", "Actor": actor}
 
     def close(self) -> None:
         self.closed = True
@@ -141,3 +144,46 @@ def _status(state: str) -> Any:
     from zdd_swarm.model import UpdateState
 
     return SimpleNamespace(state=UpdateState(state))
+
+
+def test_an_event_says_the_update_state_it_carries() -> None:
+    stream = Stream()
+    events = ServiceEvents(lambda: stream)
+    threading.Timer(0.1, lambda: stream.push(**{"updatestate.new": "rollback_started"})).start()
+    assert events.wait(5.0) is True
+    assert events.update_state == "rollback_started"
+    threading.Timer(0.1, stream.push).start()  # a change with no update status
+    assert events.wait(5.0) is True
+    assert events.update_state is None
+    events.close()
+
+
+class Woken:
+    """A stream that has always just woken the loop, with ``update_state``."""
+
+    alive = True
+
+    def __init__(self, update_state: str | None) -> None:
+        self.update_state = update_state
+
+    def wait(self, timeout: float) -> bool:
+        return True
+
+
+def test_during_a_rollback_only_the_events_of_its_end_are_worth_a_look() -> None:
+    from zdd_swarm.controller import Controller
+    from zdd_swarm.testing import FakeClock, FakeEngine
+
+    clock = FakeClock()
+    controller = Controller(FakeEngine(clock), clock=clock)
+    for state, rolling_back, looks in [
+        ("rollback_started", True, False),
+        ("updating", True, False),
+        ("rollback_completed", True, True),
+        (None, True, True),
+        ("updating", False, True),
+    ]:
+        cadence = _TaskCadence(1.0, Woken(state))  # type: ignore[arg-type]
+        cadence.service_due()  # the first look
+        controller._pause(cadence, 1.0, rolling_back)
+        assert cadence.service_due() is looks, (state, rolling_back)
