@@ -20,13 +20,15 @@ from .model import (
     LABEL_COLOUR,
     LABEL_LOCK,
     LABEL_PREFIX,
+    LABEL_ROUTER,
     OTHER_STRATEGIES,
     Colour,
     PairState,
+    RouterSpec,
     with_labels,
 )
 
-__all__ = ["Pair", "acquire", "read_pair", "relabel", "release", "write_state"]
+__all__ = ["Pair", "acquire", "read_pair", "relabel", "release", "remember", "write_state"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,17 @@ class Pair:
             held = (view.spec.get("Labels") or {}).get(LABEL_LOCK) if view else None
             if held:
                 return str(held)
+        return None
+
+    @property
+    def router(self) -> RouterSpec | None:
+        """The router the pair was last deployed with (the active colour's copy first)."""
+        for colour in (self.state.active, self.state.active.other):
+            view = self.services[colour]
+            labels = (view.spec.get("Labels") or {}) if view else {}
+            spec = RouterSpec.from_label(labels.get(LABEL_ROUTER))
+            if spec is not None:
+                return spec
         return None
 
     @property
@@ -82,6 +95,16 @@ def write_state(engine: Engine, pair: Pair, state: PairState) -> Pair:
         if view is not None:
             services[colour] = relabel(engine, view.id, state.labels())
     return Pair(pair.app, services, state)
+
+
+def remember(engine: Engine, pair: Pair, router: RouterSpec) -> Pair:
+    """Keep ``router`` with the pair (on both colours), for ``promote`` and
+    ``rollback`` without ``--router``."""
+    services = dict(pair.services)
+    for colour, view in pair.services.items():
+        if view is not None:
+            services[colour] = relabel(engine, view.id, {LABEL_ROUTER: router.to_label()})
+    return Pair(pair.app, services, pair.state)
 
 
 def _find(engine: StackEngine, name: str) -> ServiceView | None:
