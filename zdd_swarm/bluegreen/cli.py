@@ -24,15 +24,15 @@ from ..cli import (
 )
 from ..config import parse_duration
 from ..controller import Controller
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError, ServiceNotFound
 from .flow import BlueGreen, BlueGreenOptions
-from .model import Colour
+from .model import LABEL_APP, Colour
 from .router import Router
 from .routing import check_remembered, parse_router
 from .store import Pair, read_pair
 from .watch import follow, last_result
 
-__all__ = ["bluegreen", "parse_router"]
+__all__ = ["bluegreen", "dispatch", "is_pair", "parse_router"]
 
 
 def _router_options(fn: Callable[..., Any], required: bool = False) -> Callable[..., Any]:
@@ -189,28 +189,29 @@ def status(
 ) -> None:
     """Show APP's colours: which is active, under preview, scaling down when."""
 
-    def action(controller: Controller) -> Any:
-        router = _status_router(controller, app, params)
-        pair = read_pair(_engine(controller), app)
-        payload = _status_payload(pair, router.active() if router else None)
-        if as_json:
-            return payload
-        with _stdout():
-            click.echo(f"{app}: active {payload['active']} (router: {payload['router']})")
-            if remembered := pair.router:
-                click.echo(f"  router of the last deploy: {remembered.router}")
-            for view in pair.services.values():
-                if view is not None:
-                    click.echo(f"  {view.name}: {view.image} x{view.replicas}")
-            if payload["preview"]:
-                click.echo(f"  awaiting promotion: {payload['preview']}")
-            if payload["scale_down_at"]:
-                click.echo(f"  the old colour scales down at {payload['scale_down_at']}")
-            if pair.lock:
-                click.echo(f"  locked by an operation in flight: {pair.lock}")
-        raise SystemExit(0)
+    _run(obj, as_json, log_format, verbose, lambda c: _status(c, app, params, as_json), app)
 
-    _run(obj, as_json, log_format, verbose, action, app)
+
+def _status(controller: Controller, app: str, params: dict[str, Any], as_json: bool) -> Any:
+    router = _status_router(controller, app, params)
+    pair = read_pair(_engine(controller), app)
+    payload = _status_payload(pair, router.active() if router else None)
+    if as_json:
+        return payload
+    with _stdout():
+        click.echo(f"{app}: active {payload['active']} (router: {payload['router']})")
+        if remembered := pair.router:
+            click.echo(f"  router of the last deploy: {remembered.router}")
+        for view in pair.services.values():
+            if view is not None:
+                click.echo(f"  {view.name}: {view.image} x{view.replicas}")
+        if payload["preview"]:
+            click.echo(f"  awaiting promotion: {payload['preview']}")
+        if payload["scale_down_at"]:
+            click.echo(f"  the old colour scales down at {payload['scale_down_at']}")
+        if pair.lock:
+            click.echo(f"  locked by an operation in flight: {pair.lock}")
+    raise SystemExit(0)
 
 
 @bluegreen.command("watch")
@@ -224,17 +225,59 @@ def watch(
     """Follow the blue-green operation in flight on APP (from any process)
     until it ends, through a promotion it awaits; its result and exit code."""
 
-    def action(controller: Controller) -> Any:
-        limit = parse_duration(timeout, "--timeout") if timeout else None  # bad: exit 2
+    _run(obj, as_json, log_format, verbose, lambda c: _follow(c, app, timeout, as_json), app)
 
-        def say(line: str) -> None:
-            if not as_json:
-                click.echo(f"{app}: {line}", err=True)
 
-        engine: Any = controller.engine  # a StackEngine (DockerEngine, FakeEngine)
-        return follow(engine, app, clock=controller.clock, timeout=limit, on_change=say)
+def _follow(controller: Controller, app: str, timeout: str | None, as_json: bool) -> Any:
+    limit = parse_duration(timeout, "--timeout") if timeout else None  # bad: exit 2
 
-    _run(obj, as_json, log_format, verbose, action, app)
+    def say(line: str) -> None:
+        if not as_json:
+            click.echo(f"{app}: {line}", err=True)
+
+    return follow(_engine(controller), app, clock=controller.clock, timeout=limit, on_change=say)
+
+
+#: For the top-level commands on a name that is both a service and an app:
+#: the service's own command, besides ``bluegreen COMMAND``.
+_SERVICE_COMMANDS = {
+    "promote": "zdd-swarm canary promote",
+    "rollback": "docker service rollback",
+    "status": "docker service inspect",
+    "watch": "zdd-swarm canary watch",
+}
+
+
+def is_pair(controller: Controller, name: str, command: str) -> bool:
+    """Whether ``name`` is a blue-green app (its colour services carry the
+    pair's labels) and no service is named so; ``InputError`` when it is both."""
+    engine = _engine(controller)
+    colours = {colour.service(name) for colour in Colour}
+    if not any(v.name in colours for v in engine.list_services({LABEL_APP: name})):
+        return False
+    try:
+        engine.inspect_service(name)
+    except ServiceNotFound:
+        return True
+    raise InputError(
+        f"{name!r} is both a service and a blue-green app ({name}-blue, {name}-green): "
+        f"`zdd-swarm bluegreen {command} {name}` for the app, "
+        f"`{_SERVICE_COMMANDS[command]} {name}` for the service"
+    )
+
+
+def dispatch(
+    controller: Controller, app: str, command: str, params: dict[str, Any], as_json: bool
+) -> Any:
+    """``zdd-swarm COMMAND APP`` for a blue-green app: ``bluegreen COMMAND APP``,
+    through the router the pair remembers."""
+    if command == "status":
+        return _status(controller, app, params, as_json)
+    if command == "watch":
+        timeout = params.get("timeout")
+        return _follow(controller, app, None if timeout == "auto" else timeout, as_json)
+    blue_green = _blue_green(controller, app, params)
+    return blue_green.promote(app) if command == "promote" else blue_green.rollback(app)
 
 
 def _engine(controller: Controller) -> Any:
