@@ -223,7 +223,8 @@ def watch(
     obj: _Obj, /, app: str, timeout: str | None, as_json: bool, log_format: str, verbose: int
 ) -> None:
     """Follow the blue-green operation in flight on APP (from any process)
-    until it ends, through a promotion it awaits; its result and exit code."""
+    until it ends, through a promotion it awaits (and a scale-down its dead
+    process left overdue); its result and exit code."""
 
     _run(obj, as_json, log_format, verbose, lambda c: _follow(c, app, timeout, as_json), app)
 

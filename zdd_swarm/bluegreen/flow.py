@@ -36,7 +36,6 @@ from ..errors import (
     NotAManager,
     ServiceNotFound,
     UpdateInProgress,
-    VersionConflict,
     ZddError,
 )
 from ..events import BlueGreenStage
@@ -59,7 +58,16 @@ from .model import (
 from .probe import Fetch, RouterProbe, identities, urllib_fetch
 from .router import Router
 from .routing import check_remembered, parse_router, spec_of
-from .store import Pair, acquire, read_pair, relabel, release, remember, write_state
+from .store import (
+    Pair,
+    acquire,
+    read_pair,
+    relabel,
+    release,
+    remember,
+    set_replicas,
+    write_state,
+)
 
 __all__ = ["BlueGreen", "BlueGreenOptions", "Stage", "advance"]
 
@@ -560,7 +568,10 @@ class BlueGreen:
             f"traffic goes to {run.target.service(run.pair.app)}"
             + (f" ({run.image})" if run.image else ""),
         )
-        # the switch is settled: a rollback may come in meanwhile (its own lock)
+        # the switch is settled: a rollback may come in meanwhile (its own lock);
+        # the result is kept first, for a watch that outlives this process
+        assert run.result is not None
+        self._record(run.result)
         release(self.engine, run.pair.app, run.held)
         self.clock.sleep(self.options.scale_down_delay.total_seconds())
         return True
@@ -632,17 +643,7 @@ class BlueGreen:
 
     def _set_replicas(self, service: str, replicas: int, labels: dict[str, str]) -> None:
         """Scale a colour (the task template is unchanged: no task restarts)."""
-        for _ in range(5):
-            view = self.engine.inspect_service(service)
-            spec = dict(view.spec)
-            spec["Mode"] = {"Replicated": {"Replicas": replicas}}
-            spec["Labels"] = {**(view.spec.get("Labels") or {}), **labels}
-            try:
-                self.engine.update_service(view, spec)
-                return
-            except VersionConflict:
-                continue
-        raise VersionConflict(f"service {service!r}: not scaled, update out of sequence 5 times")
+        set_replicas(self.engine, service, replicas, labels)
 
     def _wait_running(self, service_id: str, replicas: int) -> str | None:
         """Wait until ``replicas`` tasks of the service run (healthy); None

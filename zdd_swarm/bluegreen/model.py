@@ -120,7 +120,6 @@ class BlueGreenCode(enum.StrEnum):
     POST_SWITCH_CHECK_FAILED = "post_switch_check_failed"
     SWITCH_BACK_FAILED = "switch_back_failed"
     WATCH_TIMEOUT = "watch_timeout"
-    SCALE_DOWN_OVERDUE = "scale_down_overdue"
 
 
 @dataclass(frozen=True)

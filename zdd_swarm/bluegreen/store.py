@@ -28,7 +28,16 @@ from .model import (
     with_labels,
 )
 
-__all__ = ["Pair", "acquire", "read_pair", "relabel", "release", "remember", "write_state"]
+__all__ = [
+    "Pair",
+    "acquire",
+    "read_pair",
+    "relabel",
+    "release",
+    "remember",
+    "set_replicas",
+    "write_state",
+]
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,24 @@ def relabel(engine: Engine, service: str, changes: Mapping[str, str]) -> Service
     raise VersionConflict(
         f"service {service!r}: labels not written, update out of sequence 5 times"
     )
+
+
+def set_replicas(
+    engine: Engine, service: str, replicas: int, labels: Mapping[str, str] | None = None
+) -> None:
+    """Scale a colour, adding ``labels`` (the task template is unchanged: no
+    task restarts); retried when another write came in between."""
+    for _ in range(5):
+        view = engine.inspect_service(service)
+        spec = dict(view.spec)
+        spec["Mode"] = {"Replicated": {"Replicas": replicas}}
+        spec["Labels"] = {**(view.spec.get("Labels") or {}), **(labels or {})}
+        try:
+            engine.update_service(view, spec)
+            return
+        except VersionConflict:
+            continue
+    raise VersionConflict(f"service {service!r}: not scaled, update out of sequence 5 times")
 
 
 def write_state(engine: Engine, pair: Pair, state: PairState) -> Pair:
