@@ -80,3 +80,15 @@ def test_a_colour_without_the_pair_labels_is_no_app(engine: FakeEngine, clock: F
     engine.add_service("web-blue", "app:1", replicas=1)
     code, data = zdd(engine, clock, "status", "web")
     assert code == 2 and "not found" in data["reason"], data
+
+
+def test_promote_and_rollback_keep_the_scale_down_delay_of_the_deploy(
+    engine: FakeEngine, clock: FakeClock
+) -> None:
+    engine.add_service("web-blue", "app:1", replicas=2, extra={"Labels": {f"{ROUTE}.rule": "x"}})
+    deploy = ["bluegreen", "deploy", "web", "--image", "app:2", "--manual-promote"]
+    zdd(engine, clock, *deploy, "--router", f"labels:{ROUTE}", "--scale-down-delay", "5m")
+    code, data = zdd(engine, clock, "promote", "web")
+    assert code == 0 and data["duration_s"] >= 300, data
+    code, data = zdd(engine, clock, "bluegreen", "rollback", "web", "--scale-down-delay", "1s")
+    assert code == 0 and data["duration_s"] < 300, data

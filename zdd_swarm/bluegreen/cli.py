@@ -66,10 +66,13 @@ def _blue_green(
     controller: Controller, app: str, params: dict[str, Any], *, deploy: bool = False
 ) -> BlueGreen:
     """Through the router given; without ``--router`` (promote, rollback,
-    status), through the one the pair remembers. A router given to anything
-    but a deploy must be the remembered one (exit 2, nothing changed)."""
-    options, rollout = _bg_options(params), _options(params, None)
+    status), through the one the pair remembers; without ``--scale-down-delay``,
+    with the deploy's. A router given to anything but a deploy must be the
+    remembered one (exit 2, nothing changed)."""
     engine: Any = controller.engine
+    if not deploy and params.get("scale_down_delay") is None:
+        params = {**params, "scale_down_delay": read_pair(engine, app).scale_down_delay}
+    options, rollout = _bg_options(params), _options(params, None)
     given = params.get("router_spec")
     if given is None:
         if params.get("router_service"):

@@ -47,6 +47,7 @@ from .model import (
     LABEL_FAILED,
     LABEL_LAST,
     LABEL_ROUTER,
+    LABEL_SCALE_DOWN_DELAY,
     BlueGreenCode,
     BlueGreenOutcome,
     BlueGreenResult,
@@ -209,17 +210,22 @@ class BlueGreen:
         rollout: RolloutOptions | None = None,
     ) -> BlueGreen:
         """Blue-green on ``app`` through the router it was last deployed with
-        (its address too, unless ``options`` give one); ``InputError`` when the
-        pair remembers none."""
+        (its address too, unless ``options`` give one; without ``options``, its
+        scale-down delay too); ``InputError`` when the pair remembers none."""
         engine: Any = controller.engine
-        spec = read_pair(engine, app).router
+        pair = read_pair(engine, app)
+        spec = pair.router
         if spec is None:
             raise InputError(
                 f"{app}: the pair remembers no router (deployed before it was kept, or with "
                 "a router of platform code): give --router (router=)"
             )
         router = parse_router(spec.router, app, engine, spec.service, controller)
-        options = options or BlueGreenOptions()
+        if options is None:
+            delay = pair.scale_down_delay
+            options = BlueGreenOptions()
+            if delay is not None:
+                options = replace(options, scale_down_delay=delay)
         if options.router_url is None and spec.url is not None:
             answer = spec.answer or "body"
             options = replace(options, router_url=spec.url, router_answer=answer)
@@ -232,8 +238,7 @@ class BlueGreen:
         validate_image_reference(image)
         with self._locked(app, "deploy") as (pair, held):
             said = spec_of(self.router, self.options.router_url, self.options.router_answer)
-            if said is not None:
-                pair = remember(self.engine, pair, said)
+            pair = remember(self.engine, pair, said, self.options.scale_down_delay)
             if pair.state.preview is not None:
                 log.info("preview_replaced", app=app, colour=pair.state.preview.value)
             run = _Run(pair, pair.state.active.other, image, held=held)
@@ -442,12 +447,13 @@ class BlueGreen:
         """Create the idle colour from the active one's spec, at 0 replicas."""
         if run.pair.service(run.target) is not None:
             return True
-        router = (run.pair.active.spec.get("Labels") or {}).get(LABEL_ROUTER)
+        active = run.pair.active.spec.get("Labels") or {}
+        kept = {k: active[k] for k in (LABEL_ROUTER, LABEL_SCALE_DOWN_DELAY) if k in active}
         spec = colour_spec(
             run.pair.active.spec,
             run.pair.app,
             run.target,
-            keep={**run.pair.state.labels(), **({LABEL_ROUTER: router} if router else {})},
+            keep={**run.pair.state.labels(), **kept},
             routes=self.router.routes,
         )
         self.engine.create_service(spec)

@@ -57,6 +57,10 @@ LABEL_ROUTER = LABEL_PREFIX + "router"
 """On both colours: the router the pair was last deployed with (``RouterSpec``, as JSON),
 so that ``promote`` and ``rollback`` need no ``--router``."""
 
+LABEL_SCALE_DOWN_DELAY = LABEL_PREFIX + "scale-down-delay"
+"""On both colours: the scale-down delay of the last deploy (``90s``), for its
+``promote`` and a ``rollback`` that give none."""
+
 #: Labels that say another strategy of ours manages a service.
 OTHER_STRATEGIES = ("zdd-swarm.",)
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
+from ..config import format_duration, parse_duration
 from ..engine import Engine, StackEngine
 from ..errors import (
+    ConfigError,
     InputError,
     ServiceNotFound,
     UnsupportedServiceMode,
@@ -21,6 +24,7 @@ from .model import (
     LABEL_LOCK,
     LABEL_PREFIX,
     LABEL_ROUTER,
+    LABEL_SCALE_DOWN_DELAY,
     OTHER_STRATEGIES,
     Colour,
     PairState,
@@ -57,16 +61,27 @@ class Pair:
                 return str(held)
         return None
 
-    @property
-    def router(self) -> RouterSpec | None:
-        """The router the pair was last deployed with (the active colour's copy first)."""
+    def _kept(self, label: str) -> str | None:
+        """A label of the last deploy (the active colour's copy first)."""
         for colour in (self.state.active, self.state.active.other):
             view = self.services[colour]
-            labels = (view.spec.get("Labels") or {}) if view else {}
-            spec = RouterSpec.from_label(labels.get(LABEL_ROUTER))
-            if spec is not None:
-                return spec
+            value = (view.spec.get("Labels") or {}).get(label) if view else None
+            if value:
+                return str(value)
         return None
+
+    @property
+    def router(self) -> RouterSpec | None:
+        """The router the pair was last deployed with."""
+        return RouterSpec.from_label(self._kept(LABEL_ROUTER))
+
+    @property
+    def scale_down_delay(self) -> timedelta | None:
+        """The scale-down delay the pair was last deployed with."""
+        try:
+            return parse_duration(self._kept(LABEL_SCALE_DOWN_DELAY) or "", LABEL_SCALE_DOWN_DELAY)
+        except ConfigError:
+            return None
 
     @property
     def active(self) -> ServiceView:
@@ -124,13 +139,17 @@ def write_state(engine: Engine, pair: Pair, state: PairState) -> Pair:
     return Pair(pair.app, services, state)
 
 
-def remember(engine: Engine, pair: Pair, router: RouterSpec) -> Pair:
-    """Keep ``router`` with the pair (on both colours), for ``promote`` and
-    ``rollback`` without ``--router``."""
+def remember(
+    engine: Engine, pair: Pair, router: RouterSpec | None, scale_down_delay: timedelta
+) -> Pair:
+    """Keep the router and the scale-down delay of a deploy with the pair (on
+    both colours), for ``promote`` and ``rollback`` that give none."""
+    labels = {LABEL_SCALE_DOWN_DELAY: format_duration(scale_down_delay)}
+    labels[LABEL_ROUTER] = router.to_label() if router else ""
     services = dict(pair.services)
     for colour, view in pair.services.items():
         if view is not None:
-            services[colour] = relabel(engine, view.id, {LABEL_ROUTER: router.to_label()})
+            services[colour] = relabel(engine, view.id, labels)
     return Pair(pair.app, services, pair.state)
 
 
