@@ -554,3 +554,24 @@ def test_in_python_the_remembered_router_and_its_address_come_from_the_pair(
     )
     assert again.router == router and again.options.router_url == "http://web/"
     assert again.promote("web").active is Colour.GREEN
+
+
+def test_a_router_service_without_its_router_is_refused(
+    engine: FakeEngine, clock: FakeClock
+) -> None:
+    engine.add_service("web-blue", "app:1", replicas=2, extra=RICH)
+    deploy = ["bluegreen", "deploy", "web", "--image", "app:2", "--router", f"labels:{ROUTE}"]
+    bg_cli(engine, clock, *deploy)
+    writes = len(engine.updates)
+    code, data = bg_cli(engine, clock, "bluegreen", "rollback", "web", "--router-service", "lb")
+    assert code == 2 and data["reason"].startswith("--router-service: invalid value 'lb'")
+    assert len(engine.updates) == writes
+
+
+def test_an_unreadable_router_label_is_no_router() -> None:
+    from zdd_swarm.bluegreen import RouterSpec
+
+    spec = RouterSpec("nginx:lb", url="http://web/", answer="header:X-Zdd-Colour")
+    assert RouterSpec.from_label(spec.to_label()) == spec
+    for text in (None, "", "nginx:lb", "[]", '{"router": 1}', '{"service": "lb"}'):
+        assert RouterSpec.from_label(text) is None, text
