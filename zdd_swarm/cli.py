@@ -896,9 +896,12 @@ def watch(
     obj: _Obj, /, service: str, as_json: bool, log_format: str, verbose: int, **params: Any
 ) -> None:
     """Attach to an update of SERVICE in progress and follow it to its outcome
-    (a canary in flight: until it ends, taking it over if its controller dies)."""
+    (a canary in flight: until it ends, taking it over if its controller dies;
+    a blue-green app: as `bluegreen watch`)."""
 
     def action(controller: Controller) -> Any:
+        if _is_blue_green(controller, service, "watch"):
+            return _blue_green(controller, service, "watch", params, as_json)
         engine = _stack_engine(controller)
         if canary_status(engine, service) is not None:
             _exit_canary(follow_canary(engine, service, clock=controller.clock), as_json)
@@ -919,9 +922,12 @@ def rollback(
     obj: _Obj, /, service: str, as_json: bool, log_format: str, verbose: int, **params: Any
 ) -> None:
     """Roll SERVICE back to its previous spec and watch the rollback (a canary
-    in flight: abort it, every task back on the spec from before it)."""
+    in flight: abort it, every task back on the spec from before it; a
+    blue-green app: switch back, as `bluegreen rollback`)."""
 
     def action(controller: Controller) -> Any:
+        if _is_blue_green(controller, service, "rollback"):
+            return _blue_green(controller, service, "rollback", params, as_json)
         if canary_status(_stack_engine(controller), service) is not None:
             return _abort(controller, service, 30.0, as_json)
         return controller.rollback(service, _options(params, None))
@@ -934,9 +940,12 @@ def rollback(
 @output_options
 @click.pass_obj
 def status(obj: _Obj, service: str, as_json: bool, log_format: str, verbose: int) -> None:
-    """Show SERVICE: spec, update status, tasks per node, last rollout outcome."""
+    """Show SERVICE: spec, update status, tasks per node, last rollout outcome
+    (a blue-green app: as `bluegreen status`)."""
 
     def action(controller: Controller) -> Any:
+        if _is_blue_green(controller, service, "status"):
+            return _blue_green(controller, service, "status", {}, as_json)
         view = controller._prepare(service)
         payload = _status_payload(controller, view)
         if not as_json:
@@ -1100,8 +1109,15 @@ def _promote(controller: Controller, service: str, as_json: bool) -> Any:
 @output_options
 @click.pass_obj
 def promote(obj: _Obj, service: str, as_json: bool, log_format: str, verbose: int) -> None:
-    """End the pause of the canary on SERVICE (as `canary promote`)."""
-    _run(obj, as_json, log_format, verbose, lambda c: _promote(c, service, as_json), service)
+    """End the pause of the canary on SERVICE (as `canary promote`); a
+    blue-green app: switch to its colour awaiting promotion (`bluegreen promote`)."""
+
+    def action(controller: Controller) -> Any:
+        if _is_blue_green(controller, service, "promote"):
+            return _blue_green(controller, service, "promote", {}, as_json)
+        return _promote(controller, service, as_json)
+
+    _run(obj, as_json, log_format, verbose, action, service)
 
 
 @cli.command("abort")
@@ -1188,6 +1204,22 @@ def canary_watch(
         _exit_canary(result, as_json)
 
     _run(obj, as_json, log_format, verbose, action, service)
+
+
+def _is_blue_green(controller: Controller, name: str, command: str) -> bool:
+    """Whether NAME is a blue-green app and no service (exit 2 when it is both)."""
+    from .bluegreen.cli import is_pair  # not at the top: bluegreen.cli imports this module
+
+    return is_pair(controller, name, command)
+
+
+def _blue_green(
+    controller: Controller, app: str, command: str, params: dict[str, Any], as_json: bool
+) -> Any:
+    """``zdd-swarm COMMAND APP`` on a blue-green app: ``bluegreen COMMAND APP``."""
+    from .bluegreen.cli import dispatch
+
+    return dispatch(controller, app, command, params, as_json)
 
 
 def _stack_engine(controller: Controller) -> Any:

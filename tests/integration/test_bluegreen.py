@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -156,3 +158,28 @@ def test_the_cli_exit_codes_say_what_happened(
     data = json.loads(bad.stdout)
     assert data["outcome"] == "not_switched" and data["code"] == "preview_check_failed"
     assert router_labels(docker_client, blue) == ROUTER_LABELS
+
+
+def test_the_top_level_promote_and_rollback_reach_the_pair(
+    lab: Any, docker_client: Any, app: str
+) -> None:
+    blue, green = Colour.BLUE.service(app), Colour.GREEN.service(app)
+    create_blue(docker_client, lab, app)
+
+    def zdd(*args: str) -> dict[str, Any]:
+        argv = [sys.executable, "-m", "zdd_swarm", "-H", lab.docker_host, *args, "--json"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        data: dict[str, Any] = json.loads(done.stdout)
+        return data
+
+    deploy = ["bluegreen", "deploy", app, "--image", lab.image("v2"), "--manual-promote"]
+    zdd(*deploy, "--router", f"labels:{ROUTE}", "--scale-down-delay", "1s")
+    promoted = zdd("promote", app)  # through the router the deploy left with the pair
+    assert (promoted["code"], promoted["active"]) == ("switched", "green")
+    assert router_labels(docker_client, green) == ROUTER_LABELS
+    assert router_labels(docker_client, blue) == {}
+    rolled_back = zdd("rollback", app)
+    assert (rolled_back["code"], rolled_back["active"]) == ("rolled_back", "blue")
+    assert router_labels(docker_client, blue) == ROUTER_LABELS
+    assert docker_client.api.inspect_service(green)["Spec"]["Mode"]["Replicated"]["Replicas"] == 0

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from zdd_swarm import Controller, InputError, RolloutOptions, UpdateInProgress
+from zdd_swarm import ConfigError, Controller, InputError, RolloutOptions, UpdateInProgress
 from zdd_swarm.bluegreen import (
     BlueGreen,
     BlueGreenOptions,
@@ -23,6 +23,7 @@ from zdd_swarm.bluegreen.model import (
     LABEL_ACTIVE,
     LABEL_FAILED,
     LABEL_LOCK,
+    LABEL_ROUTER,
     CheckCount,
     colour_spec,
 )
@@ -461,3 +462,116 @@ def test_a_rollback_during_the_scale_down_delay_wins() -> None:
     assert router.active() is Colour.BLUE
     assert engine.inspect_service("web-blue").replicas == 3
     assert engine.inspect_service("web-green").replicas == 0
+
+
+def bg_cli(engine: FakeEngine, clock: FakeClock, *args: str) -> tuple[int, Any]:
+    """``zdd-swarm ARGS --json`` on the fake engine: the exit code and the JSON."""
+    from click.testing import CliRunner
+
+    from zdd_swarm.cli import _Obj, cli
+
+    obj = _Obj(engine_factory=lambda host: engine, clock=clock)
+    result = CliRunner().invoke(cli, [*args, "--json"], obj=obj)
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_the_router_is_remembered_so_promote_and_rollback_need_none(
+    engine: FakeEngine, clock: FakeClock
+) -> None:
+    engine.add_service("web-blue", "app:1", replicas=2, extra=RICH)
+    deploy = ["bluegreen", "deploy", "web", "--image", "app:2", "--manual-promote"]
+    code, _ = bg_cli(engine, clock, *deploy, "--router", f"labels:{ROUTE}")
+    assert code == 0
+    for colour in ("blue", "green"):
+        assert json.loads(labels(engine, f"web-{colour}")[LABEL_ROUTER]) == {
+            "router": f"labels:{ROUTE}"
+        }
+    code, data = bg_cli(engine, clock, "bluegreen", "status", "web")
+    assert code == 0 and data["router"] == "blue" and data["router_spec"] == f"labels:{ROUTE}"
+    code, data = bg_cli(engine, clock, "bluegreen", "promote", "web")
+    assert code == 0 and data["active"] == "green", data
+    code, data = bg_cli(engine, clock, "bluegreen", "rollback", "web")
+    assert code == 0 and data["code"] == "rolled_back" and data["active"] == "blue"
+
+
+def test_another_router_than_the_remembered_one_is_refused_by_name(
+    engine: FakeEngine, clock: FakeClock
+) -> None:
+    engine.add_service("web-blue", "app:1", replicas=2, extra=RICH)
+    bg_cli(
+        engine,
+        clock,
+        "bluegreen",
+        "deploy",
+        "web",
+        "--image",
+        "app:2",
+        "--router",
+        f"labels:{ROUTE}",
+    )
+    writes = len(engine.updates)
+    for command in ("rollback", "promote", "status"):
+        code, data = bg_cli(engine, clock, "bluegreen", command, "web", "--router", "labels:other")
+        assert code == 2, data
+        assert data["reason"].startswith("--router: invalid value 'labels:other'")
+        assert f"deployed with the router labels:{ROUTE}" in data["reason"]
+    with pytest.raises(ConfigError, match=r"^router: "):
+        BlueGreen(LabelRouter(engine, "web", ["other"]), Controller(engine, clock=clock)).rollback(
+            "web"
+        )
+    assert len(engine.updates) == writes
+    code, data = bg_cli(
+        engine, clock, "bluegreen", "rollback", "web", "--router", f"labels:{ROUTE}"
+    )
+    assert code == 0 and data["active"] == "blue"
+
+
+def test_a_pair_that_remembers_no_router_needs_one(engine: FakeEngine, clock: FakeClock) -> None:
+    engine.add_service("web-blue", "app:1", replicas=2, extra=RICH)
+    live = {"colour": Colour.BLUE}
+    router = CallableRouter(lambda c: live.update(colour=c), lambda: live["colour"])
+    BlueGreen(router, Controller(engine, clock=clock)).deploy("web", "app:2")
+    assert LABEL_ROUTER not in labels(engine, "web-green")
+    code, data = bg_cli(engine, clock, "bluegreen", "rollback", "web")
+    assert code == 2 and "remembers no router" in data["reason"]
+    code, data = bg_cli(engine, clock, "bluegreen", "status", "web")
+    assert code == 0 and data["router"] is None and data["active"] == "green"
+
+
+def test_in_python_the_remembered_router_and_its_address_come_from_the_pair(
+    engine: FakeEngine, clock: FakeClock
+) -> None:
+    engine.add_service("web-blue", "app:1", replicas=2, extra=RICH)
+    router = LabelRouter(engine, "web", [ROUTE])
+
+    def fetch(url: str, timeout: float) -> tuple[dict[str, str], str]:
+        return {}, str(router.active())  # the router's address answers with its colour
+
+    options = BlueGreenOptions(auto_promote=False, router_url="http://web/", router_fetch=fetch)
+    BlueGreen(router, Controller(engine, clock=clock), options).deploy("web", "app:2")
+    again = BlueGreen.remembered(
+        "web", Controller(engine, clock=clock), BlueGreenOptions(router_fetch=fetch)
+    )
+    assert again.router == router and again.options.router_url == "http://web/"
+    assert again.promote("web").active is Colour.GREEN
+
+
+def test_a_router_service_without_its_router_is_refused(
+    engine: FakeEngine, clock: FakeClock
+) -> None:
+    engine.add_service("web-blue", "app:1", replicas=2, extra=RICH)
+    deploy = ["bluegreen", "deploy", "web", "--image", "app:2", "--router", f"labels:{ROUTE}"]
+    bg_cli(engine, clock, *deploy)
+    writes = len(engine.updates)
+    code, data = bg_cli(engine, clock, "bluegreen", "rollback", "web", "--router-service", "lb")
+    assert code == 2 and data["reason"].startswith("--router-service: invalid value 'lb'")
+    assert len(engine.updates) == writes
+
+
+def test_an_unreadable_router_label_is_no_router() -> None:
+    from zdd_swarm.bluegreen import RouterSpec
+
+    spec = RouterSpec("nginx:lb", url="http://web/", answer="header:X-Zdd-Colour")
+    assert RouterSpec.from_label(spec.to_label()) == spec
+    for text in (None, "", "nginx:lb", "[]", '{"router": 1}', '{"service": "lb"}'):
+        assert RouterSpec.from_label(text) is None, text

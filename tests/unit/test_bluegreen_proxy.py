@@ -154,3 +154,15 @@ def test_cli_parses_nginx_and_haproxy_routers(engine: FakeEngine, clock: FakeClo
     assert haproxy.kind is ProxyKind.HAPROXY and haproxy.service == "lb"
     with pytest.raises(InputError):
         parse_router("nginx:", "web", engine, None)
+
+
+def test_an_nginx_pair_rolls_back_through_the_router_of_its_deploy(
+    engine: FakeEngine, clock: FakeClock
+) -> None:
+    bg, router = setup(engine, clock)
+    assert bg.deploy("web", "app:2").active is Colour.GREEN
+    again = BlueGreen.remembered("web", Controller(engine, clock=clock))
+    assert isinstance(again.router, ProxyRouter) and again.router == router
+    assert again.options.scale_down_delay.total_seconds() == 5
+    result = again.rollback("web")
+    assert result.code == "rolled_back" and router.active() is Colour.BLUE

@@ -18,6 +18,9 @@ from zdd_swarm.bluegreen import (
     LabelRouter,
     follow,
 )
+from zdd_swarm.bluegreen.model import LABEL_LOCK
+from zdd_swarm.bluegreen.store import read_pair, relabel
+from zdd_swarm.bluegreen.watch import _take_over
 from zdd_swarm.gates import CallableGate
 from zdd_swarm.testing import FakeClock, FakeEngine
 
@@ -86,20 +89,66 @@ def test_a_watch_stops_at_its_timeout_with_exit_3() -> None:
     assert seen.code == "watch_timeout" and "web-blue scales down at" in seen.reason.message
 
 
-def test_a_scale_down_nobody_carries_out_is_reported_overdue() -> None:
-    clock = _Meanwhile()
-    clock.at = 3600
-    engine, bg = pair(clock, scale_down_delay="1h")
+def died_in_the_delay(clock: _Meanwhile, engine: FakeEngine, then: Callable[[], Any]) -> None:
+    """Deploy ``web`` and let its process die in the scale-down delay (an hour):
+    its delay passes and a minute more, nobody acts; then ``then`` runs."""
 
     def process_died() -> Any:
-        clock.t += 3600 + 61  # the deploy's process is gone: its delay passes, nobody acts
-        return follow(engine, "web", clock=clock)
+        clock.t += 3600 + 61
+        return then()
 
-    clock.then = process_died
+    clock.at, clock.then = 3600, process_died
+
+
+def test_a_watch_takes_over_the_scale_down_of_a_process_that_died() -> None:
+    clock = _Meanwhile()
+    engine, bg = pair(clock, scale_down_delay="1h")
+    lines: list[str] = []
+    died_in_the_delay(
+        clock, engine, lambda: follow(engine, "web", clock=clock, on_change=lines.append)
+    )
     bg.deploy("web", "app:2")
     seen = clock.result
-    assert seen.outcome is BlueGreenOutcome.IN_FLIGHT and seen.code == "scale_down_overdue"
-    assert "docker service scale web-blue=0" in seen.reason.message
+    assert seen.outcome is BlueGreenOutcome.SWITCHED and seen.exit_code == 0
+    assert engine.inspect_service("web-blue").replicas == 0
+    assert engine.inspect_service("web-green").replicas == 2
+    after = read_pair(engine, "web")
+    assert after.state.scale_down_at is None and after.lock is None
+    assert any("its process is gone; scaling it to 0" in line for line in lines)
+
+
+def test_a_watch_leaves_a_pair_held_by_another_alone_until_its_timeout() -> None:
+    clock = _Meanwhile()
+    engine, bg = pair(clock, scale_down_delay="1h")
+
+    def another_holds_it() -> Any:
+        relabel(engine, "web-blue", {LABEL_LOCK: "0123abcd 2026-01-01T00:00:00 scale-down"})
+        return follow(engine, "web", clock=clock, timeout="10s")
+
+    died_in_the_delay(clock, engine, another_holds_it)
+    bg.deploy("web", "app:2")
+    seen = clock.result
+    assert seen.outcome is BlueGreenOutcome.IN_FLIGHT and seen.exit_code == 3
+    assert seen.code == "watch_timeout"
+    assert engine.inspect_service("web-blue").replicas == 2
+
+
+def test_of_two_watchers_only_the_first_scales_down() -> None:
+    clock = _Meanwhile()
+    engine, bg = pair(clock, scale_down_delay="1h")
+
+    def two_watchers() -> Any:
+        seen_by_both = read_pair(engine, "web")
+        first = _take_over(engine, seen_by_both, clock, lambda _line: None)
+        second = _take_over(engine, seen_by_both, clock, lambda _line: None)
+        relabel(engine, "web-blue", {LABEL_LOCK: "0123abcd 2026-01-01T00:00:00 scale-down"})
+        held = _take_over(engine, seen_by_both, clock, lambda _line: None)
+        return first, second, held
+
+    died_in_the_delay(clock, engine, two_watchers)
+    bg.deploy("web", "app:2")
+    assert clock.result == (True, False, False)
+    assert engine.inspect_service("web-blue").replicas == 0
 
 
 def test_nothing_to_watch_is_bad_input() -> None:

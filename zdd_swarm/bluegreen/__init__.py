@@ -5,9 +5,9 @@ kept up for an instant way back.
 ``BlueGreen`` runs the flow (``flow.py``, a state machine) over a pair of
 Swarm services ``<app>-blue`` / ``<app>-green`` whose state is kept in their
 labels (``model.py``, ``store.py``), through a ``Router`` (``router.py``;
-nginx and HAProxy in ``proxy.py``), whose public address may be probed
-(``probe.py``); ``follow`` watches an operation from another process
-(``watch.py``).
+nginx and HAProxy in ``proxy.py``; kept with the pair, ``routing.py``),
+whose public address may be probed (``probe.py``); ``follow`` watches an
+operation from another process (``watch.py``).
 See docs/blue-green.md.
 """
 
@@ -15,7 +15,14 @@ from __future__ import annotations
 
 from ..events import BlueGreenStage
 from .flow import BlueGreen, BlueGreenOptions, Stage
-from .model import BlueGreenCode, BlueGreenOutcome, BlueGreenResult, Colour, PairState
+from .model import (
+    BlueGreenCode,
+    BlueGreenOutcome,
+    BlueGreenResult,
+    Colour,
+    PairState,
+    RouterSpec,
+)
 from .probe import RouterProbe
 from .proxy import ProxyKind, ProxyRouter
 from .router import CallableRouter, LabelRouter, Router
@@ -38,6 +45,7 @@ __all__ = [
     "ProxyRouter",
     "Router",
     "RouterProbe",
+    "RouterSpec",
     "Stage",
     "follow",
 ]

@@ -5,6 +5,7 @@ flight when a watch stopped, 4 the switch back failed, 5 engine errors)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -23,43 +24,18 @@ from ..cli import (
 )
 from ..config import parse_duration
 from ..controller import Controller
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError, ServiceNotFound
 from .flow import BlueGreen, BlueGreenOptions
-from .model import Colour
-from .proxy import ProxyKind, ProxyRouter
-from .router import LabelRouter, Router
-from .store import Pair
+from .model import LABEL_APP, Colour
+from .router import Router
+from .routing import check_remembered, parse_router
+from .store import Pair, read_pair
 from .watch import follow, last_result
 
-__all__ = ["bluegreen"]
-
-#: Router kinds of ``--router``.
-ROUTER_KINDS = ("labels", *ProxyKind)
-_ROUTER_FORMS = "labels:PREFIX[,PREFIX...], nginx:SERVICE or haproxy:SERVICE"
+__all__ = ["bluegreen", "dispatch", "is_pair", "parse_router"]
 
 
-def parse_router(
-    spec: str,
-    app: str,
-    engine: Any,
-    router_service: str | None,
-    controller: Controller | None = None,
-) -> Router:
-    """``labels:PREFIX[,PREFIX...]``: a router that reads service labels;
-    ``nginx:SERVICE`` / ``haproxy:SERVICE``: a router service whose config
-    names the active colour."""
-    kind, sep, rest = spec.partition(":")
-    if kind not in ROUTER_KINDS or not sep or not rest.strip(","):
-        raise ConfigError("--router", spec, _ROUTER_FORMS)
-    if kind != "labels":
-        if "," in rest or (router_service and router_service != rest):
-            raise ConfigError("--router", spec, f"{kind}:SERVICE, one router service")
-        return ProxyRouter(engine, app, rest, ProxyKind(kind), controller=controller)
-    prefixes = [p for p in rest.split(",") if p]
-    return LabelRouter(engine, app, prefixes, router_service=router_service)
-
-
-def _router_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _router_options(fn: Callable[..., Any], required: bool = False) -> Callable[..., Any]:
     fn = click.option(
         "--router-answer",
         metavar="body|header:NAME",
@@ -78,17 +54,37 @@ def _router_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--router",
         "router_spec",
-        required=True,
+        required=required,
         metavar="KIND:ARG",
         help="How traffic reaches a colour: labels:PREFIX[,PREFIX...] (Traefik, caddy), "
-        "nginx:SERVICE or haproxy:SERVICE (a router service whose config names the colour).",
+        "nginx:SERVICE or haproxy:SERVICE (a router service whose config names the colour)"
+        + ("; kept with the pair." if required else "; by default the one of the last deploy."),
     )(fn)
 
 
-def _blue_green(controller: Controller, app: str, params: dict[str, Any]) -> BlueGreen:
-    router = parse_router(
-        params["router_spec"], app, controller.engine, params.get("router_service"), controller
-    )
+def _blue_green(
+    controller: Controller, app: str, params: dict[str, Any], *, deploy: bool = False
+) -> BlueGreen:
+    """Through the router given; without ``--router`` (promote, rollback,
+    status), through the one the pair remembers; without ``--scale-down-delay``,
+    with the deploy's. A router given to anything but a deploy must be the
+    remembered one (exit 2, nothing changed)."""
+    engine: Any = controller.engine
+    if not deploy and params.get("scale_down_delay") is None:
+        params = {**params, "scale_down_delay": read_pair(engine, app).scale_down_delay}
+    options, rollout = _bg_options(params), _options(params, None)
+    given = params.get("router_spec")
+    if given is None:
+        if params.get("router_service"):
+            raise ConfigError("--router-service", params["router_service"], "only with --router")
+        return BlueGreen.remembered(app, controller, options, rollout)
+    router = parse_router(given, app, engine, params.get("router_service"), controller)
+    if not deploy:
+        check_remembered(read_pair(engine, app), router, "--router")
+    return BlueGreen(router, controller, options, rollout)
+
+
+def _bg_options(params: dict[str, Any]) -> BlueGreenOptions:
     kwargs: dict[str, Any] = {}
     names = ("preview_window", "post_switch_window", "switch_timeout", "scale_down_delay")
     for name in (*names, "router_url", "router_answer"):
@@ -97,13 +93,12 @@ def _blue_green(controller: Controller, app: str, params: dict[str, Any]) -> Blu
     preview = [_parse_gate(g) for g in params.get("preview_http") or ()]
     preview += [_parse_tcp_gate(g) for g in params.get("preview_tcp") or ()]
     post = [_parse_gate(g) for g in params.get("post_switch_http") or ()]
-    options = BlueGreenOptions(
+    return BlueGreenOptions(
         auto_promote=not params.get("manual_promote", False),
         preview_checks=tuple(preview),
         post_switch_checks=tuple(post),
         **kwargs,
     )
-    return BlueGreen(router, controller, options, _options(params, None))
 
 
 @click.group()
@@ -114,7 +109,7 @@ def bluegreen() -> None:
 @bluegreen.command("deploy")
 @click.argument("app")
 @click.option("--image", required=True, help="The release, deployed to the idle colour.")
-@_router_options
+@functools.partial(_router_options, required=True)
 @click.option(
     "--preview-http", multiple=True, metavar="URL[,status=200]", help="Preview check (HTTP)."
 )
@@ -142,7 +137,7 @@ def deploy(
         as_json,
         log_format,
         verbose,
-        lambda c: _blue_green(c, app, params).deploy(app, image),
+        lambda c: _blue_green(c, app, params, deploy=True).deploy(app, image),
         app,
         params,
     )
@@ -197,26 +192,29 @@ def status(
 ) -> None:
     """Show APP's colours: which is active, under preview, scaling down when."""
 
-    def action(controller: Controller) -> Any:
-        blue_green = _blue_green(controller, app, params)
-        pair = blue_green.status(app)
-        payload = _status_payload(pair, blue_green.router.active())
-        if as_json:
-            return payload
-        with _stdout():
-            click.echo(f"{app}: active {payload['active']} (router: {payload['router']})")
-            for view in pair.services.values():
-                if view is not None:
-                    click.echo(f"  {view.name}: {view.image} x{view.replicas}")
-            if payload["preview"]:
-                click.echo(f"  awaiting promotion: {payload['preview']}")
-            if payload["scale_down_at"]:
-                click.echo(f"  the old colour scales down at {payload['scale_down_at']}")
-            if pair.lock:
-                click.echo(f"  locked by an operation in flight: {pair.lock}")
-        raise SystemExit(0)
+    _run(obj, as_json, log_format, verbose, lambda c: _status(c, app, params, as_json), app)
 
-    _run(obj, as_json, log_format, verbose, action, app)
+
+def _status(controller: Controller, app: str, params: dict[str, Any], as_json: bool) -> Any:
+    router = _status_router(controller, app, params)
+    pair = read_pair(_engine(controller), app)
+    payload = _status_payload(pair, router.active() if router else None)
+    if as_json:
+        return payload
+    with _stdout():
+        click.echo(f"{app}: active {payload['active']} (router: {payload['router']})")
+        if remembered := pair.router:
+            click.echo(f"  router of the last deploy: {remembered.router}")
+        for view in pair.services.values():
+            if view is not None:
+                click.echo(f"  {view.name}: {view.image} x{view.replicas}")
+        if payload["preview"]:
+            click.echo(f"  awaiting promotion: {payload['preview']}")
+        if payload["scale_down_at"]:
+            click.echo(f"  the old colour scales down at {payload['scale_down_at']}")
+        if pair.lock:
+            click.echo(f"  locked by an operation in flight: {pair.lock}")
+    raise SystemExit(0)
 
 
 @bluegreen.command("watch")
@@ -228,19 +226,74 @@ def watch(
     obj: _Obj, /, app: str, timeout: str | None, as_json: bool, log_format: str, verbose: int
 ) -> None:
     """Follow the blue-green operation in flight on APP (from any process)
-    until it ends, through a promotion it awaits; its result and exit code."""
+    until it ends, through a promotion it awaits (and a scale-down its dead
+    process left overdue); its result and exit code."""
 
-    def action(controller: Controller) -> Any:
-        limit = parse_duration(timeout, "--timeout") if timeout else None  # bad: exit 2
+    _run(obj, as_json, log_format, verbose, lambda c: _follow(c, app, timeout, as_json), app)
 
-        def say(line: str) -> None:
-            if not as_json:
-                click.echo(f"{app}: {line}", err=True)
 
-        engine: Any = controller.engine  # a StackEngine (DockerEngine, FakeEngine)
-        return follow(engine, app, clock=controller.clock, timeout=limit, on_change=say)
+def _follow(controller: Controller, app: str, timeout: str | None, as_json: bool) -> Any:
+    limit = parse_duration(timeout, "--timeout") if timeout else None  # bad: exit 2
 
-    _run(obj, as_json, log_format, verbose, action, app)
+    def say(line: str) -> None:
+        if not as_json:
+            click.echo(f"{app}: {line}", err=True)
+
+    return follow(_engine(controller), app, clock=controller.clock, timeout=limit, on_change=say)
+
+
+#: For the top-level commands on a name that is both a service and an app:
+#: the service's own command, besides ``bluegreen COMMAND``.
+_SERVICE_COMMANDS = {
+    "promote": "zdd-swarm canary promote",
+    "rollback": "docker service rollback",
+    "status": "docker service inspect",
+    "watch": "zdd-swarm canary watch",
+}
+
+
+def is_pair(controller: Controller, name: str, command: str) -> bool:
+    """Whether ``name`` is a blue-green app (its colour services carry the
+    pair's labels) and no service is named so; ``InputError`` when it is both."""
+    engine = _engine(controller)
+    colours = {colour.service(name) for colour in Colour}
+    if not any(v.name in colours for v in engine.list_services({LABEL_APP: name})):
+        return False
+    try:
+        engine.inspect_service(name)
+    except ServiceNotFound:
+        return True
+    raise InputError(
+        f"{name!r} is both a service and a blue-green app ({name}-blue, {name}-green): "
+        f"`zdd-swarm bluegreen {command} {name}` for the app, "
+        f"`{_SERVICE_COMMANDS[command]} {name}` for the service"
+    )
+
+
+def dispatch(
+    controller: Controller, app: str, command: str, params: dict[str, Any], as_json: bool
+) -> Any:
+    """``zdd-swarm COMMAND APP`` for a blue-green app: ``bluegreen COMMAND APP``,
+    through the router the pair remembers."""
+    if command == "status":
+        return _status(controller, app, params, as_json)
+    if command == "watch":
+        timeout = params.get("timeout")
+        return _follow(controller, app, None if timeout == "auto" else timeout, as_json)
+    blue_green = _blue_green(controller, app, params)
+    return blue_green.promote(app) if command == "promote" else blue_green.rollback(app)
+
+
+def _engine(controller: Controller) -> Any:
+    """The engine, which keeps configs too (a StackEngine: DockerEngine, FakeEngine)."""
+    return controller.engine
+
+
+def _status_router(controller: Controller, app: str, params: dict[str, Any]) -> Router | None:
+    """The router ``status`` asks (None: none given and none remembered)."""
+    if params.get("router_spec") is None and read_pair(_engine(controller), app).router is None:
+        return None
+    return _blue_green(controller, app, params).router
 
 
 def _status_payload(pair: Pair, routed: Colour | None) -> dict[str, Any]:
@@ -252,6 +305,7 @@ def _status_payload(pair: Pair, routed: Colour | None) -> dict[str, Any]:
         "preview": state.preview.value if state.preview else None,
         "scale_down_at": state.scale_down_at.isoformat() if state.scale_down_at else None,
         "lock": pair.lock,
+        "router_spec": pair.router.router if pair.router else None,
         "last": last.to_dict() if (last := last_result(pair)) else None,
         "services": {
             colour.value: {"name": view.name, "image": view.image, "replicas": view.replicas}

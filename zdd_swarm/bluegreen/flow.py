@@ -22,7 +22,7 @@ import contextlib
 import enum
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -36,7 +36,6 @@ from ..errors import (
     NotAManager,
     ServiceNotFound,
     UpdateInProgress,
-    VersionConflict,
     ZddError,
 )
 from ..events import BlueGreenStage
@@ -47,6 +46,8 @@ from ..spec import ServiceChange, validate_image_reference
 from .model import (
     LABEL_FAILED,
     LABEL_LAST,
+    LABEL_ROUTER,
+    LABEL_SCALE_DOWN_DELAY,
     BlueGreenCode,
     BlueGreenOutcome,
     BlueGreenResult,
@@ -57,7 +58,17 @@ from .model import (
 )
 from .probe import Fetch, RouterProbe, identities, urllib_fetch
 from .router import Router
-from .store import Pair, acquire, read_pair, relabel, release, write_state
+from .routing import check_remembered, parse_router, spec_of
+from .store import (
+    Pair,
+    acquire,
+    read_pair,
+    relabel,
+    release,
+    remember,
+    set_replicas,
+    write_state,
+)
 
 __all__ = ["BlueGreen", "BlueGreenOptions", "Stage", "advance"]
 
@@ -190,12 +201,44 @@ class BlueGreen:
         self.options = options or BlueGreenOptions()
         self.rollout = rollout or controller.options
 
+    @classmethod
+    def remembered(
+        cls,
+        app: str,
+        controller: Controller,
+        options: BlueGreenOptions | None = None,
+        rollout: RolloutOptions | None = None,
+    ) -> BlueGreen:
+        """Blue-green on ``app`` through the router it was last deployed with
+        (its address too, unless ``options`` give one; without ``options``, its
+        scale-down delay too); ``InputError`` when the pair remembers none."""
+        engine: Any = controller.engine
+        pair = read_pair(engine, app)
+        spec = pair.router
+        if spec is None:
+            raise InputError(
+                f"{app}: the pair remembers no router (deployed before it was kept, or with "
+                "a router of platform code): give --router (router=)"
+            )
+        router = parse_router(spec.router, app, engine, spec.service, controller)
+        if options is None:
+            delay = pair.scale_down_delay
+            options = BlueGreenOptions()
+            if delay is not None:
+                options = replace(options, scale_down_delay=delay)
+        if options.router_url is None and spec.url is not None:
+            answer = spec.answer or "body"
+            options = replace(options, router_url=spec.url, router_answer=answer)
+        return cls(router, controller, options, rollout)
+
     # -- operations -----------------------------------------------------------
 
     def deploy(self, app: str, image: str) -> BlueGreenResult:
         """Release ``image`` to the idle colour of ``app`` and switch to it."""
         validate_image_reference(image)
         with self._locked(app, "deploy") as (pair, held):
+            said = spec_of(self.router, self.options.router_url, self.options.router_answer)
+            pair = remember(self.engine, pair, said, self.options.scale_down_delay)
             if pair.state.preview is not None:
                 log.info("preview_replaced", app=app, colour=pair.state.preview.value)
             run = _Run(pair, pair.state.active.other, image, held=held)
@@ -242,13 +285,15 @@ class BlueGreen:
 
     # -- the runner -------------------------------------------------------------
 
-    def _prepare(self, app: str) -> Pair:
+    def _prepare(self, app: str, operation: str) -> Pair:
         if not app or not app.strip():
             raise ConfigError("app", app, "an app name (its colours are <app>-blue, <app>-green)")
         if not self.engine.info().is_manager:
             raise NotAManager("the engine is not a swarm manager: point DOCKER_HOST at a manager")
-        self.router.check()
         pair = read_pair(self.engine, app)
+        if operation != "deploy":
+            check_remembered(pair, self.router)  # another router: refused, nothing changed
+        self.router.check()
         routed = self.router.active()
         if routed is not pair.state.active:
             raise InputError(
@@ -269,7 +314,7 @@ class BlueGreen:
     @contextlib.contextmanager
     def _locked(self, app: str, operation: str) -> Iterator[tuple[Pair, str]]:
         """The checked pair, under its lock (given back at the end, whatever happens)."""
-        pair = self._prepare(app)
+        pair = self._prepare(app, operation)
         held = f"{uuid.uuid4().hex[:12]} {self.clock.now().isoformat()} {operation}"
         pair = acquire(self.engine, pair, held)
         try:
@@ -402,11 +447,13 @@ class BlueGreen:
         """Create the idle colour from the active one's spec, at 0 replicas."""
         if run.pair.service(run.target) is not None:
             return True
+        active = run.pair.active.spec.get("Labels") or {}
+        kept = {k: active[k] for k in (LABEL_ROUTER, LABEL_SCALE_DOWN_DELAY) if k in active}
         spec = colour_spec(
             run.pair.active.spec,
             run.pair.app,
             run.target,
-            keep=run.pair.state.labels(),
+            keep={**run.pair.state.labels(), **kept},
             routes=self.router.routes,
         )
         self.engine.create_service(spec)
@@ -527,7 +574,10 @@ class BlueGreen:
             f"traffic goes to {run.target.service(run.pair.app)}"
             + (f" ({run.image})" if run.image else ""),
         )
-        # the switch is settled: a rollback may come in meanwhile (its own lock)
+        # the switch is settled: a rollback may come in meanwhile (its own lock);
+        # the result is kept first, for a watch that outlives this process
+        assert run.result is not None
+        self._record(run.result)
         release(self.engine, run.pair.app, run.held)
         self.clock.sleep(self.options.scale_down_delay.total_seconds())
         return True
@@ -599,17 +649,7 @@ class BlueGreen:
 
     def _set_replicas(self, service: str, replicas: int, labels: dict[str, str]) -> None:
         """Scale a colour (the task template is unchanged: no task restarts)."""
-        for _ in range(5):
-            view = self.engine.inspect_service(service)
-            spec = dict(view.spec)
-            spec["Mode"] = {"Replicated": {"Replicas": replicas}}
-            spec["Labels"] = {**(view.spec.get("Labels") or {}), **labels}
-            try:
-                self.engine.update_service(view, spec)
-                return
-            except VersionConflict:
-                continue
-        raise VersionConflict(f"service {service!r}: not scaled, update out of sequence 5 times")
+        set_replicas(self.engine, service, replicas, labels)
 
     def _wait_running(self, service_id: str, replicas: int) -> str | None:
         """Wait until ``replicas`` tasks of the service run (healthy); None

@@ -32,6 +32,7 @@ __all__ = [
     "CheckCount",
     "Colour",
     "PairState",
+    "RouterSpec",
     "colour_spec",
 ]
 
@@ -51,6 +52,14 @@ not switch to that image)."""
 LABEL_LAST = LABEL_PREFIX + "last"
 """On both colours: the result of the last operation, as JSON (``BlueGreenResult.to_record``);
 written before the operation gives its lock back, so a watcher that sees no lock reads it."""
+
+LABEL_ROUTER = LABEL_PREFIX + "router"
+"""On both colours: the router the pair was last deployed with (``RouterSpec``, as JSON),
+so that ``promote`` and ``rollback`` need no ``--router``."""
+
+LABEL_SCALE_DOWN_DELAY = LABEL_PREFIX + "scale-down-delay"
+"""On both colours: the scale-down delay of the last deploy (``90s``), for its
+``promote`` and a ``rollback`` that give none."""
 
 #: Labels that say another strategy of ours manages a service.
 OTHER_STRATEGIES = ("zdd-swarm.",)
@@ -115,7 +124,6 @@ class BlueGreenCode(enum.StrEnum):
     POST_SWITCH_CHECK_FAILED = "post_switch_check_failed"
     SWITCH_BACK_FAILED = "switch_back_failed"
     WATCH_TIMEOUT = "watch_timeout"
-    SCALE_DOWN_OVERDUE = "scale_down_overdue"
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,37 @@ class PairState:
     def next(self, **changes: Any) -> PairState:
         """The state that follows this one (``seq`` moves on)."""
         return replace(self, seq=self.seq + 1, **changes)
+
+
+@dataclass(frozen=True)
+class RouterSpec:
+    """A router as ``--router`` names it (``labels:PREFIX[,PREFIX...]``,
+    ``nginx:SERVICE``, ``haproxy:SERVICE``), with its service and address, if given."""
+
+    router: str
+    service: str | None = None
+    """``--router-service``"""
+    url: str | None = None
+    """``--router-url``"""
+    answer: str | None = None
+    """``--router-answer``"""
+
+    def to_label(self) -> str:
+        fields = {"router": self.router, "service": self.service, "url": self.url}
+        fields["answer"] = self.answer
+        return json.dumps({k: v for k, v in fields.items() if v}, separators=(",", ":"))
+
+    @classmethod
+    def from_label(cls, text: str | None) -> RouterSpec | None:
+        """The spec a ``router`` label holds (None: none, or not readable)."""
+        try:
+            data = json.loads(text or "")
+            values = [data.get(k) for k in ("router", "service", "url", "answer")]
+        except (ValueError, AttributeError):
+            return None
+        if not all(isinstance(v, str | None) for v in values) or not values[0]:
+            return None
+        return cls(*values)
 
 
 def with_labels(labels: Mapping[str, str], changes: Mapping[str, str]) -> dict[str, str]:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
+from ..config import format_duration, parse_duration
 from ..engine import Engine, StackEngine
 from ..errors import (
+    ConfigError,
     InputError,
     ServiceNotFound,
     UnsupportedServiceMode,
@@ -20,13 +23,25 @@ from .model import (
     LABEL_COLOUR,
     LABEL_LOCK,
     LABEL_PREFIX,
+    LABEL_ROUTER,
+    LABEL_SCALE_DOWN_DELAY,
     OTHER_STRATEGIES,
     Colour,
     PairState,
+    RouterSpec,
     with_labels,
 )
 
-__all__ = ["Pair", "acquire", "read_pair", "relabel", "release", "write_state"]
+__all__ = [
+    "Pair",
+    "acquire",
+    "read_pair",
+    "relabel",
+    "release",
+    "remember",
+    "set_replicas",
+    "write_state",
+]
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,28 @@ class Pair:
             if held:
                 return str(held)
         return None
+
+    def _kept(self, label: str) -> str | None:
+        """A label of the last deploy (the active colour's copy first)."""
+        for colour in (self.state.active, self.state.active.other):
+            view = self.services[colour]
+            value = (view.spec.get("Labels") or {}).get(label) if view else None
+            if value:
+                return str(value)
+        return None
+
+    @property
+    def router(self) -> RouterSpec | None:
+        """The router the pair was last deployed with."""
+        return RouterSpec.from_label(self._kept(LABEL_ROUTER))
+
+    @property
+    def scale_down_delay(self) -> timedelta | None:
+        """The scale-down delay the pair was last deployed with."""
+        try:
+            return parse_duration(self._kept(LABEL_SCALE_DOWN_DELAY) or "", LABEL_SCALE_DOWN_DELAY)
+        except ConfigError:
+            return None
 
     @property
     def active(self) -> ServiceView:
@@ -75,6 +112,24 @@ def relabel(engine: Engine, service: str, changes: Mapping[str, str]) -> Service
     )
 
 
+def set_replicas(
+    engine: Engine, service: str, replicas: int, labels: Mapping[str, str] | None = None
+) -> None:
+    """Scale a colour, adding ``labels`` (the task template is unchanged: no
+    task restarts); retried when another write came in between."""
+    for _ in range(5):
+        view = engine.inspect_service(service)
+        spec = dict(view.spec)
+        spec["Mode"] = {"Replicated": {"Replicas": replicas}}
+        spec["Labels"] = {**(view.spec.get("Labels") or {}), **(labels or {})}
+        try:
+            engine.update_service(view, spec)
+            return
+        except VersionConflict:
+            continue
+    raise VersionConflict(f"service {service!r}: not scaled, update out of sequence 5 times")
+
+
 def write_state(engine: Engine, pair: Pair, state: PairState) -> Pair:
     """Write ``state`` to both colour services (the higher ``seq`` wins when read)."""
     services = dict(pair.services)
@@ -82,6 +137,20 @@ def write_state(engine: Engine, pair: Pair, state: PairState) -> Pair:
         if view is not None:
             services[colour] = relabel(engine, view.id, state.labels())
     return Pair(pair.app, services, state)
+
+
+def remember(
+    engine: Engine, pair: Pair, router: RouterSpec | None, scale_down_delay: timedelta
+) -> Pair:
+    """Keep the router and the scale-down delay of a deploy with the pair (on
+    both colours), for ``promote`` and ``rollback`` that give none."""
+    labels = {LABEL_SCALE_DOWN_DELAY: format_duration(scale_down_delay)}
+    labels[LABEL_ROUTER] = router.to_label() if router else ""
+    services = dict(pair.services)
+    for colour, view in pair.services.items():
+        if view is not None:
+            services[colour] = relabel(engine, view.id, labels)
+    return Pair(pair.app, services, pair.state)
 
 
 def _find(engine: StackEngine, name: str) -> ServiceView | None:

@@ -10,22 +10,23 @@ and exit code; it changes nothing.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
 from ..clock import Clock, SystemClock
 from ..config import DurationLike, parse_duration
 from ..engine import StackEngine
-from ..errors import InputError
+from ..errors import InputError, UpdateInProgress
 from ..result import Reason
 from .model import LABEL_LAST, BlueGreenCode, BlueGreenOutcome, BlueGreenResult
-from .store import Pair, read_pair
+from .store import Pair, acquire, read_pair, release, set_replicas, write_state
 
 __all__ = ["OVERDUE_AFTER", "follow", "in_flight", "last_result"]
 
 OVERDUE_AFTER = timedelta(seconds=60)
 """A scale-down this late, with no operation holding the pair, is taken as
-one whose process died."""
+one whose process died: a watch carries it out."""
 
 
 def in_flight(pair: Pair) -> str | None:
@@ -65,10 +66,11 @@ def follow(
     """Follow ``app`` until no operation is in flight; the last operation's result.
 
     ``on_change`` gets a line each time what is in flight changes. A colour
-    awaiting promotion is in flight until it is promoted or discarded. Ends
-    with outcome ``in_flight`` (exit 3) when ``timeout`` passes first, or
-    when the old colour's scale-down is overdue with no operation holding
-    the pair (its process died). ``InputError`` when nothing was ever done."""
+    awaiting promotion is in flight until it is promoted or discarded. A
+    scale-down of the old colour overdue by ``OVERDUE_AFTER`` with no
+    operation holding the pair (its process died) is carried out here. Ends
+    with outcome ``in_flight`` (exit 3) when ``timeout`` passes first.
+    ``InputError`` when nothing was ever done."""
     clock = clock or SystemClock()
     limit = parse_duration(timeout, "timeout") if timeout is not None else None
     every = parse_duration(poll, "poll").total_seconds()
@@ -82,9 +84,8 @@ def follow(
         said = doing or said
         if doing is None:
             return _finished(pair)
-        overdue = _overdue(pair, clock)
-        if overdue:
-            return _stopped(pair, BlueGreenCode.SCALE_DOWN_OVERDUE, overdue, clock, start)
+        if _overdue(pair, clock) and _take_over(engine, pair, clock, on_change):
+            continue
         if limit is not None and clock.monotonic() - start >= limit.total_seconds():
             why = f"still in flight after {limit.total_seconds():g}s: {doing}"
             return _stopped(pair, BlueGreenCode.WATCH_TIMEOUT, why, clock, start)
@@ -100,15 +101,35 @@ def _finished(pair: Pair) -> BlueGreenResult:
     return result
 
 
-def _overdue(pair: Pair, clock: Clock) -> str:
+def _overdue(pair: Pair, clock: Clock) -> bool:
     due = pair.state.scale_down_at
-    if pair.lock or due is None or clock.now() - due < OVERDUE_AFTER:
-        return ""
-    old = pair.state.active.other.service(pair.app)
-    return (
-        f"{old} was due to scale down at {due:%T} and no operation holds the pair: the "
-        f"process that switched it is gone; scale {old} to 0 (docker service scale {old}=0)"
-    )
+    return not pair.lock and due is not None and clock.now() - due >= OVERDUE_AFTER
+
+
+def _take_over(
+    engine: StackEngine, pair: Pair, clock: Clock, on_change: Callable[[str], None]
+) -> bool:
+    """Scale the old colour to 0 as the process that switched ``pair`` would
+    have: under the pair's lock, and only if its labels, read under the lock,
+    still say what ``pair`` said (else another process acted: nothing to do).
+    Whether it did."""
+    held = f"{uuid.uuid4().hex[:12]} {clock.now().isoformat()} scale-down"
+    try:
+        now = acquire(engine, pair, held)
+    except UpdateInProgress:
+        return False  # another watcher or operation holds it: followed on the next poll
+    try:
+        if now.state != pair.state:
+            return False
+        old = now.state.active.other.service(now.app)
+        due = now.state.scale_down_at
+        assert due is not None
+        on_change(f"{old} was due to scale down at {due:%T}: its process is gone; scaling it to 0")
+        set_replicas(engine, old, 0)
+        write_state(engine, now, now.state.next(scale_down_at=None))
+        return True
+    finally:
+        release(engine, pair.app, held)
 
 
 def _stopped(
