@@ -1120,25 +1120,6 @@ def promote(obj: _Obj, service: str, as_json: bool, log_format: str, verbose: in
     _run(obj, as_json, log_format, verbose, action, service)
 
 
-@cli.command("abort")
-@click.argument("service")
-@_STALE_AFTER
-@output_options
-@click.pass_obj
-def abort(
-    obj: _Obj, service: str, stale_after: float, as_json: bool, log_format: str, verbose: int
-) -> None:
-    """Abort the canary on SERVICE: every task back on the original spec (as `canary abort`)."""
-    _run(
-        obj,
-        as_json,
-        log_format,
-        verbose,
-        lambda c: _abort(c, service, stale_after, as_json),
-        service,
-    )
-
-
 @canary_group.command("abort")
 @click.argument("service")
 @_STALE_AFTER
@@ -1158,6 +1139,10 @@ def canary_abort(
         lambda c: _abort(c, service, stale_after, as_json),
         service,
     )
+
+
+# `zdd-swarm abort SERVICE` is `zdd-swarm canary abort SERVICE`
+cli.add_command(canary_abort, "abort")
 
 
 def _abort(controller: Controller, service: str, stale_after: float, as_json: bool) -> Any:
