@@ -35,6 +35,10 @@ class Killed(BaseException):
     """The controller's process dies (nothing in it runs any more)."""
 
 
+def die() -> None:
+    raise Killed
+
+
 class HookClock(FakeClock):
     """Simulated time that runs ``hooks`` (time, action) once their time comes:
     what another process does meanwhile."""
@@ -152,9 +156,6 @@ def test_an_inconclusive_analysis_waits_for_a_person(engine: FakeEngine, clock: 
 def test_watch_finishes_a_canary_whose_controller_died(
     engine: FakeEngine, clock: HookClock
 ) -> None:
-    def die() -> None:
-        raise Killed
-
     clock.at(20, die)
     with pytest.raises(Killed):
         canary(engine, clock, ["10%", "pause", "50%", "100%"]).run("web", "app:2")
@@ -182,9 +183,6 @@ def test_watch_reads_the_analyses_from_the_record(
         "steps": ["10%", {"pause": None}, "analysis=ok", "100%"],
     }
 
-    def die() -> None:
-        raise Killed
-
     clock.at(20, die)
     with pytest.raises(Killed):
         Canary(engine, canary_from_data(data), clock=clock, poll_interval=0.5).run("web", "app:2")
@@ -205,9 +203,6 @@ def test_web_headers_stay_out_of_the_record(
     web = {"url": "http://metrics.example/errors", "headers": {"Authorization": "Bearer x"}}
     data = {"analyses": {"ok": {"web": web}}, "steps": ["10%", "pause", "100%"]}
 
-    def die() -> None:
-        raise Killed
-
     clock.at(20, die)
     with pytest.raises(Killed):
         Canary(engine, canary_from_data(data), clock=clock).run("web", "app:2")
@@ -217,9 +212,6 @@ def test_web_headers_stay_out_of_the_record(
 
 
 def test_abort_of_a_dead_controller_restores_here(engine: FakeEngine, clock: HookClock) -> None:
-    def die() -> None:
-        raise Killed
-
     clock.at(20, die)
     with pytest.raises(Killed):
         canary(engine, clock, ["30%", "pause", "100%"]).run("web", "app:2")
@@ -260,9 +252,6 @@ def test_a_controller_whose_lock_was_taken_lets_go(engine: FakeEngine, clock: Ho
 
 
 def test_two_takers_of_a_stale_record_one_wins(engine: FakeEngine, clock: HookClock) -> None:
-    def die() -> None:
-        raise Killed
-
     clock.at(5, die)
     with pytest.raises(Killed):
         canary(engine, clock, ["10%", "pause", "100%"]).run("web", "app:2")
@@ -392,9 +381,6 @@ def test_the_library_will_not_watch_or_roll_back_a_held_canary(
 def test_watch_follows_a_canary_and_takes_it_over_when_its_controller_dies(
     engine: FakeEngine, clock: HookClock
 ) -> None:
-    def die() -> None:
-        raise Killed
-
     clock.at(20, die)
     with pytest.raises(Killed):
         canary(engine, clock, ["10%", "pause=2m", "100%"]).run("web", "app:2")
