@@ -133,7 +133,8 @@ class _TaskCadence:
     ``EVENT_BUSY_POLLS`` polls: about 0.7 requests per second. A rollback
     is the engine's to carry out and to end (``rollback_completed`` or
     ``rollback_paused``, both service events), so with the stream alive its
-    tasks are listed as if quiet."""
+    tasks are listed when it ends and otherwise every ``EVENT_POLLS`` polls,
+    as the service is inspected."""
 
     QUIET_POLLS = 3
     EVENT_BUSY_POLLS = 2
@@ -186,7 +187,9 @@ class _TaskCadence:
         quiet = seen == self.tasks_seen
         self.tasks_seen, self.last_listed = seen, now
         streamed = self.events is not None and self.events.alive
-        if quiet or (streamed and rolling_back):
+        if streamed and rolling_back:
+            polls = self.EVENT_POLLS
+        elif quiet:
             polls = self.QUIET_POLLS
         else:
             polls = self.EVENT_BUSY_POLLS if streamed else 1

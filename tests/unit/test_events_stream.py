@@ -98,14 +98,14 @@ def test_with_events_changing_tasks_are_listed_every_other_poll() -> None:
     assert listed == [0, 2, 4, 6]
 
 
-def test_with_events_a_rollback_lists_changing_tasks_every_third_poll() -> None:
+def test_with_events_a_rollback_lists_changing_tasks_every_fifth_poll() -> None:
     cadence = _TaskCadence(1.0, Alive())  # type: ignore[arg-type]
     listed = []
-    for poll in range(8):
+    for poll in range(11):
         if cadence.tasks_due(float(poll), _view(1)):
             listed.append(poll)
             cadence.listed(float(poll), [_task(str(poll))], rolling_back=True)
-    assert listed == [0, 3, 6]
+    assert listed == [0, 5, 10]
 
 
 def test_without_events_a_rollback_lists_changing_tasks_on_every_poll() -> None:
