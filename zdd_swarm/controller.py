@@ -172,6 +172,13 @@ class _TaskCadence:
         on the next poll."""
         self.service_skipped = True
 
+    def rollback_sent(self) -> None:
+        """We asked for a rollback: the service we hold predates it (inspect
+        it on the next poll), and its tasks go at the rollback's pace."""
+        self.service_changed()
+        if self.events is not None and self.events.alive:
+            self.interval = self.poll * self.EVENT_POLLS
+
     def tasks_due(self, now: float, service: ServiceView, *, rolling_back: bool = False) -> bool:
         seen = (service.version, service.update_status)
         changed, self.service_seen = seen != self.service_seen, seen
@@ -857,7 +864,7 @@ class Controller:
         if not self._request_rollback(tracker, action, seen.service):
             seen.service = self.engine.inspect_service(service_id)
             self._request_rollback(tracker, action, seen.service)
-        seen.cadence.service_changed()  # what we hold predates our rollback
+        seen.cadence.rollback_sent()
 
     def _request_rollback(
         self, tracker: Tracker, action: RequestRollback, service: ServiceView

@@ -187,3 +187,12 @@ def test_during_a_rollback_only_the_events_of_its_end_are_worth_a_look() -> None
         cadence.service_due()  # the first look
         controller._pause(cadence, 1.0, rolling_back)
         assert cadence.service_due() is looks, (state, rolling_back)
+
+
+def test_with_events_a_rollback_sent_lists_its_tasks_at_the_rollbacks_pace() -> None:
+    cadence = _TaskCadence(1.0, Alive())  # type: ignore[arg-type]
+    assert cadence.tasks_due(0.0, _view(1))
+    cadence.listed(0.0, [_task("a")], rolling_back=False)  # changing: every other poll
+    cadence.rollback_sent()
+    assert cadence.service_due() is True  # what we held predates the rollback
+    assert [cadence.tasks_due(float(t), _view(1)) for t in (2, 4, 5)] == [False, False, True]
