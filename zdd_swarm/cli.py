@@ -44,14 +44,12 @@ from .canary import (
     abort_canary,
     canary_from_compose,
     canary_status,
-    check_metrics,
     follow_canary,
     load_canary_file,
     parse_steps,
     promote_canary,
     watch_canary,
 )
-from .canary.steps import validate_steps
 from .clock import Clock
 from .config import RollbackConfig, UpdateConfig, configs_from_compose
 from .controller import Controller, RolloutOptions
@@ -847,9 +845,7 @@ def _canary_plan(canary: CanarySpec, plan: Any) -> list[str]:
     """The canary's steps as they would go on this service, checked as
     ``Canary.run`` checks them (the replica count, a first measurement of
     every analysis): ``10% (1 of 10 tasks)``, ``analysis errors``, ..."""
-    validate_steps(canary.steps, canary.analyses, plan.total)
-    context = QueryContext(plan.service, plan.image_before, plan.image_after)
-    check_metrics([m for ms in canary.analyses.values() for m in ms], context)
+    canary.check(plan.total, QueryContext(plan.service, plan.image_before, plan.image_after))
     return [
         f"{step} ({step.task_count(plan.total)} of {plan.total} tasks)"
         if isinstance(step, SetWeight)

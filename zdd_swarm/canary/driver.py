@@ -69,13 +69,12 @@ from .analysis import (
     Metric,
     Phase,
     QueryContext,
-    check_metrics,
     metric_summary,
     run_analysis,
 )
 from .record import CanaryPhase, CanaryRecord, CanaryStore, LockLost, Request
 from .spec import CanarySpec
-from .steps import Analysis, Pause, SetWeight, Step, step_text, validate_steps
+from .steps import Analysis, Pause, SetWeight, Step, step_text
 
 __all__ = ["HOLD", "Canary", "CanaryOutcome", "CanaryResult", "StepReport"]
 
@@ -252,7 +251,6 @@ class Canary:
             raise UnsupportedServiceMode(f"service {current.name!r}: a canary needs replicas")
         if current.state in (UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED):
             raise UpdateInProgress(f"service {current.name!r}: an update is in progress")
-        validate_steps(self.spec.steps, self.spec.analyses, replicas)
         if change.pin_digest:
             raise ConfigError("pin_digest", True, "not with a canary yet")
         target = change.apply(current.spec)
@@ -261,7 +259,7 @@ class Canary:
                 "change", current.name, "a change of the tasks: a canary replaces tasks"
             )
         context = QueryContext(current.name, current.image, image_of(target))
-        check_metrics([m for ms in self.spec.analyses.values() for m in ms], context)
+        self.spec.check(replicas, context)
         original = copy.deepcopy(dict(current.spec))
         record = CanaryRecord(
             current.name,

@@ -35,9 +35,9 @@ import yaml
 
 from ..errors import ConfigError, StepError
 from ..gates import parse_http_gate, parse_tcp_gate
-from .analysis import Metric, MetricProvider
+from .analysis import Metric, MetricProvider, QueryContext, check_metrics
 from .providers import GateProvider, PrometheusProvider, WebProvider
-from .steps import Step, steps_from_data
+from .steps import Step, steps_from_data, validate_steps
 
 __all__ = ["EXTENSION", "CanarySpec", "canary_from_compose", "canary_from_data", "load_canary_file"]
 
@@ -79,6 +79,14 @@ class CanarySpec:
     source: Mapping[str, Any] | None = field(default=None, compare=False)
     """The mapping it was read from (``steps:``, ``analyses:``), if any: a
     canary's record keeps it, so that ``watch`` can finish the canary."""
+
+    def check(self, replicas: int, context: QueryContext) -> None:
+        """What a canary checks before it sends anything: the steps against
+        the service's ``replicas`` and the analyses they name, and a first
+        measurement of every metric (a query Prometheus refuses, a provider
+        it cannot reach). Raises an ``InputError``."""
+        validate_steps(self.steps, self.analyses, replicas)
+        check_metrics([m for ms in self.analyses.values() for m in ms], context)
 
 
 def _gate(where: str, settings: Mapping[str, Any]) -> GateProvider:

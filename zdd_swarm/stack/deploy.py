@@ -27,10 +27,9 @@ from ..canary import (
     CanaryResult,
     QueryContext,
     canary_status,
-    check_metrics,
     watch_canary,
 )
-from ..canary.steps import step_text, validate_steps
+from ..canary.steps import step_text
 from ..config import (
     TASK_START_ALLOWANCE,
     RollbackConfig,
@@ -534,9 +533,7 @@ class _Deploy:
         replicas = replicas_of(desired)
         if replicas is None:
             raise UnsupportedServiceMode(f"service {name!r}: a canary needs replicas")
-        validate_steps(canary.steps, canary.analyses, replicas)
-        context = QueryContext(name, current.image, image_of(desired))
-        check_metrics([m for ms in canary.analyses.values() for m in ms], context)
+        canary.check(replicas, QueryContext(name, current.image, image_of(desired)))
 
     def _roll_canary(self, report: ServiceReport, change: ServiceChange) -> bool:
         """The service's canary, held by Swarm's updater at each step
