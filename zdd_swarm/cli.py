@@ -246,15 +246,6 @@ class _KubernetesFlags:
         self.warnings = [str(w) for w in mapped.warnings]
 
 
-def _parse_gate(spec: str) -> Gate:
-    """``URL[,status=200][,ratio=1.0][,timeout=2]``."""
-    return parse_http_gate(spec)
-
-
-def _parse_tcp_gate(spec: str) -> Gate:
-    return parse_tcp_gate(spec)
-
-
 def _compose_service(path: str, service: str) -> Mapping[str, Any]:
     """The entry of ``service`` (or of its name without the stack prefix) in
     the compose file at ``path``."""
@@ -584,8 +575,8 @@ def _fail(
 
 
 def _options(params: Mapping[str, Any], failure_action: str | None) -> RolloutOptions:
-    gates = [_parse_gate(g) for g in params.get("gate_http") or ()]
-    gates += [_parse_tcp_gate(g) for g in params.get("gate_tcp") or ()]
+    gates: list[Gate] = [parse_http_gate(g) for g in params.get("gate_http") or ()]
+    gates += [parse_tcp_gate(g) for g in params.get("gate_tcp") or ()]
     kwargs: dict[str, Any] = {"gates": tuple(gates)}
     for name in ("task_deadline", "progress_deadline", "timeout", "rollback_timeout"):
         if params.get(name) is not None:

@@ -15,8 +15,6 @@ from ..cli import (
     _deadline_options,
     _Obj,
     _options,
-    _parse_gate,
-    _parse_tcp_gate,
     _run,
     _stdout,
     cli,
@@ -25,6 +23,7 @@ from ..cli import (
 from ..config import parse_duration
 from ..controller import Controller
 from ..errors import ConfigError, InputError, ServiceNotFound
+from ..gates import Gate, parse_http_gate, parse_tcp_gate
 from .flow import BlueGreen, BlueGreenOptions
 from .model import LABEL_APP, Colour
 from .router import Router
@@ -90,9 +89,9 @@ def _bg_options(params: dict[str, Any]) -> BlueGreenOptions:
     for name in (*names, "router_url", "router_answer"):
         if params.get(name) is not None:
             kwargs[name] = params[name]
-    preview = [_parse_gate(g) for g in params.get("preview_http") or ()]
-    preview += [_parse_tcp_gate(g) for g in params.get("preview_tcp") or ()]
-    post = [_parse_gate(g) for g in params.get("post_switch_http") or ()]
+    preview: list[Gate] = [parse_http_gate(g) for g in params.get("preview_http") or ()]
+    preview += [parse_tcp_gate(g) for g in params.get("preview_tcp") or ()]
+    post = [parse_http_gate(g) for g in params.get("post_switch_http") or ()]
     return BlueGreenOptions(
         auto_promote=not params.get("manual_promote", False),
         preview_checks=tuple(preview),
