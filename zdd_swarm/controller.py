@@ -158,8 +158,13 @@ class _TaskCadence:
         self.events = events
         self.since_inspected = 0
 
+    @property
+    def streamed(self) -> bool:
+        """Whether the engine's event stream is alive."""
+        return self.events is not None and self.events.alive
+
     def service_due(self) -> bool:
-        if self.events is not None and self.events.alive:
+        if self.streamed:
             due = self.service_skipped or self.since_inspected + 1 >= self.EVENT_POLLS
         else:
             due = self.interval > self.poll or self.service_skipped
@@ -176,13 +181,13 @@ class _TaskCadence:
         """We asked for a rollback: the service we hold predates it (inspect
         it on the next poll), and its tasks go at the rollback's pace."""
         self.service_changed()
-        if self.events is not None and self.events.alive:
+        if self.streamed:
             self.interval = self.poll * self.EVENT_POLLS
 
     def tasks_due(self, now: float, service: ServiceView, *, rolling_back: bool = False) -> bool:
         seen = (service.version, service.update_status)
         changed, self.service_seen = seen != self.service_seen, seen
-        if changed and rolling_back and self.events is not None and self.events.alive:
+        if changed and rolling_back and self.streamed:
             # the engine carries the rollback out; only its end is news
             status = service.update_status
             changed = status is None or status.state in _ENDS
@@ -193,13 +198,12 @@ class _TaskCadence:
         seen = [(t.id, t.state, t.desired_state, t.node_id) for t in tasks]
         quiet = seen == self.tasks_seen
         self.tasks_seen, self.last_listed = seen, now
-        streamed = self.events is not None and self.events.alive
-        if streamed and rolling_back:
+        if self.streamed and rolling_back:
             polls = self.EVENT_POLLS
         elif quiet:
             polls = self.QUIET_POLLS
         else:
-            polls = self.EVENT_BUSY_POLLS if streamed else 1
+            polls = self.EVENT_BUSY_POLLS if self.streamed else 1
         self.interval = self.poll * polls
 
 
@@ -270,13 +274,17 @@ _REMOVED = Finish(
 )
 
 
+def _held_by_a_canary(spec: Mapping[str, Any]) -> bool:
+    """Whether ``spec``'s update delay is a canary's hold (``CANARY_HOLD``)."""
+    return UpdateConfig.from_api(spec.get("UpdateConfig")).delay >= CANARY_HOLD
+
+
 def _refuse_a_held_canary(current: ServiceView) -> None:
     """A canary in flight holds Swarm's updater with a long update delay
     (``CANARY_HOLD``) between its steps: watching that update would wait for
     the hold, and the engine's rollback would go to the previous step, not to
     the spec from before the canary. The canary's own commands do both."""
-    held = UpdateConfig.from_api(current.spec.get("UpdateConfig")).delay >= CANARY_HOLD
-    if held and current.state is UpdateState.UPDATING:
+    if _held_by_a_canary(current.spec) and current.state is UpdateState.UPDATING:
         name = current.name
         raise UpdateInProgress(
             f"service {name!r}: a canary holds its update between two steps; follow it with "
@@ -291,9 +299,8 @@ def _refuse_a_canary_hold(current: ServiceView) -> None:
     updater (``CANARY_HOLD``). Rolling back to it replaces no task and puts
     that delay back; refused, with the way back."""
     previous = current.previous_spec or {}
-    held = UpdateConfig.from_api(previous.get("UpdateConfig")).delay >= CANARY_HOLD
     same = task_template_key(previous.get("TaskTemplate") or {}) == current.task_key
-    if held and same:
+    if _held_by_a_canary(previous) and same:
         raise InputError(
             f"service {current.name!r}: its previous spec is a canary step's, the same "
             f"release ({current.image}) held by a long update delay; rolling back to it would "
