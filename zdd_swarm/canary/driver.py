@@ -328,13 +328,10 @@ class Canary:
 
     def _finished(self, rollout: _Rollout, result: CanaryResult) -> CanaryResult:
         """``RolloutFinished`` in the words of a rolling update's outcome."""
-        analysed = bool(result.steps) and result.steps[-1].analysis is not None
+        last = result.steps[-1].analysis if result.steps else None
         outcome, code = {
             CanaryOutcome.COMPLETED: ("completed", "update_completed"),
-            CanaryOutcome.ROLLED_BACK: (
-                "rolled_back",
-                "analysis_failed" if analysed else "canary_aborted",
-            ),
+            CanaryOutcome.ROLLED_BACK: ("rolled_back", _abort_code(last)),
             CanaryOutcome.ROLLBACK_FAILED: ("rollback_failed", "rollback_deadline"),
             CanaryOutcome.HANDED_OVER: ("superseded", "superseded"),
         }[result.outcome]
@@ -530,7 +527,7 @@ class Canary:
     def _end_aborted(
         self, rollout: _Rollout, abort: _Abort, reports: Sequence[StepReport]
     ) -> CanaryResult:
-        code = "analysis_failed" if abort.analysis is not None else "canary_aborted"
+        code = _abort_code(abort.analysis)
         total = rollout.replicas
         self._emit(rollout, ThresholdCrossed, code, abort.reason, 0, total, 0.0, "rollback")
         self._emit(rollout, RollbackStarted, "zdd_swarm", abort.reason, "restore")
@@ -575,6 +572,11 @@ class Canary:
             if t.state is TaskState.RUNNING and t.desired_state is TaskState.RUNNING
         ]
         return len(running) >= rollout.replicas and all(t.spec_key == original_key for t in running)
+
+
+def _abort_code(analysis: AnalysisResult | None) -> str:
+    """The reason code of an abort: a failed analysis, or anything else."""
+    return "analysis_failed" if analysis is not None else "canary_aborted"
 
 
 def _recordable(spec: CanarySpec) -> Mapping[str, Any] | None:
