@@ -16,6 +16,7 @@ from ..cli import (
     _Obj,
     _options,
     _run,
+    _stack_engine,
     _stdout,
     cli,
     output_options,
@@ -196,7 +197,7 @@ def status(
 
 def _status(controller: Controller, app: str, params: dict[str, Any], as_json: bool) -> Any:
     router = _status_router(controller, app, params)
-    pair = read_pair(_engine(controller), app)
+    pair = read_pair(_stack_engine(controller), app)
     payload = _status_payload(pair, router.active() if router else None)
     if as_json:
         return payload
@@ -238,7 +239,9 @@ def _follow(controller: Controller, app: str, timeout: str | None, as_json: bool
         if not as_json:
             click.echo(f"{app}: {line}", err=True)
 
-    return follow(_engine(controller), app, clock=controller.clock, timeout=limit, on_change=say)
+    return follow(
+        _stack_engine(controller), app, clock=controller.clock, timeout=limit, on_change=say
+    )
 
 
 #: For the top-level commands on a name that is both a service and an app:
@@ -254,7 +257,7 @@ _SERVICE_COMMANDS = {
 def is_pair(controller: Controller, name: str, command: str) -> bool:
     """Whether ``name`` is a blue-green app (its colour services carry the
     pair's labels) and no service is named so; ``InputError`` when it is both."""
-    engine = _engine(controller)
+    engine = _stack_engine(controller)
     colours = {colour.service(name) for colour in Colour}
     if not any(v.name in colours for v in engine.list_services({LABEL_APP: name})):
         return False
@@ -283,14 +286,12 @@ def dispatch(
     return blue_green.promote(app) if command == "promote" else blue_green.rollback(app)
 
 
-def _engine(controller: Controller) -> Any:
-    """The engine, which keeps configs too (a StackEngine: DockerEngine, FakeEngine)."""
-    return controller.engine
-
-
 def _status_router(controller: Controller, app: str, params: dict[str, Any]) -> Router | None:
     """The router ``status`` asks (None: none given and none remembered)."""
-    if params.get("router_spec") is None and read_pair(_engine(controller), app).router is None:
+    if (
+        params.get("router_spec") is None
+        and read_pair(_stack_engine(controller), app).router is None
+    ):
         return None
     return _blue_green(controller, app, params).router
 
