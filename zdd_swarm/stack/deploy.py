@@ -512,8 +512,7 @@ class _Deploy:
             report.outcome, report.reason = ("completed" if ok else "failed"), why
             return ok
         change = ServiceChange(patch=lambda _spec: copy.deepcopy(desired))
-        current = self.current[name]
-        if self._as_canary(name, desired, current):
+        if report.steps:  # the plan found it goes out as a canary
             return self._roll_canary(report, change)
         result = self.controller.update(name, change, self.options)
         report.result = result
