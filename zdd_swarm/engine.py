@@ -140,6 +140,11 @@ class StackEngine(Engine, Protocol):
 
     def remove_object(self, kind: str, object_id: str) -> None: ...
 
+    def relabel_config(self, config_id: str, labels: Mapping[str, str]) -> None:
+        """Replace the labels of a config (the only part of it the engine lets
+        change), at the version just inspected."""
+        ...
+
 
 class ServiceEvents:
     """The engine's events of one service, read on a background thread.
@@ -440,6 +445,21 @@ class DockerEngine:
             "config": lambda: api.remove_config(object_id),
         }
         self._call(calls[kind])
+
+    def relabel_config(self, config_id: str, labels: Mapping[str, str]) -> None:
+        # docker-py has no call for it. swarmkit manager/controlapi/config.go,
+        # UpdateConfig: "We only allow updating Labels"; a Spec without Data
+        # keeps the config's data ("request.Spec.Data != nil && ...").
+        api = self._api
+
+        def send() -> Any:
+            found = api.inspect_config(config_id)
+            spec = {"Name": found["Spec"]["Name"], "Labels": dict(labels)}
+            url = api._url("/configs/{0}/update", config_id)
+            params = {"version": found["Version"]["Index"]}
+            return api._result(api._post_json(url, data=spec, params=params))
+
+        self._call(send)
 
     def resolve_image(self, image: str) -> ResolvedImage:
         def inspect() -> Any:

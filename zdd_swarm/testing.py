@@ -345,6 +345,13 @@ class FakeEngine:
                 raise EngineAPIError(f"{kind} {name} is in use by service {service.id}", 400)
         del self.objects[kind][object_id]
 
+    def relabel_config(self, config_id: str, labels: Mapping[str, str]) -> None:
+        self._api()
+        if config_id not in self.objects["config"]:
+            raise EngineAPIError(f"config {config_id} not found", 404)
+        name, _, data = self.objects["config"][config_id]
+        self.objects["config"][config_id] = (name, dict(labels), data)
+
     def resolve_image(self, image: str) -> ResolvedImage:
         self._api()
         digest = "sha256:" + f"{abs(hash(image)):x}".rjust(64, "0")[:64]
