@@ -8,6 +8,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import pytest
 from docker.types import (
     ConfigReference,
     EndpointSpec,
@@ -171,3 +172,15 @@ def overlay_fetch(client: Any, lab: Any) -> Iterator[Callable[[str, float], Any]
         yield fetch
     finally:
         container.remove(force=True)
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float, pause: float = 0.5) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(pause)

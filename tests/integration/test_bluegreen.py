@@ -4,17 +4,20 @@ of the service on the new colour."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from docker.errors import NotFound
 
-from zdd_swarm import HttpGate
+from zdd_swarm import EngineAPIError, HttpGate
 from zdd_swarm.bluegreen import (
     BlueGreen,
     BlueGreenOptions,
@@ -23,9 +26,19 @@ from zdd_swarm.bluegreen import (
     Colour,
     LabelRouter,
 )
+from zdd_swarm.bluegreen.lease import LABEL_LEASE, LEASE_TTL, RENEW_EVERY
+from zdd_swarm.bluegreen.store import read_pair
 from zdd_swarm.spec import diff_specs
+from zdd_swarm.testing import FakeClock, FakeEngine
 
-from .support import cleanup_objects, controller, create_service, rich_spec_kwargs, running_tasks
+from .support import (
+    cleanup_objects,
+    controller,
+    create_service,
+    rich_spec_kwargs,
+    running_tasks,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -60,6 +73,14 @@ def blue_green(engine: Any, app: str, hooks: Any = (), **options: Any) -> BlueGr
     options.setdefault("scale_down_delay", "2s")
     router = LabelRouter(engine, app, [ROUTE])
     return BlueGreen(router, controller(engine, hooks=hooks), BlueGreenOptions(**options))
+
+
+def running_or_none(docker_client: Any, service: str) -> list[Any]:
+    """The running tasks of ``service``; none while it does not exist yet."""
+    try:
+        return running_tasks(docker_client, service)
+    except NotFound:
+        return []
 
 
 def router_labels(docker_client: Any, service: str) -> dict[str, str]:
@@ -183,3 +204,82 @@ def test_the_top_level_promote_and_rollback_reach_the_pair(
     assert (rolled_back["code"], rolled_back["active"]) == ("rolled_back", "blue")
     assert router_labels(docker_client, blue) == ROUTER_LABELS
     assert docker_client.api.inspect_service(green)["Spec"]["Mode"]["Replicated"]["Replicas"] == 0
+
+
+def test_a_watch_takes_over_a_deploy_whose_process_was_killed(
+    lab: Any, docker_client: Any, app: str, engine: Any
+) -> None:
+    """A deploy killed in its preview (its lock held, its lease no longer
+    renewed): ``bluegreen watch`` takes it over once the lease expires, the
+    release that never got traffic is scaled to 0, the lock and the lease are
+    gone, and the result says it was interrupted (exit 1)."""
+    blue, green = Colour.BLUE.service(app), Colour.GREEN.service(app)
+    create_blue(docker_client, lab, app)
+    listener = socket.create_server(("127.0.0.1", 0))  # a preview check that passes
+    port = listener.getsockname()[1]
+    zdd = [sys.executable, "-m", "zdd_swarm", "-H", lab.docker_host, "bluegreen"]
+    deploy = [*zdd, "deploy", app, "--image", lab.image("v2"), "--router", f"labels:{ROUTE}"]
+    deploy += ["--preview-tcp", f"127.0.0.1:{port}", "--preview-window", "10m"]
+    process = subprocess.Popen(deploy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(f"{green} running", lambda: len(running_or_none(docker_client, green)) == 2, 90)
+        wait_until("the lock", lambda: read_pair(engine, app).lock is not None, 10)
+        time.sleep(2)  # in its preview window, renewing its lease
+    finally:
+        process.kill()  # SIGKILL: nothing of it runs any more
+        process.wait(timeout=10)
+        listener.close()
+    killed = time.monotonic()
+    watch = subprocess.run(
+        [*zdd, "watch", app, "--timeout", "3m", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    took = time.monotonic() - killed
+    assert watch.returncode == 1, (watch.stdout, watch.stderr)
+    data = json.loads(watch.stdout)
+    assert (data["outcome"], data["code"], data["active"]) == ("interrupted", "interrupted", "blue")
+    assert (
+        "the deploy of" in data["reason"]
+        and f"{green.rsplit('-', 1)[1]} never got" in (data["reason"])
+    )
+    spec = docker_client.api.inspect_service(green)["Spec"]
+    assert spec["Mode"]["Replicated"]["Replicas"] == 0
+    assert router_labels(docker_client, blue) == ROUTER_LABELS
+    pair = read_pair(engine, app)
+    assert pair.lock is None and pair.state.active is Colour.BLUE
+    assert docker_client.api.configs(filters={"label": [LABEL_LEASE]}) == []
+    # the lease was last renewed up to RENEW_EVERY before the kill
+    ttl = LEASE_TTL.total_seconds()
+    assert ttl - RENEW_EVERY.total_seconds() <= took < ttl + 30, took
+
+
+def test_a_lease_config_relabels_on_the_engine_as_on_the_fake(
+    docker_client: Any, app: str, engine: Any
+) -> None:
+    """``relabel_config`` (what renews a lease) on the real engine and on
+    ``FakeEngine``: the labels are replaced, the data kept, a missing config
+    refused; the fake is held to what the engine does."""
+
+    def observe(on: Any, data: Any) -> tuple[dict[str, str], bytes, int | None]:
+        name = f"{app}-lease-contract"
+        config_id = on.create_object("config", {"Name": name, "Labels": {"a": "1"}, "Data": b"x"})
+        on.relabel_config(config_id, {"b": "2"})
+        (found,) = [o for o in on.list_objects("config", {"b": "2"}) if o.name == name]
+        kept = data(config_id)
+        try:
+            on.relabel_config("0" * 25, {"c": "3"})
+            status = None
+        except EngineAPIError as exc:
+            status = exc.status_code
+        on.remove_object("config", config_id)
+        return dict(found.labels), kept, status
+
+    def engine_data(config_id: str) -> bytes:
+        return base64.b64decode(docker_client.api.inspect_config(config_id)["Spec"]["Data"])
+
+    fake = FakeEngine(FakeClock())
+    real = observe(engine, engine_data)
+    assert docker_client.api.configs(filters={"name": f"{app}-lease-contract"}) == []
+    assert real == observe(fake, lambda i: fake.objects["config"][i][2]) == ({"b": "2"}, b"x", 404)

@@ -21,21 +21,11 @@ from docker.types import EndpointSpec, RestartPolicy, ServiceMode
 
 from zdd_swarm.lab import TAGS, Lab
 
+from .support import wait_until
+
 pytestmark = pytest.mark.integration
 
 SECOND = 1_000_000_000
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float, pause: float = 0.5) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(pause)
 
 
 def tasks(client: Any, service: str) -> list[Mapping[str, Any]]:

@@ -20,7 +20,7 @@ from zdd_swarm.bluegreen import (
 )
 from zdd_swarm.bluegreen.model import LABEL_LOCK
 from zdd_swarm.bluegreen.store import read_pair, relabel
-from zdd_swarm.bluegreen.watch import _take_over
+from zdd_swarm.bluegreen.watch import _scale_down
 from zdd_swarm.gates import CallableGate
 from zdd_swarm.testing import FakeClock, FakeEngine
 
@@ -139,10 +139,10 @@ def test_of_two_watchers_only_the_first_scales_down() -> None:
 
     def two_watchers() -> Any:
         seen_by_both = read_pair(engine, "web")
-        first = _take_over(engine, seen_by_both, clock, lambda _line: None)
-        second = _take_over(engine, seen_by_both, clock, lambda _line: None)
+        first = _scale_down(engine, seen_by_both, clock, lambda _line: None)
+        second = _scale_down(engine, seen_by_both, clock, lambda _line: None)
         relabel(engine, "web-blue", {LABEL_LOCK: "0123abcd 2026-01-01T00:00:00 scale-down"})
-        held = _take_over(engine, seen_by_both, clock, lambda _line: None)
+        held = _scale_down(engine, seen_by_both, clock, lambda _line: None)
         return first, second, held
 
     died_in_the_delay(clock, engine, two_watchers)

@@ -26,6 +26,7 @@ from ..controller import Controller
 from ..errors import ConfigError, InputError, ServiceNotFound
 from ..gates import Gate, parse_http_gate, parse_tcp_gate
 from .flow import BlueGreen, BlueGreenOptions
+from .lease import lease_state
 from .model import LABEL_APP, Colour
 from .router import Router
 from .routing import check_remembered, parse_router
@@ -199,6 +200,10 @@ def _status(controller: Controller, app: str, params: dict[str, Any], as_json: b
     router = _status_router(controller, app, params)
     pair = read_pair(_stack_engine(controller), app)
     payload = _status_payload(pair, router.active() if router else None)
+    if pair.lock:
+        payload["lease"] = lease_state(
+            _stack_engine(controller), pair.lock, controller.clock.now()
+        )[0].value
     if as_json:
         return payload
     with _stdout():
@@ -213,7 +218,9 @@ def _status(controller: Controller, app: str, params: dict[str, Any], as_json: b
         if payload["scale_down_at"]:
             click.echo(f"  the old colour scales down at {payload['scale_down_at']}")
         if pair.lock:
-            click.echo(f"  locked by an operation in flight: {pair.lock}")
+            click.echo(
+                f"  locked by an operation in flight: {pair.lock} (lease {payload['lease']})"
+            )
     raise SystemExit(0)
 
 
@@ -239,9 +246,11 @@ def _follow(controller: Controller, app: str, timeout: str | None, as_json: bool
         if not as_json:
             click.echo(f"{app}: {line}", err=True)
 
-    return follow(
-        _stack_engine(controller), app, clock=controller.clock, timeout=limit, on_change=say
-    )
+    engine = _stack_engine(controller)
+    router = None
+    if read_pair(engine, app).router is not None:  # to take over an operation whose process died
+        router = BlueGreen.remembered(app, controller).router
+    return follow(engine, app, clock=controller.clock, timeout=limit, on_change=say, router=router)
 
 
 #: For the top-level commands on a name that is both a service and an app:
@@ -305,6 +314,7 @@ def _status_payload(pair: Pair, routed: Colour | None) -> dict[str, Any]:
         "preview": state.preview.value if state.preview else None,
         "scale_down_at": state.scale_down_at.isoformat() if state.scale_down_at else None,
         "lock": pair.lock,
+        "lease": None,
         "router_spec": pair.router.router if pair.router else None,
         "last": last.to_dict() if (last := last_result(pair)) else None,
         "services": {

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -34,7 +33,6 @@ from ..errors import (
     ConfigError,
     InputError,
     NotAManager,
-    ServiceNotFound,
     UpdateInProgress,
     ZddError,
 )
@@ -43,9 +41,9 @@ from ..gates import Gate, as_gates
 from ..model import TaskState, TaskView, replicas_of
 from ..result import Outcome, Reason, RolloutResult
 from ..spec import ServiceChange, validate_image_reference
+from .lease import hold
 from .model import (
     LABEL_FAILED,
-    LABEL_LAST,
     LABEL_ROUTER,
     LABEL_SCALE_DOWN_DELAY,
     BlueGreenCode,
@@ -63,7 +61,7 @@ from .store import (
     Pair,
     acquire,
     read_pair,
-    relabel,
+    record,
     release,
     remember,
     set_replicas,
@@ -315,13 +313,8 @@ class BlueGreen:
     def _locked(self, app: str, operation: str) -> Iterator[tuple[Pair, str]]:
         """The checked pair, under its lock (given back at the end, whatever happens)."""
         pair = self._prepare(app, operation)
-        held = f"{uuid.uuid4().hex[:12]} {self.clock.now().isoformat()} {operation}"
-        pair = acquire(self.engine, pair, held)
-        try:
-            yield pair, held
-        finally:
-            with contextlib.suppress(ZddError):
-                release(self.engine, app, held)
+        with hold(self.engine, pair, operation, self.clock) as held:
+            yield held
 
     def _drive(self, run: _Run, stage: Stage) -> BlueGreenResult:
         run.start = run.start or self.clock.monotonic()
@@ -359,13 +352,7 @@ class BlueGreen:
     def _record(self, result: BlueGreenResult) -> BlueGreenResult:
         """Keep the result with the pair (``last``) for ``watch`` and ``status`` in
         other processes; written while the operation still holds the lock."""
-        for colour in Colour:
-            try:
-                relabel(self.engine, colour.service(result.app), {LABEL_LAST: result.to_record()})
-            except ServiceNotFound:
-                continue
-            except ZddError as exc:
-                log.warning("result_not_recorded", app=result.app, error=str(exc))
+        record(self.engine, result)
         return result
 
     def _stage_error(self, run: _Run, stage: Stage, exc: ZddError) -> None:

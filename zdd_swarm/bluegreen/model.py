@@ -95,6 +95,9 @@ class BlueGreenOutcome(enum.StrEnum):
     """The switch back failed: a person is needed."""
     IN_FLIGHT = "in_flight"
     """A watch stopped with the operation still in flight (or its process gone)."""
+    INTERRUPTED = "interrupted"
+    """The operation's process was gone; a watch took it over and left the pair safe
+    (``takeover.py``), but the operation did not finish."""
 
     @property
     def exit_code(self) -> int:
@@ -108,6 +111,7 @@ _EXIT_CODES = {
     BlueGreenOutcome.SWITCHED_BACK: 1,
     BlueGreenOutcome.SWITCH_BACK_FAILED: 4,
     BlueGreenOutcome.IN_FLIGHT: 3,
+    BlueGreenOutcome.INTERRUPTED: 1,
 }
 
 
@@ -124,6 +128,7 @@ class BlueGreenCode(enum.StrEnum):
     POST_SWITCH_CHECK_FAILED = "post_switch_check_failed"
     SWITCH_BACK_FAILED = "switch_back_failed"
     WATCH_TIMEOUT = "watch_timeout"
+    INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
+from .._logging import get_logger
 from ..config import format_duration, parse_duration
 from ..engine import Engine, StackEngine
 from ..errors import (
@@ -16,26 +17,32 @@ from ..errors import (
     UnsupportedServiceMode,
     UpdateInProgress,
     VersionConflict,
+    ZddError,
 )
 from ..model import ServiceMode, ServiceView, UpdateState
 from .model import (
     LABEL_APP,
     LABEL_COLOUR,
+    LABEL_LAST,
     LABEL_LOCK,
     LABEL_PREFIX,
     LABEL_ROUTER,
     LABEL_SCALE_DOWN_DELAY,
     OTHER_STRATEGIES,
+    BlueGreenResult,
     Colour,
     PairState,
     RouterSpec,
     with_labels,
 )
 
+log = get_logger("zdd_swarm.bluegreen")
+
 __all__ = [
     "Pair",
     "acquire",
     "read_pair",
+    "record",
     "relabel",
     "release",
     "remember",
@@ -128,6 +135,18 @@ def set_replicas(
         except VersionConflict:
             continue
     raise VersionConflict(f"service {service!r}: not scaled, update out of sequence 5 times")
+
+
+def record(engine: Engine, result: BlueGreenResult) -> None:
+    """Keep ``result`` with the pair (``last``, on both colours) for ``watch``
+    and ``status`` in other processes; a failed write is logged, not raised."""
+    for colour in Colour:
+        try:
+            relabel(engine, colour.service(result.app), {LABEL_LAST: result.to_record()})
+        except ServiceNotFound:
+            continue
+        except ZddError as exc:
+            log.warning("result_not_recorded", app=result.app, error=str(exc))
 
 
 def write_state(engine: Engine, pair: Pair, state: PairState) -> Pair:
@@ -235,33 +254,41 @@ def _check_service(view: ServiceView, colour: Colour) -> None:
 
 
 def _refuse(app: str, held: str) -> UpdateInProgress:
+    if not held:
+        return UpdateInProgress(f"{app}: the operation to take over has ended meanwhile")
     owner, _, rest = held.partition(" ")
     since, _, operation = rest.partition(" ")
     return UpdateInProgress(
         f"{app}: another blue-green {operation or 'operation'} holds the pair since {since} "
-        f"(owner {owner}); if its process died, remove the label {LABEL_LOCK} from "
-        f"{app}-blue and {app}-green"
+        f"(owner {owner}); if its process died, `zdd-swarm bluegreen watch {app}` takes it "
+        f"over once its lease runs out (30 s; a lock of an older version, with no lease: "
+        f"remove the label {LABEL_LOCK} from {app}-blue and {app}-green)"
     )
 
 
-def acquire(engine: StackEngine, pair: Pair, held: str) -> Pair:
+def acquire(engine: StackEngine, pair: Pair, held: str, replaces: str | None = None) -> Pair:
     """Take the pair's lock (the label ``held`` on its first colour service),
     so that two processes never switch one app; returns the pair as read
     under the lock. The write is checked against the service's version: of
     two processes that race, the second sees the first's lock and raises
-    ``UpdateInProgress``."""
-    if pair.lock is not None:
+    ``UpdateInProgress``. ``replaces``: the lock of a process that is gone,
+    taken over (any other lock is refused; its copy elsewhere is removed)."""
+    if pair.lock is not None and pair.lock != replaces:
         raise _refuse(pair.app, pair.lock)
     service = next(v for v in pair.services.values() if v is not None)
     for _ in range(5):
+        if replaces is not None and (now := read_pair(engine, pair.app).lock) != replaces:
+            raise _refuse(pair.app, now or "")  # taken over (or given back) meanwhile
         view = engine.inspect_service(service.id)
         labels = dict(view.spec.get("Labels") or {})
-        if labels.get(LABEL_LOCK):
+        if labels.get(LABEL_LOCK) and labels[LABEL_LOCK] != replaces:
             raise _refuse(pair.app, labels[LABEL_LOCK])
         try:
             engine.update_service(view, {**view.spec, "Labels": {**labels, LABEL_LOCK: held}})
         except VersionConflict:
             continue
+        if replaces is not None:
+            release(engine, pair.app, replaces)
         return read_pair(engine, pair.app)
     raise VersionConflict(f"{pair.app}: lock not taken, update out of sequence 5 times")
 

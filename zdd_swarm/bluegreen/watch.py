@@ -10,7 +10,6 @@ and exit code; it changes nothing.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -19,8 +18,11 @@ from ..config import DurationLike, parse_duration
 from ..engine import StackEngine
 from ..errors import InputError, UpdateInProgress
 from ..result import Reason
+from .lease import RENEW_EVERY, hold
 from .model import LABEL_LAST, BlueGreenCode, BlueGreenOutcome, BlueGreenResult
-from .store import Pair, acquire, read_pair, release, set_replicas, write_state
+from .router import Router
+from .store import Pair, read_pair, set_replicas, write_state
+from .takeover import dead_lock, take_over
 
 __all__ = ["OVERDUE_AFTER", "follow", "in_flight", "last_result"]
 
@@ -62,20 +64,22 @@ def follow(
     timeout: DurationLike | None = None,
     poll: DurationLike = timedelta(seconds=1),
     on_change: Callable[[str], None] = lambda _line: None,
+    router: Router | None = None,
 ) -> BlueGreenResult:
     """Follow ``app`` until no operation is in flight; the last operation's result.
 
     ``on_change`` gets a line each time what is in flight changes. A colour
     awaiting promotion is in flight until it is promoted or discarded. A
     scale-down of the old colour overdue by ``OVERDUE_AFTER`` with no
-    operation holding the pair (its process died) is carried out here. Ends
-    with outcome ``in_flight`` (exit 3) when ``timeout`` passes first.
+    operation holding the pair (its process died) is carried out here; with
+    ``router``, so is an operation whose lease expired (``takeover.py``).
+    Ends with outcome ``in_flight`` (exit 3) when ``timeout`` passes first.
     ``InputError`` when nothing was ever done."""
     clock = clock or SystemClock()
     limit = parse_duration(timeout, "timeout") if timeout is not None else None
     every = parse_duration(poll, "poll").total_seconds()
     start = clock.monotonic()
-    said = ""
+    said, lease_at = "", start
     while True:
         pair = read_pair(engine, app)
         doing = in_flight(pair)
@@ -84,8 +88,12 @@ def follow(
         said = doing or said
         if doing is None:
             return _finished(pair)
-        if _overdue(pair, clock) and _take_over(engine, pair, clock, on_change):
+        if _overdue(pair, clock) and _scale_down(engine, pair, clock, on_change):
             continue
+        if pair.lock and clock.monotonic() >= lease_at:
+            lease_at = clock.monotonic() + RENEW_EVERY.total_seconds()
+            if _gone(engine, pair, router, clock, on_change):
+                continue
         if limit is not None and clock.monotonic() - start >= limit.total_seconds():
             why = f"still in flight after {limit.total_seconds():g}s: {doing}"
             return _stopped(pair, BlueGreenCode.WATCH_TIMEOUT, why, clock, start)
@@ -106,30 +114,47 @@ def _overdue(pair: Pair, clock: Clock) -> bool:
     return not pair.lock and due is not None and clock.now() - due >= OVERDUE_AFTER
 
 
-def _take_over(
+def _gone(
+    engine: StackEngine,
+    pair: Pair,
+    router: Router | None,
+    clock: Clock,
+    on_change: Callable[[str], None],
+) -> bool:
+    """Take over the operation holding ``pair`` if its process is gone;
+    whether it was taken over (without ``router``: said, not done)."""
+    if router is not None:
+        return take_over(engine, pair, router, clock, on_change)
+    if dead_lock(engine, pair, clock) is not None:
+        on_change(
+            "the process holding the pair is gone (its lease expired), and the pair "
+            "remembers no router to take its operation over with"
+        )
+    return False
+
+
+def _scale_down(
     engine: StackEngine, pair: Pair, clock: Clock, on_change: Callable[[str], None]
 ) -> bool:
     """Scale the old colour to 0 as the process that switched ``pair`` would
     have: under the pair's lock, and only if its labels, read under the lock,
     still say what ``pair`` said (else another process acted: nothing to do).
     Whether it did."""
-    held = f"{uuid.uuid4().hex[:12]} {clock.now().isoformat()} scale-down"
     try:
-        now = acquire(engine, pair, held)
+        with hold(engine, pair, "scale-down", clock) as (now, _held):
+            if now.state != pair.state:
+                return False
+            old = now.state.active.other.service(now.app)
+            due = now.state.scale_down_at
+            assert due is not None
+            on_change(
+                f"{old} was due to scale down at {due:%T}: its process is gone; scaling it to 0"
+            )
+            set_replicas(engine, old, 0)
+            write_state(engine, now, now.state.next(scale_down_at=None))
+            return True
     except UpdateInProgress:
         return False  # another watcher or operation holds it: followed on the next poll
-    try:
-        if now.state != pair.state:
-            return False
-        old = now.state.active.other.service(now.app)
-        due = now.state.scale_down_at
-        assert due is not None
-        on_change(f"{old} was due to scale down at {due:%T}: its process is gone; scaling it to 0")
-        set_replicas(engine, old, 0)
-        write_state(engine, now, now.state.next(scale_down_at=None))
-        return True
-    finally:
-        release(engine, pair.app, held)
 
 
 def _stopped(
