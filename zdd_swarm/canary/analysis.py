@@ -55,9 +55,11 @@ __all__ = [
     "MetricResult",
     "Phase",
     "QueryContext",
+    "analysis_summary",
     "check_metrics",
     "judge",
     "measure",
+    "measure_due",
     "metric_summary",
     "run_analysis",
 ]
@@ -463,23 +465,45 @@ def run_analysis(
     between measurements; ``on_measurement`` sees each one."""
     run = AnalysisRun(metrics, clock.monotonic())
     while True:
-        for metric in run.due(clock.monotonic()):
-            measurement = measure(metric, context, clock)
-            log.info(
-                "measurement",
-                metric=metric.name,
-                phase=measurement.phase.value,
-                value=measurement.value,
-                message=measurement.message,
-                dry_run=metric.dry_run,
-            )
-            run.record(metric.name, measurement)
-            if on_measurement is not None:
-                on_measurement(metric.name, measurement)
+        measure_due(run, context, clock, on_measurement)
         next_at = run.next_at()
         if next_at is None:
             return run.result()
         clock.sleep(max(0.0, next_at - clock.monotonic()))
+
+
+def measure_due(
+    run: AnalysisRun,
+    context: QueryContext,
+    clock: Clock,
+    on_measurement: Callable[[str, Measurement], None] | None = None,
+) -> None:
+    """Take the measurements of ``run`` that are due now, and record them: one
+    turn of ``run_analysis``, for a caller that interleaves an analysis with
+    work of its own (blue-green samples its preview checks between them)."""
+    for metric in run.due(clock.monotonic()):
+        measurement = measure(metric, context, clock)
+        log.info(
+            "measurement",
+            metric=metric.name,
+            phase=measurement.phase.value,
+            value=measurement.value,
+            message=measurement.message,
+            dry_run=metric.dry_run,
+        )
+        run.record(metric.name, measurement)
+        if on_measurement is not None:
+            on_measurement(metric.name, measurement)
+
+
+def analysis_summary(result: AnalysisResult) -> dict[str, Any]:
+    """An analysis' result as plain data: its phase, why, and every metric's
+    ``metric_summary``."""
+    return {
+        "phase": result.phase.value,
+        "message": result.message,
+        "metrics": [metric_summary(m) for m in result.metrics],
+    }
 
 
 def metric_summary(result: MetricResult) -> Mapping[str, Any]:

@@ -69,7 +69,7 @@ from .analysis import (
     Metric,
     Phase,
     QueryContext,
-    metric_summary,
+    analysis_summary,
     run_analysis,
 )
 from .record import CanaryPhase, CanaryRecord, CanaryStore, LockLost, Request
@@ -433,12 +433,7 @@ class Canary:
         metrics: list[Metric] = [m for name in step.templates for m in self.spec.analyses[name]]
         clock = _TickingClock(self.clock, self.poll_interval, lambda: self._tick(rollout, index))
         result = run_analysis(metrics, rollout.context, clock)
-        summary = {
-            "step": index,
-            "phase": result.phase.value,
-            "message": result.message,
-            "metrics": [metric_summary(m) for m in result.metrics],
-        }
+        summary = {"step": index, **analysis_summary(result)}
         self._save(rollout, analyses=(*rollout.record.analyses, summary))
         label = f"analysis {', '.join(step.templates)}: {result.message}"
         if result.phase is Phase.FAILED:
