@@ -9,7 +9,7 @@ broken notifier must never change the outcome of a rollout.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -181,3 +181,6 @@ class BlueGreenStage(Event):
     """checks sampled in this stage (preview, post_switch): one request or probe each"""
     failed: int = 0
     """of them, how many failed"""
+    analysis: Mapping[str, Any] | None = None
+    """the stage's analysis (preview, post_switch), if it ran: its phase, message and
+    metrics (``zdd_swarm.canary.analysis.analysis_summary``)"""

@@ -13,7 +13,9 @@ the stages out on the engine, in the controller's clock::
 The idle colour scales up through ``Controller.update``: its new tasks are
 watched with the same task checks, deadlines and gates (``options.gates``,
 sampled on the preview route) as a rolling update, and a failure there rolls
-it back to 0.
+it back to 0. PREVIEW and POST_SWITCH sample their checks and, where given,
+measure their analysis (``zdd_swarm.canary.analysis``, on the new colour's
+service) alongside, until the window is over and the analysis has ended.
 """
 
 from __future__ import annotations
@@ -26,6 +28,15 @@ from datetime import timedelta
 from typing import Any
 
 from .._logging import get_logger
+from ..canary.analysis import (
+    AnalysisRun,
+    Metric,
+    Phase,
+    QueryContext,
+    analysis_summary,
+    check_metrics,
+    measure_due,
+)
 from ..config import RolloutOptions, _duration
 from ..controller import Controller
 from ..engine import StackEngine
@@ -139,6 +150,13 @@ class BlueGreenOptions:
     ``header:NAME``; it names a colour by its name, its image or the image's tag."""
     router_fetch: Fetch = field(default=urllib_fetch, compare=False)
     """How a request to ``router_url`` is sent (by default ``urllib``)."""
+    preview_analysis: tuple[Metric, ...] = ()
+    """Metrics measured while the preview checks are sampled (their ``{service}`` is the
+    new colour's); one that fails or errs, or an analysis that ends inconclusive, and
+    the release is not switched to. Each is measured once before anything changes."""
+    post_switch_analysis: tuple[Metric, ...] = ()
+    """Metrics measured while the post-switch checks are sampled; one that fails or errs,
+    or an analysis that ends inconclusive, switches back."""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -146,6 +164,8 @@ class BlueGreenOptions:
             set_(self, name, _duration(name, getattr(self, name), allow_none=False))
         set_(self, "preview_checks", as_gates(self.preview_checks, "preview_checks"))
         set_(self, "post_switch_checks", as_gates(self.post_switch_checks, "post_switch_checks"))
+        for name in ("preview_analysis", "post_switch_analysis"):
+            set_(self, name, _metrics(name, getattr(self, name)))
         if not isinstance(self.auto_promote, bool):
             raise ConfigError("auto_promote", self.auto_promote, "true or false")
         _ = self.router_probe  # a bad router_url or router_answer fails here
@@ -158,6 +178,18 @@ class BlueGreenOptions:
         return RouterProbe(self.router_url, self.router_answer, fetch=self.router_fetch)
 
 
+def _metrics(name: str, value: object) -> tuple[Metric, ...]:
+    """``value`` as the metrics of an analysis, each with its own name."""
+    if isinstance(value, Metric):
+        value = (value,)
+    if not isinstance(value, Sequence) or not all(isinstance(m, Metric) for m in value):
+        raise ConfigError(name, value, "a sequence of zdd_swarm.canary.Metric")
+    metrics = tuple(value)
+    if len({m.name for m in metrics}) != len(metrics):
+        raise ConfigError(name, [m.name for m in metrics], "metrics with distinct names")
+    return metrics
+
+
 @dataclass
 class _Run:
     """One operation in flight: what it found, where it goes, how it ended."""
@@ -165,6 +197,8 @@ class _Run:
     pair: Pair
     target: Colour
     image: str | None
+    old_image: str = ""
+    """the active colour's image when the operation began (an analysis' ``{old_image}``)"""
     with_checks: bool = True
     held: str = ""
     """our lock on the pair (empty once given back)"""
@@ -177,6 +211,8 @@ class _Run:
     rollout: RolloutResult | None = None
     checks: dict[str, CheckCount] = field(default_factory=dict)
     """stage -> the samples of its checks, and how many failed"""
+    analyses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """stage -> how its analysis ended (``analysis_summary``)"""
     probed: str = ""
     """what the last look through the router's address said (empty: none)"""
 
@@ -234,12 +270,12 @@ class BlueGreen:
     def deploy(self, app: str, image: str) -> BlueGreenResult:
         """Release ``image`` to the idle colour of ``app`` and switch to it."""
         validate_image_reference(image)
-        with self._locked(app, "deploy") as (pair, held):
+        with self._locked(app, "deploy", image) as (pair, held):
             said = spec_of(self.router, self.options.router_url, self.options.router_answer)
             pair = remember(self.engine, pair, said, self.options.scale_down_delay)
             if pair.state.preview is not None:
                 log.info("preview_replaced", app=app, colour=pair.state.preview.value)
-            run = _Run(pair, pair.state.active.other, image, held=held)
+            run = _Run(pair, pair.state.active.other, image, pair.active.image, held=held)
             return self._drive(run, Stage.ENSURE_IDLE)
 
     def promote(self, app: str) -> BlueGreenResult:
@@ -249,7 +285,7 @@ class BlueGreen:
                 raise InputError(f"{app}: no colour awaits promotion")
             preview = pair.service(pair.state.preview)
             assert preview is not None
-            run = _Run(pair, pair.state.preview, preview.image, held=held)
+            run = _Run(pair, pair.state.preview, preview.image, pair.active.image, held=held)
             return self._drive(run, Stage.SWITCH)
 
     def rollback(self, app: str) -> BlueGreenResult:
@@ -283,7 +319,7 @@ class BlueGreen:
 
     # -- the runner -------------------------------------------------------------
 
-    def _prepare(self, app: str, operation: str) -> Pair:
+    def _prepare(self, app: str, operation: str, image: str | None) -> Pair:
         if not app or not app.strip():
             raise ConfigError("app", app, "an app name (its colours are <app>-blue, <app>-green)")
         if not self.engine.info().is_manager:
@@ -307,12 +343,33 @@ class BlueGreen:
                     f"colour {pair.state.active.value} ({detail}): check --router-url and "
                     "--router-answer"
                 )
+        self._check_analyses(pair, operation, image)
         return pair
 
+    def _check_analyses(self, pair: Pair, operation: str, image: str | None) -> None:
+        """A first measurement of every metric the operation will take, before
+        anything changes: an unreachable provider or a refused query raises
+        ``MetricQueryError`` (the values are not judged: the colour is not up yet)."""
+        metrics = list(self.options.post_switch_analysis)
+        target = pair.state.preview
+        if operation == "deploy":
+            metrics[:0] = self.options.preview_analysis
+            target = pair.state.active.other
+        elif operation != "promote" or target is None:
+            return
+        if image is None and (view := pair.service(target)) is not None:
+            image = view.image
+        if metrics:
+            check_metrics(
+                metrics, QueryContext(target.service(pair.app), pair.active.image, image or "")
+            )
+
     @contextlib.contextmanager
-    def _locked(self, app: str, operation: str) -> Iterator[tuple[Pair, str]]:
+    def _locked(
+        self, app: str, operation: str, image: str | None = None
+    ) -> Iterator[tuple[Pair, str]]:
         """The checked pair, under its lock (given back at the end, whatever happens)."""
-        pair = self._prepare(app, operation)
+        pair = self._prepare(app, operation, image)
         with hold(self.engine, pair, operation, self.clock) as held:
             yield held
 
@@ -378,6 +435,7 @@ class BlueGreen:
             detail,
             samples=counted.samples,
             failed=counted.failed,
+            analysis=run.analyses.get(stage.value),
         )
         log.info(event.name, app=run.pair.app, **event.fields())
         for hook in self.controller.hooks:
@@ -401,6 +459,7 @@ class BlueGreen:
             switch_back_s=run.switch_back_s,
             rollout=run.rollout,
             checks=run.checks,
+            analyses=run.analyses,
             steps=run.steps,
         )
         return run.result
@@ -495,15 +554,18 @@ class BlueGreen:
     def _preview(self, run: _Run) -> bool:
         if not run.with_checks:
             return True
-        ok, detail = self._checked(run, Stage.PREVIEW, self.options.preview_checks)
-        if not ok:
+        verdict = self._checked(run, Stage.PREVIEW)
+        if not verdict.ok:
+            code, what = BlueGreenCode.PREVIEW_CHECK_FAILED, "preview check"
+            if verdict.by_analysis:
+                code, what = BlueGreenCode.ANALYSIS_FAILED, "preview analysis"
             self._end(
                 run,
                 BlueGreenOutcome.NOT_SWITCHED,
-                BlueGreenCode.PREVIEW_CHECK_FAILED,
-                f"preview check failed on {run.target.value}: {detail}",
+                code,
+                f"{what} failed on {run.target.value}: {verdict.detail}",
             )
-        return ok
+        return verdict.ok
 
     def _await_promote(self, run: _Run) -> bool:
         run.pair = write_state(self.engine, run.pair, run.pair.state.next(preview=run.target))
@@ -542,15 +604,18 @@ class BlueGreen:
     def _post_switch(self, run: _Run) -> bool:
         if not run.with_checks:
             return True
-        ok, detail = self._checked(run, Stage.POST_SWITCH, self.options.post_switch_checks)
-        if not ok:
+        verdict = self._checked(run, Stage.POST_SWITCH)
+        if not verdict.ok:
+            code, what = BlueGreenCode.POST_SWITCH_CHECK_FAILED, "post-switch check"
+            if verdict.by_analysis:
+                code, what = BlueGreenCode.ANALYSIS_FAILED, "post-switch analysis"
             self._end(
                 run,
                 BlueGreenOutcome.SWITCHED_BACK,
-                BlueGreenCode.POST_SWITCH_CHECK_FAILED,
-                f"post-switch check failed on {run.target.value}: {detail}; switched back",
+                code,
+                f"{what} failed on {run.target.value}: {verdict.detail}; switched back",
             )
-        return ok
+        return verdict.ok
 
     def _scale_down_delay(self, run: _Run) -> bool:
         code = BlueGreenCode.SWITCHED if run.with_checks else BlueGreenCode.ROLLED_BACK
@@ -667,51 +732,109 @@ class BlueGreen:
                 return False
             self.clock.sleep(poll)
 
-    def _checked(self, run: _Run, stage: Stage, gates: Sequence[Gate]) -> tuple[bool, str]:
-        """Sample the checks of ``stage`` through its window; their samples and
-        failures are counted in the run (the result and the stage's event say them)."""
-        if not gates:
-            return True, "no checks"
+    def _checked(self, run: _Run, stage: Stage) -> _Verdict:
+        """Sample the checks of ``stage`` (and measure its analysis) through its
+        window; the samples and failures of the checks, and how the analysis
+        ended, are kept in the run (the result and the stage's event say them)."""
+        gates, metrics = self.options.preview_checks, self.options.preview_analysis
         window = self.options.preview_window
         if stage is Stage.POST_SWITCH:
+            gates, metrics = self.options.post_switch_checks, self.options.post_switch_analysis
             window = self.options.post_switch_window
-        tally = {g.name: _Tally() for g in gates}
-        ok, detail = self._sample(gates, window, tally)
-        counted = CheckCount(
-            sum(t.samples for t in tally.values()), sum(t.samples - t.good for t in tally.values())
-        )
-        run.checks[stage.value] = counted
-        if not ok and counted.failed:
-            detail += f" ({counted.failed} of {counted.samples} check requests failed)"
-        return ok, detail
-
-    def _sample(
-        self, gates: Sequence[Gate], window: timedelta, tally: dict[str, _Tally]
-    ) -> tuple[bool, str]:
-        """Sample ``gates`` every poll through ``window``, counting in ``tally``;
-        each passes if its share of good samples reaches its ``min_success_ratio``
-        (one bad sample fails a gate that needs them all, at once)."""
+        if not gates and not metrics:
+            return _Verdict(True, "no checks")
+        context = QueryContext(run.target.service(run.pair.app), run.old_image, run.image or "")
+        analysis = AnalysisRun(metrics, self.clock.monotonic()) if metrics else None
+        checks = _Checks(gates, analysis, context)
+        verdict = self._sample(checks, window)
+        if analysis is not None:
+            run.analyses[stage.value] = analysis_summary(analysis.result())
         if not gates:
-            return True, "no checks"
+            return verdict
+        counted = checks.count()
+        run.checks[stage.value] = counted
+        if not verdict.ok and not verdict.by_analysis and counted.failed:
+            detail = (
+                f"{verdict.detail} ({counted.failed} of {counted.samples} check requests failed)"
+            )
+            return _Verdict(False, detail)
+        return verdict
+
+    def _sample(self, checks: _Checks, window: timedelta) -> _Verdict:
+        """Sample the checks every poll, and take the analysis' measurements as they
+        fall due, until ``window`` is over and the analysis has ended. A check passes
+        if its share of good samples reaches its ``min_success_ratio`` (one bad sample
+        fails a check that needs them all, at once); the analysis passes if it ends
+        successful (a failed or errored metric fails it at once)."""
         poll = self.rollout.poll_interval.total_seconds()
         end = self.clock.monotonic() + window.total_seconds()
+        analysis = checks.analysis
         while True:
-            for gate in gates:
-                sample = gate.sample()
-                tally[gate.name].add(sample.ok, sample.detail)
-                if not sample.ok and gate.min_success_ratio >= 1.0:
-                    return False, f"{gate.name}: {sample.detail or 'failed'}"
-            if self.clock.monotonic() >= end:
+            failed = checks.sample()
+            if failed:
+                return _Verdict(False, failed)
+            if analysis is not None:
+                measure_due(analysis, checks.context, self.clock)
+                if analysis.phase in (Phase.FAILED, Phase.ERROR):
+                    return _Verdict(False, analysis.result().message, by_analysis=True)
+            now = self.clock.monotonic()
+            if now >= end and (analysis is None or analysis.phase.completed):
                 break
-            self.clock.sleep(poll)
-        for gate in gates:
-            counts = tally[gate.name]
+            due = analysis.next_at() if analysis is not None else None
+            self.clock.sleep(poll if due is None else max(0.0, min(poll, due - now)))
+        failed = checks.ratios()
+        if failed:
+            return _Verdict(False, failed)
+        if analysis is not None and analysis.phase is not Phase.SUCCESSFUL:
+            return _Verdict(False, analysis.result().message, by_analysis=True)
+        return _Verdict(True, "passed")
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """How the checks (and analysis) of a stage ended."""
+
+    ok: bool
+    detail: str
+    by_analysis: bool = False
+    """the analysis failed it (not a check)"""
+
+
+@dataclass
+class _Checks:
+    """The checks of one stage and their counts, and its analysis (if any)."""
+
+    gates: Sequence[Gate]
+    analysis: AnalysisRun | None
+    context: QueryContext
+    tally: dict[str, _Tally] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tally = {g.name: _Tally() for g in self.gates}
+
+    def sample(self) -> str | None:
+        """Sample every check once; why one that needs every sample failed (None: none)."""
+        for gate in self.gates:
+            sample = gate.sample()
+            self.tally[gate.name].add(sample.ok, sample.detail)
+            if not sample.ok and gate.min_success_ratio >= 1.0:
+                return f"{gate.name}: {sample.detail or 'failed'}"
+        return None
+
+    def ratios(self) -> str | None:
+        """Why a check's share of good samples is below its ratio (None: none is)."""
+        for gate in self.gates:
+            counts = self.tally[gate.name]
             if counts.good / counts.samples < gate.min_success_ratio:
-                return False, (
+                return (
                     f"{gate.name}: {counts.good}/{counts.samples} samples passed "
                     f"(need {gate.min_success_ratio:.0%}); last: {counts.last or 'failed'}"
                 )
-        return True, "passed"
+        return None
+
+    def count(self) -> CheckCount:
+        tallies = self.tally.values()
+        return CheckCount(sum(t.samples for t in tallies), sum(t.samples - t.good for t in tallies))
 
 
 @dataclass

@@ -124,6 +124,8 @@ class BlueGreenCode(enum.StrEnum):
     PREVIEW_DISCARDED = "preview_discarded"
     IDLE_UNHEALTHY = "idle_unhealthy"
     PREVIEW_CHECK_FAILED = "preview_check_failed"
+    ANALYSIS_FAILED = "analysis_failed"
+    """An analysis of the preview (not switched) or after the switch (switched back) failed."""
     SWITCH_NOT_EFFECTIVE = "switch_not_effective"
     POST_SWITCH_CHECK_FAILED = "post_switch_check_failed"
     SWITCH_BACK_FAILED = "switch_back_failed"
@@ -285,6 +287,9 @@ class BlueGreenResult:
     """The stages gone through, in order."""
     checks: dict[str, CheckCount] = field(default_factory=dict)
     """Per stage (``preview``, ``post_switch``): the samples its checks took, and failed."""
+    analyses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per stage (``preview``, ``post_switch``): how its analysis ended, its phase,
+    message and every metric's result (``zdd_swarm.canary.analysis.analysis_summary``)."""
 
     @property
     def exit_code(self) -> int:
@@ -314,6 +319,7 @@ class BlueGreenResult:
             "switch_s": self.switch_s,
             "switch_back_s": self.switch_back_s,
             "checks": {stage: count.to_dict() for stage, count in self.checks.items()},
+            "analyses": dict(self.analyses),
             "steps": list(self.steps),
             "rollout": self.rollout.to_dict() if self.rollout else None,
         }
@@ -339,6 +345,7 @@ class BlueGreenResult:
                 switch_back_s=data.get("switch_back_s"),
                 steps=list(data.get("steps") or []),
                 checks={k: CheckCount(**v) for k, v in (data.get("checks") or {}).items()},
+                analyses=dict(data.get("analyses") or {}),
             )
         except (ValueError, TypeError, KeyError):
             return None
