@@ -39,7 +39,14 @@ from .analysis import Metric, MetricProvider, QueryContext, check_metrics
 from .providers import GateProvider, PrometheusProvider, WebProvider
 from .steps import Step, steps_from_data, validate_steps
 
-__all__ = ["EXTENSION", "CanarySpec", "canary_from_compose", "canary_from_data", "load_canary_file"]
+__all__ = [
+    "EXTENSION",
+    "CanarySpec",
+    "canary_from_compose",
+    "canary_from_data",
+    "load_analysis",
+    "load_canary_file",
+]
 
 EXTENSION = "x-zdd-swarm"
 """The compose extension of a service that holds its canary."""
@@ -210,13 +217,37 @@ def canary_from_compose(service: Mapping[str, Any], where: str = EXTENSION) -> C
     return canary_from_data(extension, where)
 
 
-def load_canary_file(path: str | Path) -> CanarySpec:
-    """A canary from a YAML file: a list of steps, or ``steps:`` and ``analyses:``."""
+def _read_yaml(path: str | Path, where: str) -> Any:
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        return yaml.safe_load(Path(path).read_text())
     except OSError as exc:
-        raise ConfigError("steps file", str(path), f"a readable file ({exc.strerror})") from exc
+        raise ConfigError(where, str(path), f"a readable file ({exc.strerror})") from exc
     except yaml.YAMLError as exc:
         message = f"a YAML file ({exc})".replace("\n", " ")
-        raise ConfigError("steps file", str(path), message) from exc
-    return canary_from_data(data, "steps file")
+        raise ConfigError(where, str(path), message) from exc
+
+
+def load_canary_file(path: str | Path) -> CanarySpec:
+    """A canary from a YAML file: a list of steps, or ``steps:`` and ``analyses:``."""
+    return canary_from_data(_read_yaml(path, "steps file"), "steps file")
+
+
+def load_analysis(spec: str, where: str = "analysis file") -> tuple[Metric, ...]:
+    """The metrics of one analysis of a file, given as ``FILE[:NAME]``: the
+    file's ``analyses:`` as in a canary file (its ``steps:``, if any, are not
+    read); without NAME, the file's only analysis."""
+    path, name = spec, None
+    if not Path(spec).is_file() and ":" in spec:
+        path, _, name = spec.rpartition(":")
+    data = _read_yaml(path, where)
+    raw = data.get("analyses") if isinstance(data, Mapping) else None
+    if not isinstance(raw, Mapping) or not raw:
+        raise ConfigError(where, path, "a file with analyses: (a mapping of name to metrics)")
+    by_name = {str(n): metrics for n, metrics in raw.items()}
+    names = list(by_name)
+    if not name and len(names) != 1:
+        raise ConfigError(where, spec, f"FILE:NAME, NAME one of: {', '.join(names)}")
+    name = name or names[0]
+    if name not in names:
+        raise ConfigError(where, spec, f"an analysis of the file: {', '.join(names)}")
+    return _analysis(f"{where}.analyses", name, by_name[name])
