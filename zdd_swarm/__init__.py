@@ -285,8 +285,10 @@ def blue_green(
     ``<app>-green``), check it, and switch ``router`` to it (``zdd-swarm
     bluegreen deploy``; see docs/blue-green.md). Without ``router``, a
     ``LabelRouter`` moves the labels under ``router_labels``.
-    ``option_kwargs`` are ``BlueGreenOptions`` fields; ``rollout`` watches
-    the idle colour's scale-up (task deadlines, gates on its preview route)."""
+    ``option_kwargs`` are ``BlueGreenOptions`` fields (``preview_analysis=``
+    takes ``zdd_swarm.canary.Metric``s, or ``load_analysis("file.yml:errors")``
+    of ``zdd_swarm.canary.spec``); ``rollout`` watches the idle colour's
+    scale-up (task deadlines, gates on its preview route)."""
     from .bluegreen import BlueGreen, LabelRouter
 
     if options is None:

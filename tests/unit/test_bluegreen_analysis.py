@@ -4,7 +4,11 @@ measured once before anything changes, and deciding the switch."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import http.server
+import json
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -213,6 +217,100 @@ def test_promote_measures_its_post_switch_analysis_first(
 def test_analysis_options_are_metrics_with_distinct_names(value: Any) -> None:
     with pytest.raises(ConfigError, match="preview_analysis"):
         BlueGreenOptions(preview_analysis=value)
+
+
+# -- the CLI ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def ratio() -> Iterator[str]:
+    """A JSON endpoint on loopback answering ``{"ratio": 0.01}``."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(json.dumps({"ratio": 0.01}).encode())
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/ratio"
+    server.shutdown()
+
+
+def analyses_file(tmp_path: Path, url: str) -> Path:
+    path = tmp_path / "analyses.yml"
+    path.write_text(
+        "analyses:\n"
+        "  errors:\n"
+        f"    - {{name: ratio, web: {{url: '{url}', json_path: $.ratio}},"
+        " success_condition: result < 0.05}\n"
+        "  latency:\n"
+        f"    - {{name: slow, web: {{url: '{url}', json_path: $.ratio}},"
+        " success_condition: result > 1}\n"
+    )
+    return path
+
+
+def deploy(engine: FakeEngine, clock: FakeClock, *args: str) -> tuple[int, dict[str, Any]]:
+    from click.testing import CliRunner
+
+    from zdd_swarm.cli import _Obj, cli
+
+    obj = _Obj(engine_factory=lambda host: engine, clock=clock)
+    argv = ["bluegreen", "deploy", "web", "--image", "app:2", "--router", f"labels:{ROUTE}"]
+    result = CliRunner().invoke(cli, [*argv, *args, "--json"], obj=obj)
+    data: dict[str, Any] = json.loads(result.stdout)
+    return result.exit_code, data
+
+
+def test_cli_preview_analysis_from_a_file(
+    engine: FakeEngine, clock: FakeClock, tmp_path: Path, ratio: str
+) -> None:
+    engine.add_service("web-blue", "app:1", replicas=2, extra={"Labels": {f"{ROUTE}.rule": "x"}})
+    path = analyses_file(tmp_path, ratio)
+    code, data = deploy(engine, clock, "--preview-analysis", f"{path}:latency")
+    assert code == 1 and data["code"] == "analysis_failed", data
+    assert data["analyses"]["preview"]["metrics"][0]["value"] == 0.01
+    code, data = deploy(engine, clock, "--preview-analysis", f"{path}:errors")
+    assert code == 0 and data["outcome"] == "switched", data
+    assert data["analyses"]["preview"]["phase"] == "successful"
+
+
+@pytest.mark.parametrize(
+    ("arg", "says"),
+    [
+        ("{path}", "FILE:NAME, NAME one of: errors, latency"),
+        ("{path}:nope", "an analysis of the file: errors, latency"),
+        ("{tmp}/missing.yml", "a readable file"),
+        ("{tmp}/steps.yml", "a file with analyses:"),
+    ],
+)
+def test_cli_a_bad_analysis_file_or_name_is_bad_input(
+    engine: FakeEngine, clock: FakeClock, tmp_path: Path, arg: str, says: str
+) -> None:
+    engine.add_service("web-blue", "app:1", replicas=2, extra={"Labels": {f"{ROUTE}.rule": "x"}})
+    path = analyses_file(tmp_path, "http://127.0.0.1:9/")
+    (tmp_path / "steps.yml").write_text("steps: [50%, 100%]\n")
+    code, data = deploy(engine, clock, "--preview-analysis", arg.format(path=path, tmp=tmp_path))
+    assert code == 2 and data["reason"].startswith("--preview-analysis: invalid value")
+    assert says in data["reason"]
+    assert [s.spec["Name"] for s in engine.services.values()] == ["web-blue"]
+
+
+def test_cli_an_unreachable_provider_exits_2_with_nothing_changed(
+    engine: FakeEngine, clock: FakeClock, tmp_path: Path
+) -> None:
+    engine.add_service("web-blue", "app:1", replicas=2, extra={"Labels": {f"{ROUTE}.rule": "x"}})
+    path = analyses_file(tmp_path, "http://127.0.0.1:9/ratio")
+    updates = list(engine.updates)
+    code, data = deploy(engine, clock, "--preview-analysis", f"{path}:errors")
+    assert code == 2 and "metric 'ratio'" in data["reason"], data
+    assert engine.updates == updates
 
 
 def test_blue_green_in_python_takes_an_analysis() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from ..canary.spec import load_analysis
 from ..cli import (
     _deadline_options,
     _Obj,
@@ -94,11 +95,26 @@ def _bg_options(params: dict[str, Any]) -> BlueGreenOptions:
     preview: list[Gate] = [parse_http_gate(g) for g in params.get("preview_http") or ()]
     preview += [parse_tcp_gate(g) for g in params.get("preview_tcp") or ()]
     post = [parse_http_gate(g) for g in params.get("post_switch_http") or ()]
+    for name in ("preview_analysis", "post_switch_analysis"):
+        where = "--" + name.replace("_", "-")
+        files = params.get(name) or ()
+        kwargs[name] = tuple(m for spec in files for m in load_analysis(spec, where))
     return BlueGreenOptions(
         auto_promote=not params.get("manual_promote", False),
         preview_checks=tuple(preview),
         post_switch_checks=tuple(post),
         **kwargs,
+    )
+
+
+def _analysis_option(stage: str, what: str) -> Callable[..., Any]:
+    return click.option(
+        f"--{stage}-analysis",
+        multiple=True,
+        metavar="FILE[:NAME]",
+        help=f"The analysis NAME of FILE (analyses: as in a canary's --steps-file; without "
+        f"NAME its only one), measured {what}; if it fails, "
+        + ("no switch." if stage == "preview" else "switch back."),
     )
 
 
@@ -115,6 +131,7 @@ def bluegreen() -> None:
     "--preview-http", multiple=True, metavar="URL[,status=200]", help="Preview check (HTTP)."
 )
 @click.option("--preview-tcp", multiple=True, metavar="HOST:PORT", help="Preview check (TCP).")
+@_analysis_option("preview", "while the preview checks are sampled")
 @click.option("--preview-window", help="How long the preview checks are sampled (10s).")
 @click.option(
     "--post-switch-http",
@@ -122,6 +139,7 @@ def bluegreen() -> None:
     metavar="URL[,status=200]",
     help="Check after the switch; a failure switches back at once.",
 )
+@_analysis_option("post-switch", "after the switch")
 @click.option("--post-switch-window", help="How long post-switch checks are sampled (10s).")
 @click.option("--switch-timeout", help="How long the router may take to show the switch (30s).")
 @click.option("--scale-down-delay", help="How long the old colour stays up (30s).")
@@ -148,6 +166,7 @@ def deploy(
 @click.argument("app")
 @_router_options
 @click.option("--post-switch-http", multiple=True, metavar="URL[,status=200]")
+@_analysis_option("post-switch", "after the switch")
 @click.option("--post-switch-window")
 @click.option("--switch-timeout")
 @click.option("--scale-down-delay")
