@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -14,7 +15,14 @@ from typing import Any
 import pytest
 
 from zdd_swarm import ConfigError, Controller, RolloutOptions
-from zdd_swarm.bluegreen import BlueGreen, BlueGreenOptions, BlueGreenOutcome, Colour, LabelRouter
+from zdd_swarm.bluegreen import (
+    BlueGreen,
+    BlueGreenCode,
+    BlueGreenOptions,
+    BlueGreenOutcome,
+    Colour,
+    LabelRouter,
+)
 from zdd_swarm.bluegreen.model import LABEL_FAILED, BlueGreenResult
 from zdd_swarm.canary.analysis import MeasurementFailed, Metric, QueryContext
 from zdd_swarm.errors import MetricQueryError
@@ -320,3 +328,9 @@ def test_blue_green_in_python_takes_an_analysis() -> None:
         zdd_swarm.blue_green(
             "web", image="app:2", router_labels=[ROUTE], preview_analysis=["errors"]
         )
+
+
+def test_the_reason_codes_are_the_documented_ones() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "blue-green.md").read_text()
+    table = text.split("The result's `code` says why", 1)[1].split("\n## ", 1)[0]
+    assert set(re.findall(r"^\| `([a-z_]+)` \|", table, re.MULTILINE)) == set(BlueGreenCode)
