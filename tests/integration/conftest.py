@@ -26,7 +26,10 @@ import pytest
 from docker.errors import NotFound
 
 from zdd_swarm import DockerEngine
+from zdd_swarm.bluegreen import Colour
 from zdd_swarm.lab import Lab, LabError
+
+from .support import cleanup_objects
 
 NODES = 3
 
@@ -121,6 +124,17 @@ def _containers(lab: Lab, prefix: str) -> str:
         except Exception as exc:  # a diagnosis must not hide the failure
             lines.append(f"{lab.node_name(i)}: {exc}")
     return "\n".join(lines) or "no containers"
+
+
+@pytest.fixture
+def app(service_name: str, docker_client: Any) -> Iterator[str]:
+    """A blue-green app name; its colour services and objects (secrets,
+    configs named after it) are removed after the test."""
+    yield service_name
+    for colour in Colour:
+        with contextlib.suppress(NotFound):
+            docker_client.api.remove_service(colour.service(service_name))
+    cleanup_objects(docker_client, service_name)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,7 +31,6 @@ from zdd_swarm.spec import diff_specs
 from zdd_swarm.testing import FakeClock, FakeEngine
 
 from .support import (
-    cleanup_objects,
     controller,
     create_service,
     rich_spec_kwargs,
@@ -44,16 +42,6 @@ pytestmark = pytest.mark.integration
 
 ROUTE = "traefik.http.routers.app"
 ROUTER_LABELS = {f"{ROUTE}.rule": "Host(`app.example`)", f"{ROUTE}.entrypoints": "web"}
-
-
-@pytest.fixture
-def app(service_name: str, docker_client: Any) -> Iterator[str]:
-    """An app name; its colour services and objects are removed after the test."""
-    yield service_name
-    for colour in Colour:
-        with contextlib.suppress(NotFound):
-            docker_client.api.remove_service(colour.service(service_name))
-    cleanup_objects(docker_client, service_name)
 
 
 def create_blue(docker_client: Any, lab: Any, app: str) -> dict[str, Any]:

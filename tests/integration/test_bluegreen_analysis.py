@@ -12,52 +12,30 @@ colours: the label is copied with the spec).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
-from docker.errors import NotFound
 
 from zdd_swarm.bluegreen import BlueGreen, BlueGreenOptions, BlueGreenOutcome, Colour, LabelRouter
-from zdd_swarm.canary import Metric, PrometheusProvider
+from zdd_swarm.canary import Metric
 from zdd_swarm.gates import CallableGate
 
 from .support import controller, create_service, overlay_fetch, running_tasks
+from .test_canary_under_load import error_ratio
 
 pytestmark = pytest.mark.integration
 
 ROUTE = "traefik.http.routers.app"
-#: the new colour's share of 5xx over the last 10 s of its tasks' counters
-ERROR_RATIO = """
-sum(rate(app_request_errors_total{service="{service}",tag="{new_tag}"}[10s]))
-/ sum(rate(app_requests_total{service="{service}",tag="{new_tag}"}[10s]))
-"""
 BURST = 5
 
 
-@pytest.fixture
-def app(service_name: str, docker_client: Any) -> Iterator[str]:
-    """An app name; its colour services are removed after the test."""
-    yield service_name
-    for colour in Colour:
-        with contextlib.suppress(NotFound):
-            docker_client.api.remove_service(colour.service(service_name))
-
-
-def error_ratio(prometheus: str) -> Metric:
-    """Below 5 % passes, 5 % or more fails at once; no traffic counted yet
-    (NaN) is inconclusive, twice at most."""
-    return Metric(
-        "error-ratio",
-        PrometheusProvider(prometheus, ERROR_RATIO.strip()),
-        success_condition="result[0] < 0.05",
-        failure_condition="result[0] >= 0.05",
-        initial_delay="6s",
-        interval="3s",
-        count=3,
-        inconclusive_limit=2,
-    )
+def error_ratio_metric(prometheus: str) -> Metric:
+    """The canary's error ratio (below 5 % passes, 5 % or more fails at once),
+    measured from 6 s into the preview (its tasks scraped, its traffic counted):
+    no traffic counted yet (NaN) is inconclusive, twice at most."""
+    return replace(error_ratio(prometheus), initial_delay="6s", interval="3s", inconclusive_limit=2)
 
 
 def preview_traffic(fetch: Callable[[str, float], Any], url: str) -> CallableGate:
@@ -92,7 +70,7 @@ def deploy(
         options = BlueGreenOptions(
             preview_checks=[preview_traffic(fetch, f"http://{app}-green:8080/")],
             preview_window="10s",
-            preview_analysis=[error_ratio(prometheus)],
+            preview_analysis=[error_ratio_metric(prometheus)],
             scale_down_delay="1s",
         )
         result = BlueGreen(router, controller(engine), options).deploy(app, lab.image(tag))

@@ -5,12 +5,10 @@ spec restored on abort (see zdd_swarm/canary/driver.py)."""
 from __future__ import annotations
 
 import contextlib
-import http.server
 import json
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -221,28 +219,6 @@ def test_watch_finishes_a_canary_whose_process_was_killed(
         watcher.kill()
     assert tags(docker_client, service_name) == ["v2"] * 4
     assert canary_status(engine, service_name) is None
-
-
-@pytest.fixture
-def error_ratio() -> Iterator[str]:
-    """A JSON endpoint on the host answering ``{"ratio": 0.0}``: an analysis
-    of it passes."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = json.dumps({"ratio": 0.0}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/ratio"
-    server.shutdown()
 
 
 def test_watch_finishes_a_canary_killed_during_its_analysis(

@@ -4,11 +4,9 @@ measured once before anything changes, and deciding the switch."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import re
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +47,7 @@ class Script:
         return value
 
 
-def error_ratio(provider: Script, **kwargs: Any) -> Metric:
+def ratio_metric(provider: Script, **kwargs: Any) -> Metric:
     kwargs.setdefault("interval", "5s")
     kwargs.setdefault("count", 3)
     return Metric("error-ratio", provider, success_condition="result[0] < 0.05", **kwargs)
@@ -75,7 +73,7 @@ def test_a_failing_preview_analysis_is_never_switched_to(
     requests: list[float] = []
     gate = CallableGate(lambda: requests.append(clock.monotonic()) is None, name="preview")
     bg, router = setup(
-        engine, clock, preview_checks=[gate], preview_analysis=[error_ratio(provider)]
+        engine, clock, preview_checks=[gate], preview_analysis=[ratio_metric(provider)]
     )
     seen: list[Any] = []
     bg.controller.hooks.append(seen.append)
@@ -116,7 +114,7 @@ def test_a_passing_analysis_switches_once_window_and_analysis_are_over(
         clock,
         preview_checks=[gate],
         preview_window="5s",
-        preview_analysis=[error_ratio(provider)],  # 3 measurements, 5 s apart: 10 s
+        preview_analysis=[ratio_metric(provider)],  # 3 measurements, 5 s apart: 10 s
     )
     seen: list[Any] = []
     bg.controller.hooks.append(seen.append)
@@ -138,7 +136,7 @@ def test_a_passing_analysis_switches_once_window_and_analysis_are_over(
 def test_an_unreachable_provider_is_bad_input_and_changes_nothing(
     engine: FakeEngine, clock: FakeClock
 ) -> None:
-    bg, router = setup(engine, clock, preview_analysis=[error_ratio(Script(clock, [DOWN]))])
+    bg, router = setup(engine, clock, preview_analysis=[ratio_metric(Script(clock, [DOWN]))])
     updates = list(engine.updates)
     with pytest.raises(MetricQueryError, match="error-ratio"):
         bg.deploy("web", "app:2")
@@ -150,7 +148,7 @@ def test_an_unreachable_provider_is_bad_input_and_changes_nothing(
 def test_a_provider_that_stops_answering_errs_the_analysis(
     engine: FakeEngine, clock: FakeClock
 ) -> None:
-    metric = error_ratio(Script(clock, [[0.0], DOWN]), consecutive_error_limit=1)
+    metric = ratio_metric(Script(clock, [[0.0], DOWN]), consecutive_error_limit=1)
     bg, router = setup(engine, clock, preview_analysis=[metric])
     result = bg.deploy("web", "app:2")
     assert result.outcome is BlueGreenOutcome.NOT_SWITCHED and result.code == "analysis_failed"
@@ -173,7 +171,7 @@ def test_an_inconclusive_analysis_is_not_a_pass(engine: FakeEngine, clock: FakeC
 
 
 def test_a_dry_run_metric_is_reported_but_never_fails(engine: FakeEngine, clock: FakeClock) -> None:
-    metric = error_ratio(Script(clock, [[0.9]]), dry_run=True)
+    metric = ratio_metric(Script(clock, [[0.9]]), dry_run=True)
     bg, _ = setup(engine, clock, preview_analysis=[metric])
     result = bg.deploy("web", "app:2")
     assert result.outcome is BlueGreenOutcome.SWITCHED, result.summary()
@@ -183,7 +181,7 @@ def test_a_dry_run_metric_is_reported_but_never_fails(engine: FakeEngine, clock:
 
 def test_a_preview_check_failure_keeps_its_own_code(engine: FakeEngine, clock: FakeClock) -> None:
     gate = CallableGate(lambda: False, name="preview")
-    metric = error_ratio(Script(clock, [[0.0]]))
+    metric = ratio_metric(Script(clock, [[0.0]]))
     bg, _ = setup(engine, clock, preview_checks=[gate], preview_analysis=[metric])
     result = bg.deploy("web", "app:2")
     assert result.code == "preview_check_failed"
@@ -192,7 +190,7 @@ def test_a_preview_check_failure_keeps_its_own_code(engine: FakeEngine, clock: F
 
 def test_a_failing_post_switch_analysis_switches_back(engine: FakeEngine, clock: FakeClock) -> None:
     provider = Script(clock, [[0.0], [0.4]])
-    bg, router = setup(engine, clock, post_switch_analysis=[error_ratio(provider)])
+    bg, router = setup(engine, clock, post_switch_analysis=[ratio_metric(provider)])
     result = bg.deploy("web", "app:2")
     assert result.outcome is BlueGreenOutcome.SWITCHED_BACK and result.exit_code == 1
     assert result.code == "analysis_failed"
@@ -208,12 +206,12 @@ def test_promote_measures_its_post_switch_analysis_first(
 ) -> None:
     bg, router = setup(engine, clock, auto_promote=False)
     bg.deploy("web", "app:2")
-    down = BlueGreenOptions(post_switch_analysis=[error_ratio(Script(clock, [DOWN]))])
+    down = BlueGreenOptions(post_switch_analysis=[ratio_metric(Script(clock, [DOWN]))])
     with pytest.raises(MetricQueryError):
         BlueGreen(router, bg.controller, down).promote("web")
     assert router.active() is Colour.BLUE
     provider = Script(clock, [[0.0]])
-    good = BlueGreenOptions(post_switch_analysis=[error_ratio(provider)])
+    good = BlueGreenOptions(post_switch_analysis=[ratio_metric(provider)])
     assert BlueGreen(router, bg.controller, good).promote("web").active is Colour.GREEN
     assert provider.asked[0][1] == QueryContext("web-green", "app:1", "app:2")
 
@@ -228,26 +226,6 @@ def test_analysis_options_are_metrics_with_distinct_names(value: Any) -> None:
 
 
 # -- the CLI ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def ratio() -> Iterator[str]:
-    """A JSON endpoint on loopback answering ``{"ratio": 0.01}``."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(json.dumps({"ratio": 0.01}).encode())
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/ratio"
-    server.shutdown()
 
 
 def analyses_file(tmp_path: Path, url: str) -> Path:
@@ -277,13 +255,13 @@ def deploy(engine: FakeEngine, clock: FakeClock, *args: str) -> tuple[int, dict[
 
 
 def test_cli_preview_analysis_from_a_file(
-    engine: FakeEngine, clock: FakeClock, tmp_path: Path, ratio: str
+    engine: FakeEngine, clock: FakeClock, tmp_path: Path, error_ratio: str
 ) -> None:
     engine.add_service("web-blue", "app:1", replicas=2, extra={"Labels": {f"{ROUTE}.rule": "x"}})
-    path = analyses_file(tmp_path, ratio)
+    path = analyses_file(tmp_path, error_ratio)
     code, data = deploy(engine, clock, "--preview-analysis", f"{path}:latency")
     assert code == 1 and data["code"] == "analysis_failed", data
-    assert data["analyses"]["preview"]["metrics"][0]["value"] == 0.01
+    assert data["analyses"]["preview"]["metrics"][0]["value"] == 0.0
     code, data = deploy(engine, clock, "--preview-analysis", f"{path}:errors")
     assert code == 0 and data["outcome"] == "switched", data
     assert data["analyses"]["preview"]["phase"] == "successful"
