@@ -257,6 +257,35 @@ def test_the_cli_refuses_a_router_it_did_not_make_and_switches_through_nginx(
     assert mounted["ConfigName"].startswith(f"{router}-green-")
 
 
+def test_the_cli_refuses_a_haproxy_router_whose_runtime_api_it_cannot_reach(
+    lab: Any, docker_client: Any, app: str
+) -> None:
+    """Exit 2 before anything changes: the runtime API's port is not published in
+    host mode, or published but nothing answers on it."""
+    from click.testing import CliRunner
+
+    from zdd_swarm.cli import cli
+
+    router = create_pair_and_router(docker_client, lab, app, ProxyKind.HAPROXY)
+    args = ["-H", lab.docker_host, "bluegreen", "deploy", app, "--image", lab.image("v2")]
+    args += ["--router", f"haproxy:{router}", "--json"]
+    service = docker_client.services.get(router)
+    service.update(labels={**service.attrs["Spec"]["Labels"], LABEL_ADMIN_PORT: "9"})
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 2, refused.output
+    assert "does not publish HAProxy's runtime API (port 9) in host mode" in refused.output
+    # published in host mode, but HAProxy does not listen there
+    ports = {admin_port(app): (admin_port(app), "tcp", "host"), 9: (9, "tcp", "host")}
+    docker_client.services.get(router).update(endpoint_spec=EndpointSpec(mode="dnsrr", ports=ports))
+    wait_running(docker_client, router, 2)
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 2, refused.output
+    assert "runtime API at 10.88." in refused.output and "does not answer" in refused.output
+    with contextlib.suppress(NotFound):
+        docker_client.api.inspect_service(Colour.GREEN.service(app))
+        raise AssertionError("a colour was created for a refused deploy")
+
+
 def settled_between(result: LoadResult, body: str, start: float, end: float) -> int:
     """Unix time (whole seconds) from which every client got only ``body`` within (start, end)."""
     return max(
