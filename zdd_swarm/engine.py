@@ -71,6 +71,8 @@ class NodeView:
     state: str
     availability: str
     role: str
+    address: str = ""
+    """The node's address as the manager knows it (``Status.Addr``)."""
 
 
 @dataclass(frozen=True)
@@ -343,6 +345,7 @@ class DockerEngine:
                 state=str((n.get("Status") or {}).get("State", "")),
                 availability=str((n.get("Spec") or {}).get("Availability", "")),
                 role=str((n.get("Spec") or {}).get("Role", "")),
+                address=_node_address(n),
             )
             for n in data
         ]
@@ -492,6 +495,16 @@ class DockerEngine:
         if not check or check.get("Test") in (None, [], ["NONE"]):
             return False
         return dict(check)
+
+
+def _node_address(node: Mapping[str, Any]) -> str:
+    """``Status.Addr``; for a manager that reports ``0.0.0.0`` there (its
+    advertise address left to the engine), the host of ``ManagerStatus.Addr``."""
+    address = str((node.get("Status") or {}).get("Addr", ""))
+    manager = str((node.get("ManagerStatus") or {}).get("Addr", ""))
+    if address in ("", "0.0.0.0") and manager:
+        return manager.rsplit(":", 1)[0].strip("[]")
+    return address
 
 
 def _keep_engine_ca(api: Any) -> None:

@@ -283,6 +283,9 @@ class TaskView:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     #: ``spec_key`` of the task's spec without its placement
     placement_free_key: str = ""
+    #: (target port, published port) of each port the task publishes in host
+    #: mode, on its node's address (``Status.PortStatus``)
+    host_ports: tuple[tuple[int, int], ...] = ()
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any]) -> TaskView:
@@ -310,6 +313,7 @@ class TaskView:
             addresses=tuple(addresses),
             raw=data,
             placement_free_key=placement_free_key(spec),
+            host_ports=host_ports((status.get("PortStatus") or {}).get("Ports")),
         )
 
     @property
@@ -378,6 +382,22 @@ class ServiceView:
     @property
     def state(self) -> UpdateState | None:
         return self.update_status.state if self.update_status else None
+
+    @property
+    def host_ports(self) -> tuple[tuple[int, int], ...]:
+        """(target port, published port) of each port the spec publishes in
+        host mode (published port 0: one the engine picks on each node)."""
+        return host_ports((self.spec.get("EndpointSpec") or {}).get("Ports"))
+
+
+def host_ports(ports: Any) -> tuple[tuple[int, int], ...]:
+    """(target, published) of the host-mode TCP ports of an engine port list
+    (``EndpointSpec.Ports`` or a task's ``PortStatus.Ports``), once each."""
+    found: dict[tuple[int, int], None] = {}
+    for port in ports or []:
+        if port.get("PublishMode") == "host" and port.get("Protocol", "tcp") == "tcp":
+            found[int(port.get("TargetPort", 0)), int(port.get("PublishedPort") or 0)] = None
+    return tuple(found)
 
 
 def service_mode(spec: Mapping[str, Any]) -> ServiceMode:

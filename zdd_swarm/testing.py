@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import functools
 import itertools
+import json
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -257,8 +258,15 @@ class FakeEngine:
     def list_nodes(self) -> list[NodeView]:
         self._api()
         return [
-            NodeView(n, n, "down" if n in self.down_nodes else "ready", "active", "worker")
-            for n in self.nodes
+            NodeView(
+                n,
+                n,
+                "down" if n in self.down_nodes else "ready",
+                "active",
+                "worker",
+                address=f"10.0.0.{i}",
+            )
+            for i, n in enumerate(self.nodes, start=1)
         ]
 
     def update_service(
@@ -625,8 +633,17 @@ class FakeEngine:
                     )
                 ).isoformat(),
                 "ContainerStatus": {"ExitCode": task.exit_code},
+                # a running task's host-mode ports, as the engine reports them
+                "PortStatus": {"Ports": self._host_ports(task)},
             },
         }
+
+    @staticmethod
+    def _host_ports(task: _Task) -> list[dict[str, Any]]:
+        if task.state != "running" or not task.endpoint:
+            return []
+        ports = json.loads(task.endpoint).get("Ports") or []
+        return [p for p in ports if p.get("PublishMode") == "host"]
 
 
 def _uses(spec: Mapping[str, Any]) -> set[str]:

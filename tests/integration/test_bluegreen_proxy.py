@@ -1,6 +1,7 @@
 """Blue-green on the lab behind nginx and HAProxy routers (Debian's packages
-in the lab's router images): the switch mounts the other colour's config in
-the router service and rolls it start-first; load clients send requests
+in the lab's router images): nginx's switch mounts the other colour's config
+in the router service and rolls it start-first; HAProxy's sets the colour map
+of every router task through its runtime API; load clients send requests
 through the router only, and record which release answered."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,17 +27,27 @@ from zdd_swarm.bluegreen import (
     BlueGreenStage,
     Colour,
 )
+from zdd_swarm.bluegreen.haproxy import MAP_PATH, parse_show_map, send_command, show_map_command
 from zdd_swarm.bluegreen.proxy import (
+    LABEL_ADMIN_PORT,
     LABEL_ROUTER,
     LABEL_ROUTER_APP,
     LABEL_ROUTER_COLOUR,
     ProxyKind,
     ProxyRouter,
+    render_colour_map,
     render_config,
 )
 
 from .load import LoadResult, load
-from .support import SECOND, controller, create_service, overlay_fetch, wait_running
+from .support import (
+    SECOND,
+    controller,
+    create_service,
+    overlay_fetch,
+    running_tasks,
+    wait_running,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -55,23 +67,47 @@ def app(service_name: str, docker_client: Any) -> Iterator[str]:
             docker_client.api.remove_config(config["ID"])
 
 
+def admin_port(app: str) -> int:
+    """The HAProxy router's runtime API port of ``app``: one per app, so that the
+    routers of tests running side by side do not share a port on a node."""
+    return 20000 + zlib.crc32(app.encode()) % 20000
+
+
 def create_pair_and_router(docker_client: Any, lab: Any, app: str, kind: ProxyKind) -> str:
     """``<app>-blue`` (v1, 2 tasks) and ``<app>-router`` sending traffic to it, as a user
     deploys them first; returns the router service's name."""
     create_service(docker_client, lab, Colour.BLUE.service(app), "v1", replicas=2)
     labels = {LABEL_ROUTER_APP: app, LABEL_ROUTER_COLOUR: "blue"}
-    data = render_config(kind, app, Colour.BLUE).encode()
+    service_labels = {LABEL_ROUTER: kind.value, LABEL_ROUTER_APP: app}
+    endpoint = EndpointSpec(mode="dnsrr")
+    if kind is ProxyKind.HAPROXY:
+        admin = admin_port(app)
+        data = render_config(kind, app, admin_port=admin).encode()
+        service_labels |= {LABEL_ROUTER_COLOUR: "blue", LABEL_ADMIN_PORT: str(admin)}
+        # the runtime API in host mode: reached at each task's node address
+        endpoint = EndpointSpec(mode="dnsrr", ports={admin: (admin, "tcp", "host")})
+    else:
+        data = render_config(kind, app, Colour.BLUE).encode()
     config = docker_client.configs.create(name=f"{app}-router-first", data=data, labels=labels)
+    configs = [ConfigReference(config.id, config.name, filename=kind.config_path)]
+    if kind is ProxyKind.HAPROXY:
+        colour_map = docker_client.configs.create(
+            name=f"{app}-router-map",
+            data=render_colour_map().encode(),
+            labels={LABEL_ROUTER_APP: app},
+            templating={"Name": "golang"},
+        )
+        configs.append(ConfigReference(colour_map.id, colour_map.name, filename=MAP_PATH))
     router = f"{app}-router"
     docker_client.services.create(
         lab.router_image(kind.value),
         name=router,
         networks=[lab.network],
         mode=ServiceMode("replicated", replicas=2),
-        endpoint_spec=EndpointSpec(mode="dnsrr"),
+        endpoint_spec=endpoint,
         restart_policy=RestartPolicy(condition="any", delay=SECOND),
-        labels={LABEL_ROUTER: kind.value, LABEL_ROUTER_APP: app},
-        configs=[ConfigReference(config.id, config.name, filename=kind.config_path)],
+        labels=service_labels,
+        configs=configs,
     )
     wait_running(docker_client, router, 2)
     return router
@@ -114,8 +150,79 @@ def test_requests_through_the_router_reach_the_new_colour_and_come_back_on_rollb
     assert traffic.settled("v1") is not None, traffic.bodies
     spec = docker_client.api.inspect_service(router)["Spec"]
     mounted = spec["TaskTemplate"]["ContainerSpec"]["Configs"]
-    assert [c["File"]["Name"] for c in mounted] == [kind.config_path]
-    assert spec["UpdateConfig"]["Order"] == "start-first"
+    if kind is ProxyKind.NGINX:
+        assert [c["File"]["Name"] for c in mounted] == [kind.config_path]
+        assert spec["UpdateConfig"]["Order"] == "start-first"
+    else:
+        assert [c["File"]["Name"] for c in mounted] == [kind.config_path, MAP_PATH]
+        assert spec["Labels"][LABEL_ROUTER_COLOUR] == "blue"
+
+
+def _router_tasks(lab: Any, router: str) -> dict[str, tuple[str, Any]]:
+    """Each running router task: its id -> (its node's address, its container)."""
+    found = {}
+    for i in range(1, lab.nodes + 1):
+        label = f"com.docker.swarm.service.name={router}"
+        for container in lab.client(i).containers.list(filters={"label": label}):
+            found[container.labels["com.docker.swarm.task.id"]] = (lab.node_address(i), container)
+    return found
+
+
+def _seen_by_each(lab: Any, router: str, admin: int) -> dict[str, tuple[Colour | None, str]]:
+    """Each running router task: (the colour its runtime API answers, the release
+    that answers a request sent through it)."""
+    seen = {}
+    for task, (address, container) in _router_tasks(lab, router).items():
+        colour = parse_show_map(send_command(address, admin, show_map_command()))
+        got = container.exec_run(["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"])
+        seen[task] = (colour, got.output.decode().strip())
+    return seen
+
+
+def _running_ids(docker_client: Any, router: str, count: int) -> set[str]:
+    wait_running(docker_client, router, count)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ids = {t["ID"] for t in running_tasks(docker_client, router)}
+        if len(ids) == count:
+            return ids
+        time.sleep(0.5)
+    raise AssertionError(f"{router}: not {count} running tasks")
+
+
+def test_the_haproxy_switch_keeps_every_router_task_and_later_tasks_route_to_the_active_colour(
+    lab: Any, docker_client: Any, app: str, engine: Any
+) -> None:
+    """A router task started while green awaits promotion routes to blue; the promotion
+    switches every running router task in place (same tasks); a router task started
+    after it routes to green."""
+    router = create_pair_and_router(docker_client, lab, app, ProxyKind.HAPROXY)
+    admin = admin_port(app)
+    ctrl = controller(engine)
+    options = BlueGreenOptions(
+        auto_promote=False, preview_window="1s", post_switch_window="1s", scale_down_delay="1s"
+    )
+    bg = BlueGreen(ProxyRouter(engine, app, router, ProxyKind.HAPROXY), ctrl, options)
+    awaiting = bg.deploy(app, lab.image("v2"))
+    assert awaiting.outcome is BlueGreenOutcome.AWAITING_PROMOTE, awaiting.summary()
+    docker_client.services.get(router).scale(3)  # one task per node: the port is the node's
+    before = _running_ids(docker_client, router, 3)
+    assert set(_seen_by_each(lab, router, admin).values()) == {(Colour.BLUE, "v1")}
+    promoted = bg.promote(app)
+    assert promoted.outcome is BlueGreenOutcome.SWITCHED, promoted.summary()
+    assert promoted.switch_s is not None and promoted.switch_s < 3, promoted.switch_s
+    assert _running_ids(docker_client, router, 3) == before
+    assert set(_seen_by_each(lab, router, admin).values()) == {(Colour.GREEN, "v2")}
+    # a router task lost: Swarm starts another, born with the active colour
+    lost = sorted(before)[0]
+    _router_tasks(lab, router)[lost][1].remove(force=True)
+    deadline = time.monotonic() + 60
+    while lost in (after := _running_ids(docker_client, router, 3)):
+        assert time.monotonic() < deadline, "the lost router task was not replaced"
+        time.sleep(0.5)
+    seen = _seen_by_each(lab, router, admin)
+    assert len(after - before) == 1 and set(seen) == after
+    assert set(seen.values()) == {(Colour.GREEN, "v2")}, seen
 
 
 def test_the_cli_refuses_a_router_it_did_not_make_and_switches_through_nginx(
@@ -148,6 +255,35 @@ def test_the_cli_refuses_a_router_it_did_not_make_and_switches_through_nginx(
     container = docker_client.api.inspect_service(router)["Spec"]["TaskTemplate"]["ContainerSpec"]
     (mounted,) = container["Configs"]
     assert mounted["ConfigName"].startswith(f"{router}-green-")
+
+
+def test_the_cli_refuses_a_haproxy_router_whose_runtime_api_it_cannot_reach(
+    lab: Any, docker_client: Any, app: str
+) -> None:
+    """Exit 2 before anything changes: the runtime API's port is not published in
+    host mode, or published but nothing answers on it."""
+    from click.testing import CliRunner
+
+    from zdd_swarm.cli import cli
+
+    router = create_pair_and_router(docker_client, lab, app, ProxyKind.HAPROXY)
+    args = ["-H", lab.docker_host, "bluegreen", "deploy", app, "--image", lab.image("v2")]
+    args += ["--router", f"haproxy:{router}", "--json"]
+    service = docker_client.services.get(router)
+    service.update(labels={**service.attrs["Spec"]["Labels"], LABEL_ADMIN_PORT: "9"})
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 2, refused.output
+    assert "does not publish HAProxy's runtime API (port 9) in host mode" in refused.output
+    # published in host mode, but HAProxy does not listen there
+    ports = {admin_port(app): (admin_port(app), "tcp", "host"), 9: (9, "tcp", "host")}
+    docker_client.services.get(router).update(endpoint_spec=EndpointSpec(mode="dnsrr", ports=ports))
+    wait_running(docker_client, router, 2)
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 2, refused.output
+    assert "runtime API at 10.88." in refused.output and "does not answer" in refused.output
+    with contextlib.suppress(NotFound):
+        docker_client.api.inspect_service(Colour.GREEN.service(app))
+        raise AssertionError("a colour was created for a refused deploy")
 
 
 def settled_between(result: LoadResult, body: str, start: float, end: float) -> int:

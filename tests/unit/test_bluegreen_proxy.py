@@ -61,18 +61,18 @@ def task_ids(engine: FakeEngine, name: str) -> set[str]:
     return {t.id for t in engine.list_tasks(view.id) if t.running}
 
 
-def test_each_router_config_sends_everything_to_one_colour() -> None:
+def test_an_nginx_config_sends_everything_to_one_colour() -> None:
     nginx = render_config(ProxyKind.NGINX, "web", Colour.GREEN, port=8000)
     assert "set $colour_upstream web-green;" in nginx and ":8000;" in nginx
     assert "add_header X-Zdd-Colour green always;" in nginx and "web-blue" not in nginx
-    haproxy = render_config(ProxyKind.HAPROXY, "web", Colour.BLUE)
-    assert "web-blue:8080 resolvers swarm" in haproxy and "web-green" not in haproxy
+    with pytest.raises(ValueError):
+        render_config(ProxyKind.NGINX, "web")
 
 
-@pytest.mark.parametrize("kind", list(ProxyKind))
-def test_a_release_swaps_the_router_config_and_rolls_the_router(
-    engine: FakeEngine, clock: FakeClock, kind: ProxyKind
+def test_release_swaps_the_nginx_config_and_rolls_the_router(
+    engine: FakeEngine, clock: FakeClock
 ) -> None:
+    kind = ProxyKind.NGINX
     bg, router = setup(engine, clock, kind)
     router_tasks = task_ids(engine, "router")
     assert router.active() is Colour.BLUE
@@ -125,10 +125,10 @@ def test_a_router_we_did_not_make_is_bad_input(engine: FakeEngine, clock: FakeCl
 
 
 def test_a_router_without_our_config_is_bad_input(engine: FakeEngine, clock: FakeClock) -> None:
-    labels = {LABEL_ROUTER: "haproxy", LABEL_ROUTER_APP: "web"}
-    engine.add_service("router", "router:haproxy", replicas=1, extra={"Labels": labels})
+    labels = {LABEL_ROUTER: "nginx", LABEL_ROUTER_APP: "web"}
+    engine.add_service("router", "router:nginx", replicas=1, extra={"Labels": labels})
     with pytest.raises(InputError, match="mounts no router config"):
-        ProxyRouter(engine, "web", "router", ProxyKind.HAPROXY).check()
+        ProxyRouter(engine, "web", "router", ProxyKind.NGINX).check()
 
 
 def test_a_router_that_does_not_roll_fails_the_switch_and_switches_back(

@@ -132,3 +132,23 @@ def test_stack_calls_are_typed_and_their_errors_mapped() -> None:
         engine.remove_service("shop_web")
     with pytest.raises(EngineAPIError, match="in use"):
         engine.remove_object("network", "n1")
+
+
+def test_nodes_carry_the_address_the_manager_knows_them_by() -> None:
+    """JSON kept from engine 28.5 (the lab's three nodes); a manager that
+    reports ``Status.Addr`` 0.0.0.0 is known by its ``ManagerStatus.Addr``."""
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+    from typing import Any
+
+    from zdd_swarm.engine import DockerEngine
+
+    nodes = json.loads((Path(__file__).parent.parent / "fixtures" / "nodes.json").read_text())
+    client: Any = SimpleNamespace(api=SimpleNamespace(nodes=lambda: nodes))
+    found = {n.hostname: n.address for n in DockerEngine(client=client, retry_for=0).list_nodes()}
+    assert found == {"zdd5-n1": "10.88.5.11", "zdd5-n2": "10.88.5.12", "zdd5-n3": "10.88.5.13"}
+    manager = next(n for n in nodes if n.get("ManagerStatus"))
+    manager["Status"]["Addr"] = "0.0.0.0"
+    listed = DockerEngine(client=client, retry_for=0).list_nodes()
+    assert {n.hostname: n.address for n in listed}["zdd5-n1"] == "10.88.5.11"

@@ -121,3 +121,20 @@ def test_real_engine_dumps_tell_new_tasks_from_old() -> None:
     assert len(wanted) == 2 and all(t in new and t.running for t in wanted)
     assert all(t.desired_state is TaskState.SHUTDOWN for t in old)
     assert service.state is UpdateState.COMPLETED
+
+
+def test_a_task_says_the_ports_it_publishes_on_its_node() -> None:
+    """JSON kept from engine 28.5 (the lab): a task of a service that publishes
+    9999 in host mode (the engine lists the port twice in its PortStatus)."""
+    import json
+    from pathlib import Path
+
+    fixtures = Path(__file__).parent.parent / "fixtures"
+    (task,) = [
+        TaskView.from_api(t) for t in json.loads((fixtures / "task_host_port.json").read_text())
+    ]
+    assert task.running and task.host_ports == ((9999, 9999),)
+    spec = {"EndpointSpec": {"Ports": [{"TargetPort": 9999, "PublishMode": "host"}]}}
+    assert ServiceView.from_api({"ID": "r", "Spec": spec}).host_ports == ((9999, 0),)
+    ingress = {"EndpointSpec": {"Ports": [{"TargetPort": 80, "PublishedPort": 80}]}}
+    assert ServiceView.from_api({"ID": "r", "Spec": ingress}).host_ports == ()

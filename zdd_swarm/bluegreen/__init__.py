@@ -5,7 +5,8 @@ kept up for an instant way back.
 ``BlueGreen`` runs the flow (``flow.py``, a state machine) over a pair of
 Swarm services ``<app>-blue`` / ``<app>-green`` whose state is kept in their
 labels (``model.py``, ``store.py``), through a ``Router`` (``router.py``;
-nginx and HAProxy in ``proxy.py``; kept with the pair, ``routing.py``),
+nginx and HAProxy in ``proxy.py``, HAProxy's runtime API in ``haproxy.py``;
+kept with the pair, ``routing.py``),
 whose public address may be probed (``probe.py``); ``follow`` watches an
 operation from another process (``watch.py``).
 See docs/blue-green.md.

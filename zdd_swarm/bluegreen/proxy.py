@@ -1,20 +1,26 @@
-"""nginx and HAProxy routers: a Swarm service whose configuration names the
-active colour's service; a switch swaps that configuration.
+"""nginx and HAProxy routers: a Swarm service that sends every request to
+the active colour's service; a switch sends it to the other.
 
-The router service mounts a Swarm config (``/etc/nginx/nginx.conf`` or
-``/etc/haproxy/haproxy.cfg``) that sends every request to one colour's
-service, resolved by Swarm's DNS (``127.0.0.11``) while the router runs. A
-Swarm config cannot change, so a switch creates the config of the other
-colour (once; its name carries a hash of its text) and updates the router
-service to mount it, rolled start-first through zdd_swarm's own
-``Controller``: each new router task is up and healthy before an old one
-stops, and the old one finishes its requests. The switch counts once every
-running router task carries the new configuration (and ``probe``, if
-given, names the new colour).
+nginx: the router service mounts a Swarm config (``/etc/nginx/nginx.conf``)
+that sends every request to one colour's service, resolved by Swarm's DNS
+(``127.0.0.11``) while the router runs. A Swarm config cannot change, so a
+switch creates the config of the other colour (once; its name carries a
+hash of its text) and updates the router service to mount it, rolled
+start-first through zdd_swarm's own ``Controller``: each new router task is
+up and healthy before an old one stops, and the old one finishes its
+requests. The switch counts once every running router task carries the new
+configuration (and ``probe``, if given, names the new colour).
+
+HAProxy: the configuration names both colours and a colour map chooses
+(``haproxy.py``). A switch writes the service's label
+``zdd-swarm.router.colour`` (no task restarts; a task born later takes the
+colour from it), then sets the map of every running task through HAProxy's
+runtime API (no reload). The switch counts once every running task answers
+with the new colour (and ``probe``, if given, names it).
 
 The service says what it is with labels (``zdd-swarm.router=nginx`` or
-``haproxy``, ``zdd-swarm.router.app=<app>``); the mounted config says
-which colour it routes to (``zdd-swarm.router.colour``).
+``haproxy``, ``zdd-swarm.router.app=<app>``); nginx's mounted config, or
+HAProxy's service, says which colour it routes to (``zdd-swarm.router.colour``).
 """
 
 from __future__ import annotations
@@ -25,23 +31,39 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._logging import get_logger
 from ..config import Order, UpdateConfig
 from ..controller import Controller
 from ..engine import StackEngine
 from ..errors import EngineError, InputError, ServiceNotFound
-from ..model import TaskState
+from ..model import ServiceView, TaskState
 from ..result import Outcome
 from ..spec import ServiceChange
+from . import haproxy
+from .haproxy import RuntimeAPIError
 from .model import Colour
+from .store import relabel
 
-__all__ = ["LABEL_ROUTER", "ProxyKind", "ProxyRouter", "RouterSwitchFailed", "render_config"]
+__all__ = [
+    "LABEL_ROUTER",
+    "ProxyKind",
+    "ProxyRouter",
+    "RouterSwitchFailed",
+    "render_colour_map",
+    "render_config",
+]
+
+log = get_logger("zdd_swarm.bluegreen")
 
 LABEL_ROUTER = "zdd-swarm.router"
 """On the router service: ``nginx`` or ``haproxy``."""
 LABEL_ROUTER_APP = "zdd-swarm.router.app"
 """On the router service and its configs: the app it routes."""
 LABEL_ROUTER_COLOUR = "zdd-swarm.router.colour"
-"""On a router config: the colour it sends traffic to."""
+"""On an nginx router config, and on an HAProxy router service: the colour
+it sends traffic to."""
+LABEL_ADMIN_PORT = "zdd-swarm.router.admin-port"
+"""On an HAProxy router service: its runtime API's port (default 9999)."""
 COLOUR_HEADER = "X-Zdd-Colour"
 """Response header the routers add: the colour their config routes to."""
 
@@ -86,43 +108,27 @@ http {{
 }}
 """
 
-_HAPROXY = """\
-# zdd_swarm blue-green router of {app}: traffic goes to {upstream}
-global
-    log stderr format raw local0 warning
-defaults
-    mode http
-    log global
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-    retries 3
-    option redispatch 1
-# Swarm's DNS, asked again every second: the tasks of the colour as they run
-resolvers swarm
-    nameserver dns 127.0.0.11:53
-    hold valid 1s
-    accepted_payload_size 8192
-frontend router
-    bind :{listen}
-    http-response set-header {header} {colour}
-    default_backend {colour}
-# no health checks: a server coming from DNS would wait for them, with no
-# server up meanwhile (503); Swarm's DNS lists only healthy tasks, and a
-# refused connection is retried on another server
-backend {colour}
-    balance roundrobin
-    server-template task 16 {upstream}:{port} resolvers swarm init-addr libc,none
-"""
-
 
 def render_config(
-    kind: ProxyKind, app: str, colour: Colour, *, port: int = 8080, listen: int = 8080
+    kind: ProxyKind,
+    app: str,
+    colour: Colour | None = None,
+    *,
+    port: int = 8080,
+    listen: int = 8080,
+    admin_port: int = haproxy.ADMIN_PORT,
 ) -> str:
-    """The router configuration that sends all traffic of ``app`` to ``colour``
-    (its service, port ``port``); the router listens on ``listen``."""
-    template = _NGINX if kind is ProxyKind.NGINX else _HAPROXY
-    return template.format(
+    """The router configuration of ``app``: nginx's sends all traffic to
+    ``colour`` (its service, port ``port``); HAProxy's names both colours,
+    its colour map chooses (``render_colour_map``; ``colour`` is not used),
+    and its runtime API listens on ``admin_port``. The router listens on ``listen``."""
+    if kind is ProxyKind.HAPROXY:
+        return haproxy.render_haproxy(
+            app, port=port, listen=listen, admin_port=admin_port, header=COLOUR_HEADER
+        )
+    if colour is None:
+        raise ValueError("an nginx router config sends traffic to one colour: give it")
+    return _NGINX.format(
         app=app,
         upstream=colour.service(app),
         colour=colour.value,
@@ -132,8 +138,19 @@ def render_config(
     )
 
 
+def render_colour_map() -> str:
+    """HAProxy's colour map, a Swarm config template (``Templating: golang``,
+    mounted at ``/etc/haproxy/colour.map``): each task is born with the
+    colour of the router service's label ``zdd-swarm.router.colour``."""
+    return haproxy.map_template(LABEL_ROUTER_COLOUR)
+
+
 def _configs(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     return list(((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Configs") or [])
+
+
+Send = Callable[[str, int, str], str]
+"""Sends one command to HAProxy's runtime API at (address, port); returns the answer."""
 
 
 @dataclass(frozen=True)
@@ -149,9 +166,14 @@ class ProxyRouter:
     listen: int = 8080
     """The router's port."""
     controller: Controller | None = field(default=None, compare=False)
-    """Rolls the router service (by default one on ``engine`` with its defaults)."""
+    """nginx: rolls the router service (by default one on ``engine`` with its defaults)."""
     probe: Callable[[], Colour | None] | None = field(default=None, compare=False)
     """Asks the router's address which colour answers (``X-Zdd-Colour``)."""
+    admin_port: int | None = None
+    """HAProxy: its runtime API's port (None: the router service's label
+    ``zdd-swarm.router.admin-port``, else 9999), published in host mode."""
+    send: Send | None = field(default=None, compare=False)
+    """HAProxy: how a runtime API command is sent (by default over TCP)."""
 
     def check(self) -> None:
         try:
@@ -168,7 +190,9 @@ class ProxyRouter:
                 f"labels {LABEL_ROUTER}={self.kind.value} and {LABEL_ROUTER_APP}={self.app} "
                 "(docs/blue-green.md)"
             )
-        if self._mounted(view.spec) is None:
+        if self.kind is ProxyKind.HAPROXY:
+            self._check_runtime(view)
+        elif self._mounted(view.spec) is None:
             raise InputError(
                 f"{self.service} mounts no router config of ours at {self.kind.config_path}: "
                 f"a Swarm config labelled {LABEL_ROUTER_COLOUR}=blue|green (docs/blue-green.md)"
@@ -178,9 +202,28 @@ class ProxyRouter:
         return False
 
     def active(self) -> Colour | None:
-        return self._mounted(self.engine.inspect_service(self.service).spec)
+        view = self.engine.inspect_service(self.service)
+        if self.kind is ProxyKind.HAPROXY:
+            return _labelled(view)
+        return self._mounted(view.spec)
 
     def switch(self, to: Colour) -> None:
+        if self.kind is ProxyKind.HAPROXY:
+            self._switch_runtime(to)
+        else:
+            self._roll_to(to)
+
+    def switched(self, to: Colour) -> bool:
+        view = self.engine.inspect_service(self.service)
+        if self.kind is ProxyKind.HAPROXY:
+            done = self._runtime_switched(view, to)
+        else:
+            done = self._rolled(view, to)
+        return done and (self.probe is None or self.probe() == to)
+
+    # -- nginx: a config per colour, rolled ------------------------------------------
+
+    def _roll_to(self, to: Colour) -> None:
         name, config_id = self._config(to)
         path = self.kind.config_path
 
@@ -205,8 +248,8 @@ class ProxyRouter:
                 f"router {self.service} did not roll to {name}: {result.reason.message}"
             )
 
-    def switched(self, to: Colour) -> bool:
-        view = self.engine.inspect_service(self.service)
+    def _rolled(self, view: ServiceView, to: Colour) -> bool:
+        """Whether every running task of the router mounts the config of ``to``."""
         if self._mounted(view.spec) is not to:
             return False
         tasks = [t for t in self.engine.list_tasks(view.id) if t.desired_state is TaskState.RUNNING]
@@ -218,9 +261,100 @@ class ProxyRouter:
                 return False
             if not task.running:
                 return False
-        return bool(tasks) and (self.probe is None or self.probe() == to)
+        return bool(tasks)
 
-    # -- configs ------------------------------------------------------------------
+    # -- HAProxy: its runtime API ----------------------------------------------------
+
+    def _check_runtime(self, view: ServiceView) -> None:
+        """The service names a colour, publishes the runtime API in host mode,
+        and every running task answers with a colour."""
+        if _labelled(view) is None:
+            raise InputError(
+                f"{self.service} needs the label {LABEL_ROUTER_COLOUR}=blue|green: the colour "
+                "its colour map gives a task that starts (docs/blue-green.md)"
+            )
+        endpoints = self._endpoints(view)
+        if not endpoints:
+            raise InputError(f"router service {self.service} has no running task")
+        for task_id, address, port in endpoints:
+            try:
+                colour = haproxy.parse_show_map(
+                    self._send(address, port, haproxy.show_map_command())
+                )
+            except RuntimeAPIError as exc:
+                raise InputError(f"router task {task_id[:12]} of {self.service}: {exc}") from None
+            if colour is None:
+                raise InputError(
+                    f"router task {task_id[:12]} of {self.service}: its colour map "
+                    f"{haproxy.MAP_PATH} names no colour (docs/blue-green.md)"
+                )
+
+    def _switch_runtime(self, to: Colour) -> None:
+        """The label first (a task born from now on takes ``to``), then every
+        running task; one that does not take it is told again by ``switched``."""
+        view = relabel(self.engine, self.service, {LABEL_ROUTER_COLOUR: to.value})
+        for endpoint in self._endpoints(view):
+            self._tell(endpoint, to)
+
+    def _runtime_switched(self, view: ServiceView, to: Colour) -> bool:
+        """Whether the label names ``to`` and every running task answers ``to``."""
+        if _labelled(view) is not to:
+            return False
+        endpoints = self._endpoints(view)
+        done = bool(endpoints)
+        for endpoint in endpoints:
+            task_id, address, port = endpoint
+            try:
+                colour = haproxy.parse_show_map(
+                    self._send(address, port, haproxy.show_map_command())
+                )
+            except RuntimeAPIError as exc:
+                log.info(
+                    "router_task_unanswered", service=self.service, task=task_id, error=str(exc)
+                )
+                done = False
+                continue
+            if colour is not to:
+                # a task created just before the label changed was born with the old colour
+                self._tell(endpoint, to)
+                done = False
+        return done
+
+    def _tell(self, endpoint: tuple[str, str, int], to: Colour) -> None:
+        task_id, address, port = endpoint
+        try:
+            haproxy.parse_set_map(self._send(address, port, haproxy.set_map_command(to)))
+        except RuntimeAPIError as exc:
+            log.warning(
+                "router_task_not_switched", service=self.service, task=task_id, error=str(exc)
+            )
+
+    def _endpoints(self, view: ServiceView) -> list[tuple[str, str, int]]:
+        """(task id, node address, port) of each running task's runtime API."""
+        admin = self.admin_port
+        if admin is None:
+            text = (view.spec.get("Labels") or {}).get(LABEL_ADMIN_PORT, "")
+            admin = int(text) if text.isdigit() else haproxy.ADMIN_PORT
+        published = dict(view.host_ports)
+        if admin not in published:
+            raise InputError(
+                f"{self.service} does not publish HAProxy's runtime API (port {admin}) in host "
+                "mode: the switch reaches each router task at its node's address "
+                "(docs/blue-green.md)"
+            )
+        nodes = {n.id: n.address for n in self.engine.list_nodes()}
+        return [
+            (t.id, nodes.get(t.node_id, ""), dict(t.host_ports).get(admin) or published[admin])
+            for t in self.engine.list_tasks(view.id)
+            if t.desired_state is TaskState.RUNNING and t.running
+        ]
+
+    def _send(self, address: str, port: int, command: str) -> str:
+        if not address:
+            raise RuntimeAPIError("the router task's node has no address")
+        return (self.send or haproxy.send_command)(address, port, command)
+
+    # -- nginx's configs ------------------------------------------------------------------
 
     def _mounted(self, spec: Mapping[str, Any]) -> Colour | None:
         """The colour of the router config the spec mounts (None: none of ours)."""
@@ -254,3 +388,11 @@ class ProxyRouter:
             "config", {"Name": name, "Labels": labels, "Data": text.encode()}
         )
         return name, config_id
+
+
+def _labelled(view: ServiceView) -> Colour | None:
+    """The colour the service's label ``zdd-swarm.router.colour`` names."""
+    try:
+        return Colour((view.spec.get("Labels") or {}).get(LABEL_ROUTER_COLOUR, ""))
+    except ValueError:
+        return None

@@ -2,7 +2,7 @@
 
 One small adapter each. ``LabelRouter`` serves routers that read service
 labels (Traefik, caddy-docker-proxy); ``CallableRouter`` wraps platform
-code. nginx and HAProxy adapters come next.
+code. nginx and HAProxy are in ``proxy.py``.
 """
 
 from __future__ import annotations
