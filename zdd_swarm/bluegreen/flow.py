@@ -57,6 +57,7 @@ from .model import (
     LABEL_FAILED,
     LABEL_ROUTER,
     LABEL_SCALE_DOWN_DELAY,
+    SCALE_DOWN_DELAY,
     BlueGreenCode,
     BlueGreenOutcome,
     BlueGreenResult,
@@ -139,7 +140,7 @@ class BlueGreenOptions:
     """How long the post-switch checks are sampled."""
     switch_timeout: timedelta = timedelta(seconds=30)
     """How long the router may take to show the switch."""
-    scale_down_delay: timedelta = timedelta(seconds=30)
+    scale_down_delay: timedelta = SCALE_DOWN_DELAY
     """How long the old colour stays up after the switch (an instant way back)."""
     router_url: str | None = None
     """The router's public address. Before anything changes, requests through it must

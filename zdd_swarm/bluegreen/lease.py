@@ -35,15 +35,13 @@ from ..clock import Clock
 from ..engine import StackEngine
 from ..errors import ZddError
 from ..model import parse_timestamp
-from .model import LABEL_APP, LABEL_PREFIX
+from .model import LABEL_APP, LABEL_PREFIX, LEASE_TTL, lock_fields
 from .store import Pair, acquire, release
 
 __all__ = ["LEASE_TTL", "RENEW_EVERY", "Lease", "LeaseState", "hold", "lease_state"]
 
 log = get_logger("zdd_swarm.bluegreen")
 
-LEASE_TTL = timedelta(seconds=30)
-"""A lease not renewed for this long belongs to a process that is gone."""
 RENEW_EVERY = timedelta(seconds=5)
 """How often a live holder renews its lease."""
 
@@ -65,7 +63,7 @@ class LeaseState(enum.StrEnum):
 
 def owner_of(lock: str) -> str:
     """The owner field of a lock (``<owner> <since> <operation>``)."""
-    return lock.split(" ", 1)[0]
+    return lock_fields(lock)[0]
 
 
 def _name(owner: str) -> str:

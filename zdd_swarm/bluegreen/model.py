@@ -18,7 +18,7 @@ import enum
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..model import parse_timestamp
@@ -45,6 +45,11 @@ LABEL_SCALE_DOWN_AT = LABEL_PREFIX + "scale-down-at"
 LABEL_SEQ = LABEL_PREFIX + "seq"
 LABEL_LOCK = LABEL_PREFIX + "lock"
 """On one colour while an operation switches the pair: ``<owner> <since> <operation>``."""
+LEASE_TTL = timedelta(seconds=30)
+"""A lock whose lease (``lease.py``) was not renewed for this long belongs to a
+process that is gone."""
+SCALE_DOWN_DELAY = timedelta(seconds=30)
+"""How long the old colour stays up after a switch, unless told otherwise."""
 LABEL_FAILED = LABEL_PREFIX + "failed"
 """On a colour: the image of a release that failed on it (``rollback`` will
 not switch to that image)."""
@@ -201,6 +206,14 @@ class RouterSpec:
         if not all(isinstance(v, str | None) for v in values) or not values[0]:
             return None
         return cls(*values)
+
+
+def lock_fields(lock: str) -> tuple[str, str, str]:
+    """The owner, since and operation of a lock (``<owner> <since> <operation>``;
+    a field it lacks is empty)."""
+    owner, _, rest = lock.partition(" ")
+    since, _, operation = rest.partition(" ")
+    return owner, since, operation
 
 
 def with_labels(labels: Mapping[str, str], changes: Mapping[str, str]) -> dict[str, str]:

@@ -28,11 +28,13 @@ from .model import (
     LABEL_PREFIX,
     LABEL_ROUTER,
     LABEL_SCALE_DOWN_DELAY,
+    LEASE_TTL,
     OTHER_STRATEGIES,
     BlueGreenResult,
     Colour,
     PairState,
     RouterSpec,
+    lock_fields,
     with_labels,
 )
 
@@ -256,13 +258,12 @@ def _check_service(view: ServiceView, colour: Colour) -> None:
 def _refuse(app: str, held: str) -> UpdateInProgress:
     if not held:
         return UpdateInProgress(f"{app}: the operation to take over has ended meanwhile")
-    owner, _, rest = held.partition(" ")
-    since, _, operation = rest.partition(" ")
+    owner, since, operation = lock_fields(held)
     return UpdateInProgress(
         f"{app}: another blue-green {operation or 'operation'} holds the pair since {since} "
         f"(owner {owner}); if its process died, `zdd-swarm bluegreen watch {app}` takes it "
-        f"over once its lease runs out (30 s; a lock of an older version, with no lease: "
-        f"remove the label {LABEL_LOCK} from {app}-blue and {app}-green)"
+        f"over once its lease runs out ({LEASE_TTL.seconds} s; a lock of an older version, "
+        f"with no lease: remove the label {LABEL_LOCK} from {app}-blue and {app}-green)"
     )
 
 

@@ -32,7 +32,15 @@ from ..engine import StackEngine
 from ..errors import UpdateInProgress
 from ..result import Reason
 from .lease import LeaseState, hold, lease_state, remove_lease
-from .model import BlueGreenCode, BlueGreenOutcome, BlueGreenResult, Colour, PairState
+from .model import (
+    SCALE_DOWN_DELAY,
+    BlueGreenCode,
+    BlueGreenOutcome,
+    BlueGreenResult,
+    Colour,
+    PairState,
+    lock_fields,
+)
 from .router import Router
 from .store import Pair, record, set_replicas, write_state
 
@@ -127,11 +135,11 @@ def take_over(
     if found is None:
         return False
     lock, renewed = found
-    owner, _, rest = lock.partition(" ")
-    operation = rest.partition(" ")[2] or "operation"
+    owner, _, operation = lock_fields(lock)
+    operation = operation or "operation"
     try:
         with hold(engine, pair, "take-over", clock, replaces=lock) as (now, _held):
-            delay = now.scale_down_delay or timedelta(seconds=30)
+            delay = now.scale_down_delay or SCALE_DOWN_DELAY
             replicas = {c: v.replicas or 0 for c, v in now.services.items() if v is not None}
             recovery = plan(now.state, router.active(), replicas, clock.now(), delay)
             why = f"the {operation} of {owner} stopped (lease last renewed {renewed:%T})"

@@ -19,7 +19,7 @@ from ..engine import StackEngine
 from ..errors import InputError, UpdateInProgress
 from ..result import Reason
 from .lease import RENEW_EVERY, hold
-from .model import LABEL_LAST, BlueGreenCode, BlueGreenOutcome, BlueGreenResult
+from .model import LABEL_LAST, BlueGreenCode, BlueGreenOutcome, BlueGreenResult, lock_fields
 from .router import Router
 from .store import Pair, read_pair, set_replicas, write_state
 from .takeover import dead_lock, take_over
@@ -35,8 +35,8 @@ def in_flight(pair: Pair) -> str | None:
     """What is in flight on the pair, in words (None: nothing)."""
     state = pair.state
     if pair.lock:
-        operation = pair.lock.split(" ", 2)[2:] or ["an operation"]
-        return f"{operation[0]} in flight (active {state.active.value})"
+        operation = lock_fields(pair.lock)[2] or "an operation"
+        return f"{operation} in flight (active {state.active.value})"
     if state.preview is not None:
         return f"{state.preview.service(pair.app)} awaits promotion (active {state.active.value})"
     if state.scale_down_at is not None:
