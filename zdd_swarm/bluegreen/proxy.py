@@ -276,11 +276,10 @@ class ProxyRouter:
         endpoints = self._endpoints(view)
         if not endpoints:
             raise InputError(f"router service {self.service} has no running task")
-        for task_id, address, port in endpoints:
+        for endpoint in endpoints:
+            task_id = endpoint[0]
             try:
-                colour = haproxy.parse_show_map(
-                    self._send(address, port, haproxy.show_map_command())
-                )
+                colour = self._asked(endpoint)
             except RuntimeAPIError as exc:
                 raise InputError(f"router task {task_id[:12]} of {self.service}: {exc}") from None
             if colour is None:
@@ -303,14 +302,11 @@ class ProxyRouter:
         endpoints = self._endpoints(view)
         done = bool(endpoints)
         for endpoint in endpoints:
-            task_id, address, port = endpoint
             try:
-                colour = haproxy.parse_show_map(
-                    self._send(address, port, haproxy.show_map_command())
-                )
+                colour = self._asked(endpoint)
             except RuntimeAPIError as exc:
                 log.info(
-                    "router_task_unanswered", service=self.service, task=task_id, error=str(exc)
+                    "router_task_unanswered", service=self.service, task=endpoint[0], error=str(exc)
                 )
                 done = False
                 continue
@@ -319,6 +315,11 @@ class ProxyRouter:
                 self._tell(endpoint, to)
                 done = False
         return done
+
+    def _asked(self, endpoint: tuple[str, str, int]) -> Colour | None:
+        """The colour a task's colour map names (``RuntimeAPIError``: no answer)."""
+        _, address, port = endpoint
+        return haproxy.parse_show_map(self._send(address, port, haproxy.show_map_command()))
 
     def _tell(self, endpoint: tuple[str, str, int], to: Colour) -> None:
         task_id, address, port = endpoint
